@@ -1,0 +1,36 @@
+"""Load, validate and split the nuclei tile data.
+
+The package only reads and checks files; models, counting and the search
+live elsewhere. A copy of the dsb2018-fluo tiles ships in ``embedded/`` so a
+fresh clone runs offline; see ``embedded/README.md``.
+"""
+
+from pathlib import Path
+
+from .load import (DataError, fingerprint, load_counts_csv, load_test,
+                   load_train, load_train_counts)
+from .split import split_indices
+
+# Resolved from this file, not the working directory, so the paths hold
+# from a clone, an editable install and any cwd.
+EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+DEFAULT_TRAIN = EMBEDDED_DIR / "train_data.npz"
+DEFAULT_TEST = EMBEDDED_DIR / "test_images.npz"
+DEFAULT_TEST_COUNTS = EMBEDDED_DIR / "test_counts.csv"
+# Masks/labels/points of the test tiles, for scoring segmentations.
+DEFAULT_TEST_TRUTH = EMBEDDED_DIR / "test_truth.npz"
+
+__all__ = [
+    "DataError",
+    "load_train",
+    "load_train_counts",
+    "load_test",
+    "load_counts_csv",
+    "fingerprint",
+    "split_indices",
+    "EMBEDDED_DIR",
+    "DEFAULT_TRAIN",
+    "DEFAULT_TEST",
+    "DEFAULT_TEST_COUNTS",
+    "DEFAULT_TEST_TRUTH",
+]

@@ -1,0 +1,1 @@
+"""Optuna search over U-Net training and counting settings, and submission export."""

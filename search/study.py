@@ -1,0 +1,363 @@
+"""Run or resume an Optuna study for the best cell-counting U-Net.
+
+    python -m search.study                          # quick study on the embedded data
+    python -m search.study --profile seed --n-trials 40 --train train_data.npz
+
+Each trial trains a U-Net, reports its validation count-MAE after every epoch (weak trials
+are pruned), scores every counting setting on its validation predictions and keeps its
+checkpoint under ``studies/<name>/``. The same command resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+import data
+from model.checkpoint import save_checkpoint
+from model.count import count_setting, mae_by_setting
+from model.train import TrainConfig, fit, pick_device, seeded_net
+from model.unet import UNetConfig, count_parameters
+from search import space
+
+OBJECTIVE = "val_count_mae"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line with exit code 2."""
+
+
+@dataclass
+class Split:
+    """The study's fixed train/validation tiles, with the true validation counts."""
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    val_counts: np.ndarray
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m search.study",
+        description="Run or resume an Optuna study that searches U-Net training and "
+        "cell-counting settings; objective: validation count-MAE (lower is better).",
+    )
+    p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<name>.db)")
+    p.add_argument("--train", type=Path, default=data.DEFAULT_TRAIN,
+                   help="training npz with X and y (default: the embedded DSB2018-fluo tiles)")
+    p.add_argument("--n-trials", type=int,
+                   help="finished trials the study should reach, counting earlier runs "
+                   "(default: the profile's)")
+    p.add_argument("--timeout", type=float,
+                   help="seconds for this run; a trial still running then is stopped "
+                   "(default: the profile's: quick 900, seed 14400)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--profile", choices=sorted(space.PROFILES),
+                   help="seed: the seed's full-size net, for a GPU; quick: a small net for "
+                   "CPUs (default: seed on CUDA, quick otherwise)")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
+                   help="how weak trials are stopped early (default: %(default)s)")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="how parameters are sampled (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the sampler and every trial's training (default: 0)")
+    p.add_argument("--objective", choices=("tuned", "sampled"), default="tuned",
+                   help="tuned: score each trial with its best counting setting, chosen on "
+                   "validation after training; sampled: with the sampled counting "
+                   "parameters (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def default_storage(study_name: str) -> str:
+    Path("studies").mkdir(exist_ok=True)
+    return f"sqlite:///studies/{study_name}.db"
+
+
+def safe_url(url: str) -> str:
+    """The storage URL with any password hidden, for printing."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    try:
+        scheme = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise UsageError(f"--storage {safe_url(url)!r} is not a database URL "
+                         "(e.g. sqlite:///studies/cells.db or postgresql://user@host/db)")
+    if scheme == "sqlite":
+        Path(make_url(url).database or ".").parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # driver missing, server unreachable, bad credentials, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot open storage {safe_url(url)}: {reason}")
+
+
+def resolve_device(name: str):
+    try:
+        return pick_device(name)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Few startup trials: a CPU study only affords a dozen trials or so.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, group=True)
+
+
+def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=profile.epochs[1])
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+
+
+def load_split(train_path: Path, seed: int, val_fraction: float) -> tuple[Split, str]:
+    """The study's split and where its true counts come from."""
+    images, masks = data.load_train(train_path)
+    counts = data.load_train_counts(train_path, len(images))
+    source = "stored counts"
+    if counts is None:
+        # Competition archives ship masks only: count the true masks with the default counter.
+        counts = count_setting(masks, {"counter": "watershed"})
+        source = "counted from the true masks (watershed defaults)"
+    train_idx, val_idx = data.split_indices(len(images), val_fraction, seed)
+    split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx],
+                  counts[val_idx])
+    return split, source
+
+
+def setting_name(setting: dict) -> str:
+    """A short readable key for a counting setting, e.g. ``watershed t=0.5 md=2 ma=5 ef=0.2 +0``."""
+    short = {"threshold": "t", "min_distance": "md", "min_area": "ma", "edge_fraction": "ef"}
+    parts = [f"{short[k]}={v}" for k, v in setting.items() if k in short]
+    return " ".join([setting["counter"], *parts, f"{setting['offset']:+d}"])
+
+
+class Objective:
+    """Train one sampled configuration and return its validation count-MAE."""
+
+    def __init__(self, split, profile, device, seed, mode, out_dir, deadline):
+        self.split, self.profile, self.device = split, profile, device
+        self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
+        self.grid = space.counting_grid()
+
+    def epoch_score(self, sampled: dict):
+        """Per-epoch validation MAE: the sampled setting, or its best offset when tuning."""
+        if self.mode == "sampled":
+            settings = [sampled]
+        else:
+            settings = [{**sampled, "offset": o} for o in range(space.OFFSETS[0], space.OFFSETS[1] + 1)]
+        return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = space.suggest(trial, self.profile)
+        sampled = space.counting_of(params)
+        unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
+        train = TrainConfig(lr=params["lr"], epochs=params["epochs"], batch_size=params["batch_size"],
+                            loss=params["loss"], augment=params["augment"], seed=self.seed)
+        net = seeded_net(unet, self.seed, self.device)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("n_params", count_parameters(net))
+
+        def on_epoch(r):
+            print(f"  trial {trial.number} epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f}"
+                  f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)", flush=True)
+            if not math.isfinite(r.train_loss):
+                reason = f"training loss became {r.train_loss} at epoch {r.epoch}"
+                trial.set_user_attr("fail_reason", reason)
+                raise FloatingPointError(reason)
+            trial.report(r.val_mae, r.epoch)
+            if time.monotonic() > self.deadline:
+                trial.set_user_attr("stopped", "study timeout reached")
+                raise optuna.TrialPruned(f"timeout at epoch {r.epoch}")
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
+
+        s = self.split
+        result = fit(net, train, s.train_images, s.train_masks, s.val_images, s.val_masks,
+                     score_fn=self.epoch_score(sampled), on_epoch=on_epoch)
+
+        scores = mae_by_setting(result.val_prob, s.val_counts, self.grid)
+        best_i = min(range(len(scores)), key=lambda i: scores[i][0])
+        sampled_mae, sampled_bias = mae_by_setting(result.val_prob, s.val_counts, [sampled])[0]
+        counting, (value, bias) = (
+            (sampled, (sampled_mae, sampled_bias)) if self.mode == "sampled" else (self.grid[best_i], scores[best_i])
+        )
+        offsets = [{**sampled, "offset": o} for o in range(space.OFFSETS[0], space.OFFSETS[1] + 1)]
+        for o, (mae, _) in zip(range(space.OFFSETS[0], space.OFFSETS[1] + 1),
+                               mae_by_setting(result.val_prob, s.val_counts, offsets)):
+            trial.set_user_attr(f"val_mae_offset_{o:+d}", round(mae, 4))
+        trial.set_user_attr("val_mae_sampled_counting", round(sampled_mae, 4))
+        trial.set_user_attr("counting", counting)
+        trial.set_user_attr("counting_name", setting_name(counting))
+        trial.set_user_attr("val_bias", round(bias, 4))
+        trial.set_user_attr("counting_scores", {setting_name(g): round(m, 4) for g, (m, _) in zip(self.grid, scores)})
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
+        trial.set_user_attr("learning_curve", [
+            {"epoch": r.epoch, "train_loss": round(r.train_loss, 5), "val_loss": round(r.val_loss, 5),
+             "val_mae": round(r.val_mae, 4)} for r in result.history])
+        ckpt = save_checkpoint(self.out_dir / f"trial-{trial.number:04d}", result.state_dict, unet, {
+            "train": train.to_dict(), "params": params, "counting": counting,
+            "best_epoch": result.best_epoch, "val_mae": value,
+        })
+        trial.set_user_attr("checkpoint", str(ckpt))
+        return value
+
+
+class StopAfterFailures:
+    """Stop the run once ``limit`` trials failed in it: a broken setup must not loop until the timeout."""
+
+    def __init__(self, limit: int):
+        self.limit, self.failed = limit, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.failed += trial.state == optuna.trial.TrialState.FAIL
+        if self.failed >= self.limit:
+            print(f"stopping: {self.failed} trials failed in this run", flush=True)
+            study.stop()
+
+
+def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial."""
+    a = trial.user_attrs
+    tag = " (seed baseline)" if a.get("baseline") else ""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        print(f"trial {trial.number}{tag} finished: val MAE {trial.value:.3f} with {a['counting_name']}"
+              f" (best epoch {a['best_epoch']}, {a['train_seconds']:.0f} s); best so far: trial "
+              f"{study.best_trial.number} ({study.best_value:.3f})", flush=True)
+    elif trial.state == optuna.trial.TrialState.PRUNED:
+        steps = trial.intermediate_values
+        last = f" at epoch {max(steps)} (val MAE {steps[max(steps)]:.3f})" if steps else ""
+        why = a.get("stopped", "pruned")
+        print(f"trial {trial.number}{tag} {why}{last}", flush=True)
+    else:
+        reason = a.get("fail_reason", "see the log above")
+        print(f"trial {trial.number}{tag} {trial.state.name.lower()}: {reason}", flush=True)
+
+
+def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
+    """Create the study, or check that resuming it is consistent; returns it and its profile."""
+    device = resolve_device(args.device)
+    fingerprint = data.fingerprint(args.train)
+    if args.study_name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        meta = study.user_attrs
+        if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
+            raise UsageError(f"study {args.study_name!r} exists with another objective; pick another --study-name")
+        if meta["train_fingerprint"] != fingerprint:
+            raise UsageError(f"{args.train} differs from the data the study {args.study_name!r} started with "
+                             f"({meta['train_path']}); use another --study-name")
+        if args.profile and args.profile != meta["profile"]:
+            raise UsageError(f"study {args.study_name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
+        if meta["seed"] != args.seed or meta["counting_objective"] != args.objective:
+            raise UsageError(f"study {args.study_name!r} was started with --seed {meta['seed']} "
+                             f"--objective {meta['counting_objective']}; resume with the same values")
+        profile = space.PROFILES[meta["profile"]]
+        why = "recorded in the study"
+        print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
+    else:
+        profile = space.PROFILES[args.profile or ("seed" if device.type == "cuda" else "quick")]
+        why = "chosen" if args.profile else f"default for {device.type}"
+        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
+        study.set_metric_names([OBJECTIVE])
+        for key, value in {
+            "objective": OBJECTIVE, "train_path": str(args.train), "train_fingerprint": fingerprint,
+            "profile": profile.name, "seed": args.seed, "val_fraction": 0.2,
+            "counting_objective": args.objective,
+        }.items():
+            study.set_user_attr(key, value)
+        study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
+        print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline)", flush=True)
+    print(f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
+          f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}", flush=True)
+    return study, profile
+
+
+def run(args) -> optuna.Study:
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UsageError("--n-trials must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage_url = args.storage or default_storage(args.study_name)
+    storage = open_storage(storage_url)
+    study, profile = prepare_study(args, storage)
+    split, source = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
+                               study.user_attrs["val_fraction"])
+    print(f"data: {study.user_attrs['train_path']}: {len(split.train_images)} training, "
+          f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}", flush=True)
+
+    n_trials = args.n_trials or profile.n_trials
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    timeout = args.timeout or profile.timeout
+    if done < n_trials:
+        study.sampler = make_sampler(args.sampler, args.seed + done)
+        study.pruner = make_pruner(args.pruner, profile)
+        objective = Objective(split, profile, resolve_device(args.device), args.seed, args.objective,
+                              Path("studies") / args.study_name, time.monotonic() + timeout)
+        print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
+        # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
+        study.optimize(objective, timeout=timeout, catch=(FloatingPointError,),
+                       callbacks=[print_trial, optuna.study.MaxTrialsCallback(n_trials, states=FINISHED),
+                                  StopAfterFailures(n_trials)])
+    summarize(study, storage_url)
+    return study
+
+
+def summarize(study: optuna.Study, storage_url: str) -> None:
+    """The best trial beside the baseline, and how to browse and export."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        print("no finished trial yet: run the same command again to continue", flush=True)
+        return
+    best = study.best_trial
+    print(f"\nbest trial {best.number}: val MAE {best.value:.3f} with {best.user_attrs['counting_name']}; "
+          f"params {best.params}")
+    baseline = [t for t in complete if t.user_attrs.get("baseline")]
+    if baseline:
+        print(f"seed baseline (trial {baseline[0].number}): val MAE {baseline[0].value:.3f}")
+    print(f"browse: optuna-dashboard {safe_url(storage_url)} --host 127.0.0.1")
+    print(f"export: python -m search.export --study-name {study.study_name}"
+          + (f" --storage {safe_url(storage_url)}" if storage_url != f"sqlite:///studies/{study.study_name}.db" else ""),
+          flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, data.DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

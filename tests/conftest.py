@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny synthetic tile sets and a tiny search profile, so tests run in seconds."""
+
+import numpy as np
+import pytest
+import torch
+
+from search import space
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny nets run far faster on one thread: two threads on two busy cores thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def disc_tiles(n, size=32, seed=0):
+    """Dark tiles with a few bright discs; returns images, soft masks and true counts."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), np.float32)
+    counts = np.zeros(n, np.int32)
+    for i in range(n):
+        counts[i] = rng.integers(0, 4)
+        for _ in range(counts[i]):
+            r, c = rng.integers(6, size - 6, size=2)
+            masks[i] = np.maximum(masks[i], ((yy - r) ** 2 + (xx - c) ** 2 <= 9).astype(np.float32))
+        images[i] = np.clip(masks[i] * 180 + rng.normal(20, 5, (size, size)), 0, 255).astype(np.uint8)
+    return images, masks, counts
+
+
+@pytest.fixture
+def tiny_files(tmp_path):
+    """Paths of a tiny train archive (X, y, counts), test archive and test counts CSV."""
+    X, y, counts = disc_tiles(20, seed=1)
+    Xt, _, ct = disc_tiles(6, seed=2)
+    train, test, truth = tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "truth.csv"
+    np.savez_compressed(train, X=X, y=y, counts=counts)
+    np.savez_compressed(test, X=Xt)
+    truth.write_text("index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(ct)))
+    return train, test, truth
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch):
+    """A 'tiny' profile (2-channel U-Net, 1-2 epochs) selectable with --profile tiny."""
+    profile = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3)
+    monkeypatch.setitem(space.PROFILES, "tiny", profile)
+    return profile
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so studies/ is created there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,69 @@
+"""Tests of `python -m search.export`: submission format, truth scoring, refit/TTA, errors."""
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from search import export, study
+
+
+@pytest.fixture
+def finished_study(tiny_files, tiny_profile, in_tmp):
+    train, test, truth = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "2"]) == 0
+    return test, truth
+
+
+def test_submission_format_and_truth(finished_study, in_tmp, capsys):
+    test, truth = finished_study
+    assert export.main(["--test", str(test), "--truth", str(truth)]) == 0
+    sub = pd.read_csv(in_tmp / "submission.csv")
+    assert list(sub.columns) == ["index", "count"]
+    assert sub["index"].tolist() == list(range(6))
+    assert sub["count"].dtype.kind == "i"
+    log = json.loads((in_tmp / "submission.json").read_text())
+    best = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial
+    assert log["trial"] == best.number and log["counting"] == best.user_attrs["counting"]
+    true = pd.read_csv(truth)["count"].to_numpy()
+    assert log["test_mae"] == pytest.approx(np.abs(sub["count"].to_numpy() - true).mean())
+    assert f"MAE {log['test_mae']:.3f}" in capsys.readouterr().out
+
+
+def test_refit_tta_and_chosen_trial(finished_study, in_tmp):
+    test, _ = finished_study
+    out = in_tmp / "sub" / "refit.csv"
+    assert export.main(["--test", str(test), "--trial", "1", "--refit", "--tta", "--out", str(out)]) == 0
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert log["trial"] == 1 and log["refit"] is True and log["tta"] is True
+    assert log["checkpoint"].endswith("refit")
+    assert len(pd.read_csv(out)) == 6
+
+
+def test_errors_exit_2(finished_study, in_tmp, capsys):
+    test, truth = finished_study
+    cases = [
+        (["--trial", "99"], "did not finish"),
+        (["--study-name", "nope"], "no study database"),
+        (["--test", str(in_tmp / "missing.npz")], "file not found"),
+        (["--test", str(test), "--truth", str(test)], "test.npz"),
+    ]
+    for args, message in cases:
+        assert export.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (args, err)
+    # A checkpoint lost since the study ran is named, not a traceback.
+    ckpt = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs["checkpoint"]
+    (in_tmp / ckpt / "config.json").unlink()
+    assert export.main(["--test", str(test)]) == 2
+    assert "checkpoint file missing" in capsys.readouterr().err
+    assert not (in_tmp / "submission.csv").exists()
+
+
+def test_study_without_finished_trial(in_tmp, capsys):
+    (in_tmp / "studies").mkdir()
+    optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db")
+    assert export.main([]) == 2
+    assert "no finished trial" in capsys.readouterr().err

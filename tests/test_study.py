@@ -1,0 +1,153 @@
+"""End-to-end tests of `python -m search.study` on tiny data with a tiny profile."""
+
+import json
+import threading
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import optuna
+import pytest
+from optuna_dashboard import wsgi
+
+from model.train import EpochReport
+from search import space, study
+
+STATES = optuna.trial.TrialState
+
+
+class PruneAfterFirst(optuna.pruners.BasePruner):
+    """Prunes every trial but trial 0 at its first report: makes pruning deterministic."""
+
+    def prune(self, study, trial):
+        return trial.number > 0
+
+
+def run_study(train, *extra):
+    return study.main(["--train", str(train), "--profile", "tiny", "--seed", "0", *extra])
+
+
+def load(name="cells"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///studies/{name}.db")
+
+
+def test_study_completes_resumes_and_records(tiny_files, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "3") == 0
+    s = load()
+    assert [t.state for t in s.trials] == [STATES.COMPLETE] * 3
+    baseline = s.trials[0]
+    assert baseline.user_attrs["baseline"] is True
+    assert baseline.params == space.seed_baseline(tiny_profile)
+    for name in ("lr", "epochs", "depth", "upsample", "offset"):
+        assert all(name in t.params for t in s.trials)
+    attrs = baseline.user_attrs
+    assert set(attrs) >= {"val_mae_offset_-1", "val_mae_offset_+0", "val_mae_offset_+1",
+                          "val_mae_offset_+2", "best_epoch", "train_seconds", "device",
+                          "n_params", "checkpoint", "counting", "counting_scores"}
+    assert len(attrs["counting_scores"]) == len(space.counting_grid())
+    # The tuned objective is the best counting setting's MAE.
+    assert baseline.value == pytest.approx(min(attrs["counting_scores"].values()), abs=1e-4)
+    assert (in_tmp / attrs["checkpoint"] / "model.safetensors").is_file()
+    assert s.user_attrs["profile"] == "tiny"
+    out = capsys.readouterr().out
+    assert "trial 2 finished" in out and "optuna-dashboard sqlite:///studies/cells.db" in out
+
+    # The same command with a larger target resumes: earlier trials are kept, none repeated.
+    assert run_study(train, "--n-trials", "4") == 0
+    s = load()
+    assert len(s.trials) == 4 and s.trials[3].state == STATES.COMPLETE
+    assert not s.trials[3].user_attrs.get("baseline")
+    # Reached the target: nothing more to run.
+    assert run_study(train, "--n-trials", "4") == 0
+    assert len(load().trials) == 4
+
+
+def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
+    monkeypatch.setattr(study, "make_pruner", lambda name, profile: PruneAfterFirst())
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "3", "--objective", "sampled") == 0
+    s = load()
+    assert [t.state for t in s.trials] == [STATES.COMPLETE, STATES.PRUNED, STATES.PRUNED]
+    assert all(list(t.intermediate_values) == [1] for t in s.trials[1:])
+    assert "trial 1 pruned at epoch 1" in capsys.readouterr().out
+    # Sampled objective: the value is the sampled counting setting's MAE.
+    t0 = s.trials[0]
+    assert t0.value == pytest.approx(t0.user_attrs["val_mae_sampled_counting"], abs=1e-4)
+    assert t0.user_attrs["counting"]["offset"] == 1
+
+
+def test_diverged_trial_fails_alone(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    real_fit = study.fit
+    calls = []
+
+    def fit_diverging_once(net, train, *args, on_epoch, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            on_epoch(EpochReport(1, float("nan"), float("nan"), float("nan"), 0.0))
+        return real_fit(net, train, *args, on_epoch=on_epoch, **kwargs)
+
+    monkeypatch.setattr(study, "fit", fit_diverging_once)
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "3") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.COMPLETE, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert "nan" in trials[1].user_attrs["fail_reason"]
+
+
+def test_dashboard_server_lists_study_with_all_parameters(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2") == 0
+    app = wsgi(optuna.storages.RDBStorage("sqlite:///studies/cells.db"))
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/api"
+        studies = json.load(urllib.request.urlopen(f"{base}/studies"))["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["cells"]
+        detail = json.load(urllib.request.urlopen(f"{base}/studies/{studies[0]['study_id']}?after=0"))
+        assert len(detail["trials"]) == 2
+        for trial in detail["trials"]:
+            names = {p["name"] for p in trial["params"]}
+            assert names >= {"lr", "epochs", "depth", "upsample", "offset"}
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-trials", "0"], "--n-trials must be at least 1"),
+    (["--timeout", "-5"], "--timeout must be positive"),
+    (["--device", "tpu9"], "--device"),
+    (["--storage", "nosuchdb://x"], "cannot open storage"),
+    (["--storage", "not a url"], "not a database URL"),
+])
+def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, message):
+    train, _, _ = tiny_files
+    assert run_study(train, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_bad_data_file_exits_2(in_tmp, tiny_profile, capsys):
+    bad = in_tmp / "train.npz"
+    bad.write_text("not an archive")
+    assert run_study(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.npz" in err
+
+
+def test_resume_refuses_changed_data_or_profile(tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 0
+    monkeypatch.setitem(space.PROFILES, "tiny2", space.Profile("tiny2", 2, (1, 1), 60, 1))
+    assert study.main(["--train", str(train), "--profile", "tiny2", "--n-trials", "2"]) == 2
+    assert "uses profile 'tiny'" in capsys.readouterr().err
+    train.write_bytes(train.read_bytes() + b"\0")
+    assert run_study(train, "--n-trials", "2") == 2
+    assert "differs from the data" in capsys.readouterr().err
+    assert len(load().trials) == 1

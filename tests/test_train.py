@@ -1,0 +1,226 @@
+"""Tests for model.train on tiny disc tiles and a 2-4 channel U-Net."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import disc_tiles
+from model.train import (
+    EpochReport,
+    TrainConfig,
+    dihedral,
+    fit,
+    loss_fn,
+    pick_device,
+    predict,
+    predict_prob,
+    seeded_net,
+    to_tensor,
+)
+from model.unet import UNetConfig
+
+CPU = torch.device("cpu")
+NET = UNetConfig(3, "interp", 4)
+
+
+def tiny_net(seed=0, config=NET):
+    return seeded_net(config, seed, CPU)
+
+
+@pytest.fixture(scope="module")
+def train_set():
+    images, masks, _ = disc_tiles(8, seed=1)
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def val_set():
+    images, masks, _ = disc_tiles(4, seed=2)
+    return images, masks
+
+
+def test_fit_lowers_loss_and_reports_each_epoch(train_set):
+    reports = []
+    result = fit(tiny_net(), TrainConfig(lr=1e-2, epochs=3, batch_size=4), *train_set, on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3]
+    assert all(isinstance(r, EpochReport) for r in reports)
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert all(np.isfinite(r.train_loss) for r in result.history)
+    assert result.history[0].train_loss > result.history[-1].train_loss
+    assert result.train_seconds > 0
+
+
+def test_exception_in_on_epoch_stops_training(train_set):
+    calls = []
+
+    class Prune(Exception):
+        pass
+
+    def on_epoch(report):
+        calls.append(report.epoch)
+        if report.epoch == 2:
+            raise Prune
+
+    with pytest.raises(Prune):
+        fit(tiny_net(), TrainConfig(lr=1e-3, epochs=3, batch_size=8), *train_set, on_epoch=on_epoch)
+    assert calls == [1, 2]
+
+
+def test_keeps_epoch_with_lowest_validation_score(train_set, val_set):
+    scores = iter([3.0, 1.0, 2.0])
+    probs = []
+
+    def score_fn(prob):
+        probs.append(prob.copy())
+        return next(scores)
+
+    net = tiny_net()
+    result = fit(net, TrainConfig(lr=1e-2, epochs=3, batch_size=4), *train_set, *val_set, score_fn=score_fn)
+    assert result.best_epoch == 2
+    assert result.best_val_mae == 1.0
+    assert [r.val_mae for r in result.history] == [3.0, 1.0, 2.0]
+    assert all(np.isfinite(r.val_loss) for r in result.history)
+    assert result.val_prob.shape == (4, 32, 32)
+    assert result.val_prob.min() >= 0 and result.val_prob.max() <= 1
+    np.testing.assert_array_equal(result.val_prob, probs[1])
+    # The kept weights are those of epoch 2, not the final ones.
+    final = net.state_dict()
+    assert any(not torch.equal(result.state_dict[k], final[k]) for k in final)
+    net.load_state_dict(result.state_dict)
+    np.testing.assert_allclose(predict_prob(net, val_set[0]), probs[1], atol=1e-6)
+
+
+def test_without_validation_keeps_last_epoch(train_set):
+    net = tiny_net()
+    result = fit(net, TrainConfig(lr=1e-2, epochs=2, batch_size=4), *train_set)
+    assert result.best_epoch == 2
+    assert result.val_prob is None
+    assert np.isnan(result.history[-1].val_mae)
+    final = net.state_dict()
+    assert result.state_dict.keys() == final.keys()
+    assert all(torch.equal(result.state_dict[k], final[k]) for k in final)
+
+
+def _train(train_set, seed):
+    config = TrainConfig(lr=1e-2, epochs=2, batch_size=4, augment=True, seed=seed)
+    return fit(tiny_net(seed), config, *train_set).state_dict
+
+
+def test_same_seed_is_reproducible_and_other_seed_differs(train_set):
+    a, b, c = _train(train_set, 0), _train(train_set, 0), _train(train_set, 1)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_same_init_different_train_seed_differs(train_set):
+    # Only TrainConfig.seed changes (shuffle/augment), not the initial weights.
+    runs = []
+    for seed in (0, 1):
+        config = TrainConfig(lr=1e-2, epochs=1, batch_size=2, augment=True, seed=seed)
+        runs.append(fit(tiny_net(0), config, *train_set).state_dict)
+    assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_augment_runs(train_set):
+    result = fit(tiny_net(), TrainConfig(lr=1e-2, epochs=1, batch_size=4, augment=True), *train_set)
+    assert np.isfinite(result.history[0].train_loss)
+
+
+def test_dihedral_transforms_image_and_mask_alike():
+    x = torch.rand(64, 1, 16, 16)
+    xa, ya = dihedral(x, x.clone(), torch.Generator().manual_seed(0))
+    assert xa.shape == x.shape
+    assert torch.equal(xa, ya)
+    changed = [not torch.equal(xa[i], x[i]) for i in range(len(x))]
+    assert any(changed) and not all(changed)  # identity is one of the 8 draws
+    # Every output tile is a flip/rotation of its input: same multiset of pixels.
+    assert torch.equal(xa.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+
+
+def test_dihedral_results_are_dihedral_images():
+    x = torch.rand(32, 1, 8, 8)
+    xa, _ = dihedral(x, x.clone(), torch.Generator().manual_seed(1))
+    for i in range(len(x)):
+        views = [torch.rot90(v, k, dims=(-2, -1)) for k in range(4) for v in (x[i], x[i].flip(-1))]
+        assert any(torch.equal(xa[i], v) for v in views)
+
+
+def test_bce_dice_exceeds_bce():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 32, 32)
+    target = (torch.rand(3, 1, 32, 32) > 0.7).float()
+    bce, bce_dice = loss_fn(logits, target, "bce"), loss_fn(logits, target, "bce_dice")
+    assert bce.ndim == 0 and bce > 0
+    assert bce_dice > bce
+    assert float(bce_dice - bce) <= 1.0  # soft Dice loss is in [0, 1]
+
+
+def test_dice_term_near_zero_for_perfect_prediction():
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 8:16, 8:16] = 1
+    logits = (target * 2 - 1) * 50
+    diff = loss_fn(logits, target, "bce_dice") - loss_fn(logits, target, "bce")
+    assert abs(float(diff)) < 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [{"loss": "xx"}, {"lr": 0}, {"epochs": 0}, {"batch_size": 0}])
+def test_invalid_train_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        TrainConfig(**kwargs)
+
+
+def test_pick_device_cpu():
+    if not torch.cuda.is_available():
+        assert pick_device("auto") == CPU
+        assert pick_device() == CPU
+    assert pick_device("cpu") == CPU
+
+
+@pytest.mark.parametrize("name", ["nonsense", "meta"])
+def test_pick_device_unknown_raises(name):
+    with pytest.raises(ValueError):
+        pick_device(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_pick_device_missing_cuda_raises(name):
+    with pytest.raises(ValueError):
+        pick_device(name)
+
+
+def test_to_tensor_scales_uint8():
+    images = np.array([[[0, 255], [51, 102]]], np.uint8)
+    x = to_tensor(images, CPU)
+    assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, 0], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
+    masks = np.array([[[0.0, 0.5]]], np.float32)
+    assert torch.equal(to_tensor(masks, CPU), torch.tensor([[[[0.0, 0.5]]]]))
+
+
+def test_predict_prob_tta_is_mean_of_inverted_views():
+    net = tiny_net(5, UNetConfig(3, "transpose", 2))
+    images, _, _ = disc_tiles(3, seed=4)
+    tta = predict_prob(net, images, tta=True, precision="fp32")
+    plain = predict_prob(net, images, tta=False, precision="fp32")
+    assert tta.shape == plain.shape == (3, 32, 32)
+    assert tta.dtype == np.float32
+    assert tta.min() >= 0 and tta.max() <= 1
+
+    x = torch.from_numpy(images).float().div(255)[:, None]
+    manual = []
+    for k in range(4):
+        for flip in (False, True):
+            view = torch.rot90(x, k, dims=(-2, -1))
+            if flip:
+                view = view.flip(-1)
+            prob = torch.sigmoid(predict(net, view))
+            if flip:
+                prob = prob.flip(-1)
+            manual.append(torch.rot90(prob, -k, dims=(-2, -1)))
+    expected = torch.stack(manual).mean(0)[:, 0].numpy()
+    np.testing.assert_allclose(tta, expected, atol=1e-5)
+    np.testing.assert_allclose(plain, torch.sigmoid(predict(net, x))[:, 0].numpy(), atol=1e-6)
+    # The net is not equivariant, so TTA must actually change the output.
+    assert np.abs(tta - plain).max() > 1e-6
