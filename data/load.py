@@ -18,6 +18,7 @@ import pandas as pd
 __all__ = [
     "DataError",
     "load_train",
+    "load_train_counts",
     "load_test",
     "load_counts_csv",
     "fingerprint",

@@ -86,6 +86,21 @@ def suggest(trial: optuna.Trial, profile: Profile) -> dict:
     return params
 
 
+def with_offsets(setting: dict) -> list[dict]:
+    """The counting setting with each offset of the space."""
+    return [{**setting, "offset": o} for o in range(OFFSETS[0], OFFSETS[1] + 1)]
+
+
+def monitor_settings(sampled: dict) -> list[dict]:
+    """A few counting settings whose best validation MAE tracks the tuned objective every epoch.
+
+    The sampled setting and every other counter at its defaults, each with every offset: a
+    trial whose net is good is not pruned merely because it sampled a poor counter.
+    """
+    others = [{"counter": c} for c in COUNTERS if c != sampled["counter"]]
+    return [s for setting in [sampled, *others] for s in with_offsets(setting)]
+
+
 def counting_grid() -> list[dict]:
     """Every counting setting of the space (counter, its parameters, offset), as dicts."""
     grid = []
@@ -94,7 +109,7 @@ def counting_grid() -> list[dict]:
         for name, values in space.items():
             settings = [{**s, name: v} for s in settings for v in values]
         for s in settings:
-            grid += [{"counter": counter, **s, "offset": o} for o in range(OFFSETS[0], OFFSETS[1] + 1)]
+            grid += with_offsets({"counter": counter, **s})
     return grid
 
 

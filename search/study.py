@@ -20,22 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+import torch
 
 import data
 from model.checkpoint import save_checkpoint
 from model.count import count_setting, mae_by_setting
 from model.train import TrainConfig, fit, pick_device, seeded_net
 from model.unet import UNetConfig, count_parameters
-from search import space
+from search import space, workers
+from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
+from search.errors import UsageError
+from search.storage import dashboard_target, default_url, is_sqlite, open_storage, safe_url
 
 OBJECTIVE = "val_count_mae"
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line with exit code 2."""
+FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 
 
 @dataclass
@@ -56,7 +54,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         "cell-counting settings; objective: validation count-MAE (lower is better).",
     )
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<name>.db)")
+    p.add_argument("--storage", help="sqlite:///FILE.db, journal:///FILE.log (or FILE.log) or a database "
+                   "URL such as postgresql://user:password@host/db (default: sqlite:///studies/<name>.db; "
+                   "journal:///studies/<name>.journal.log with --workers above 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes running trials at once on this machine: one GPU each when several "
+                   "are visible, else the CPU cores split between them (default: %(default)s)")
+    p.add_argument("--heartbeat", type=int, default=60,
+                   help="seconds between a running trial's heartbeats on a database storage; a trial "
+                   "silent for twice as long (its worker died) is failed and run again (default: %(default)s)")
+    # Set by --workers on the processes it starts: which worker this is.
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--train", type=Path, default=data.DEFAULT_TRAIN,
                    help="training npz with X and y (default: the embedded DSB2018-fluo tiles)")
     p.add_argument("--n-trials", type=int,
@@ -80,34 +88,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "validation after training; sampled: with the sampled counting "
                    "parameters (default: %(default)s)")
     return p.parse_args(argv)
-
-
-def default_storage(study_name: str) -> str:
-    Path("studies").mkdir(exist_ok=True)
-    return f"sqlite:///studies/{study_name}.db"
-
-
-def safe_url(url: str) -> str:
-    """The storage URL with any password hidden, for printing."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    try:
-        scheme = make_url(url).get_backend_name()
-    except ArgumentError:
-        raise UsageError(f"--storage {safe_url(url)!r} is not a database URL "
-                         "(e.g. sqlite:///studies/cells.db or postgresql://user@host/db)")
-    if scheme == "sqlite":
-        Path(make_url(url).database or ".").parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # driver missing, server unreachable, bad credentials, ...
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"cannot open storage {safe_url(url)}: {reason}")
 
 
 def resolve_device(name: str):
@@ -163,11 +143,8 @@ class Objective:
         self.grid = space.counting_grid()
 
     def epoch_score(self, sampled: dict):
-        """Per-epoch validation MAE: the sampled setting, or its best offset when tuning."""
-        if self.mode == "sampled":
-            settings = [sampled]
-        else:
-            settings = [{**sampled, "offset": o} for o in range(space.OFFSETS[0], space.OFFSETS[1] + 1)]
+        """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
+        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(sampled)
         return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -199,20 +176,18 @@ class Objective:
                      score_fn=self.epoch_score(sampled), on_epoch=on_epoch)
 
         scores = mae_by_setting(result.val_prob, s.val_counts, self.grid)
-        best_i = min(range(len(scores)), key=lambda i: scores[i][0])
-        sampled_mae, sampled_bias = mae_by_setting(result.val_prob, s.val_counts, [sampled])[0]
-        counting, (value, bias) = (
-            (sampled, (sampled_mae, sampled_bias)) if self.mode == "sampled" else (self.grid[best_i], scores[best_i])
-        )
-        offsets = [{**sampled, "offset": o} for o in range(space.OFFSETS[0], space.OFFSETS[1] + 1)]
-        for o, (mae, _) in zip(range(space.OFFSETS[0], space.OFFSETS[1] + 1),
-                               mae_by_setting(result.val_prob, s.val_counts, offsets)):
-            trial.set_user_attr(f"val_mae_offset_{o:+d}", round(mae, 4))
+        by_name = {setting_name(g): score for g, score in zip(self.grid, scores)}
+        tuned = min(self.grid, key=lambda g: by_name[setting_name(g)][0])
+        counting = sampled if self.mode == "sampled" else tuned
+        value, bias = by_name[setting_name(counting)]
+        sampled_mae = by_name[setting_name(sampled)][0]
+        for setting in space.with_offsets(sampled):
+            trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", round(by_name[setting_name(setting)][0], 4))
         trial.set_user_attr("val_mae_sampled_counting", round(sampled_mae, 4))
         trial.set_user_attr("counting", counting)
         trial.set_user_attr("counting_name", setting_name(counting))
         trial.set_user_attr("val_bias", round(bias, 4))
-        trial.set_user_attr("counting_scores", {setting_name(g): round(m, 4) for g, (m, _) in zip(self.grid, scores)})
+        trial.set_user_attr("counting_scores", {n: round(m, 4) for n, (m, _) in by_name.items()})
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
         trial.set_user_attr("learning_curve", [
@@ -223,6 +198,7 @@ class Objective:
             "best_epoch": result.best_epoch, "val_mae": value,
         })
         trial.set_user_attr("checkpoint", str(ckpt))
+        log_trial_artifacts(trial, result, s, counting, ckpt)  # figures + checkpoint for the dashboard
         return value
 
 
@@ -295,36 +271,57 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
     return study, profile
 
 
-def run(args) -> optuna.Study:
+def run(args, argv=()) -> optuna.Study:
+    """Run the study in this process, or with ``--workers`` above 1 in that many child processes."""
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError("--n-trials must be at least 1")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.heartbeat < 1:
+        raise UsageError("--heartbeat must be at least 1 second")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_url = args.storage or default_storage(args.study_name)
-    storage = open_storage(storage_url)
+    storage_url = args.storage or default_url(args.study_name, args.workers)
+    if args.workers > 1 and is_sqlite(storage_url):
+        raise UsageError("--workers above 1 cannot share SQLite (it locks under concurrent writers): omit "
+                         "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL")
+    storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare_study(args, storage)
     split, source = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
                                study.user_attrs["val_fraction"])
     print(f"data: {study.user_attrs['train_path']}: {len(split.train_images)} training, "
           f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}", flush=True)
+    note = StudyNote(len(split.train_images), len(split.val_images), source, profile)
+    note.ensure(study)
+
+    if args.workers > 1 and args.worker_index is None:
+        workers.spawn_and_wait(list(argv), args.workers, storage_url)
+        summarize(study, storage_url)
+        return study
+    if args.worker_index is not None:
+        torch.set_num_threads(workers.worker_threads(args.workers))
 
     n_trials = args.n_trials or profile.n_trials
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     timeout = args.timeout or profile.timeout
     if done < n_trials:
-        study.sampler = make_sampler(args.sampler, args.seed + done)
+        # Each worker its own seed, or they would all sample the same configurations: workers
+        # started one after another see different trial counts, those of one --workers differ by index.
+        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials) + 1000 * (args.worker_index or 0))
         study.pruner = make_pruner(args.pruner, profile)
         objective = Objective(split, profile, resolve_device(args.device), args.seed, args.objective,
                               Path("studies") / args.study_name, time.monotonic() + timeout)
         print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
-        study.optimize(objective, timeout=timeout, catch=(FloatingPointError,),
-                       callbacks=[print_trial, optuna.study.MaxTrialsCallback(n_trials, states=FINISHED),
-                                  StopAfterFailures(n_trials)])
-    summarize(study, storage_url)
+        failures = StopAfterFailures(n_trials)
+        workers.run_until_target(study, objective, n_trials, timeout, catch=(FloatingPointError,),
+                                 callbacks=[print_trial, failures, note],
+                                 should_stop=lambda: failures.failed >= failures.limit)
+    if args.worker_index is None:  # the parent of several workers summarizes once for all
+        summarize(study, storage_url)
     return study
 
 
@@ -339,20 +336,26 @@ def summarize(study: optuna.Study, storage_url: str) -> None:
           f"params {best.params}")
     baseline = [t for t in complete if t.user_attrs.get("baseline")]
     if baseline:
-        print(f"seed baseline (trial {baseline[0].number}): val MAE {baseline[0].value:.3f}")
-    print(f"browse: optuna-dashboard {safe_url(storage_url)} --host 127.0.0.1")
+        b = baseline[0]
+        print(f"seed baseline (trial {b.number}): val MAE {b.user_attrs['val_mae_sampled_counting']:.3f} with its "
+              f"own counting ({setting_name(space.counting_of(b.params))}), {b.value:.3f} as scored by the study")
+    print(f"browse: optuna-dashboard {dashboard_target(storage_url)} "
+          f"--artifact-dir {artifact_dir(study.study_name)} --host 127.0.0.1")
     print(f"export: python -m search.export --study-name {study.study_name}"
-          + (f" --storage {safe_url(storage_url)}" if storage_url != f"sqlite:///studies/{study.study_name}.db" else ""),
+          + (f" --storage {dashboard_target(storage_url)}" if storage_url != f"sqlite:///studies/{study.study_name}.db" else ""),
           flush=True)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        run(args)
+        run(args, sys.argv[1:] if argv is None else argv)
     except (UsageError, data.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except workers.WorkersFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from search import space
+from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -47,9 +48,8 @@ def tiny_files(tmp_path):
 @pytest.fixture
 def tiny_profile(monkeypatch):
     """A 'tiny' profile (2-channel U-Net, 1-2 epochs) selectable with --profile tiny."""
-    profile = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3)
-    monkeypatch.setitem(space.PROFILES, "tiny", profile)
-    return profile
+    monkeypatch.setitem(space.PROFILES, "tiny", TINY)
+    return TINY
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import data
-from data import (DataError, fingerprint, load_counts_csv, load_test,
+from data import (DataError, fingerprint, load_counts_csv, load_test, load_train_counts,
                   load_train, split_indices)
 
 N, H, W = 3, 16, 32
@@ -340,3 +340,20 @@ def test_embedded_dataset_loads():
     assert load_test(data.DEFAULT_TEST).shape == (135, 128, 128)
     counts = load_counts_csv(data.DEFAULT_TEST_COUNTS, n=135)
     assert counts.shape == (135,)
+
+
+def test_load_train_counts_optional_and_checked(tmp_path):
+    X = np.zeros((3, 16, 16), np.uint8)
+    y = np.zeros((3, 16, 16), np.float32)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, X=X, y=y)
+    assert load_train_counts(plain, 3) is None
+    good = tmp_path / "good.npz"
+    np.savez(good, X=X, y=y, counts=np.array([0, 2, 5], np.int32))
+    np.testing.assert_array_equal(load_train_counts(good, 3), [0, 2, 5])
+    for name, counts in [("short", np.array([1, 2])), ("negative", np.array([1, -1, 0])),
+                         ("float", np.array([1.5, 2.0, 0.0]))]:
+        bad = tmp_path / f"{name}.npz"
+        np.savez(bad, X=X, y=y, counts=counts)
+        with pytest.raises(DataError, match=f"{name}.npz.*counts"):
+            load_train_counts(bad, 3)

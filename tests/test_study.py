@@ -124,7 +124,13 @@ def test_dashboard_server_lists_study_with_all_parameters(tiny_files, tiny_profi
     (["--timeout", "-5"], "--timeout must be positive"),
     (["--device", "tpu9"], "--device"),
     (["--storage", "nosuchdb://x"], "cannot open storage"),
-    (["--storage", "not a url"], "not a database URL"),
+    (["--storage", "not a url"], "not a storage URL"),
+    (["--storage", "postgresql://u:pw@127.0.0.1:1/x"], "cannot open storage postgresql://u:***@127.0.0.1:1/x"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "-2"], "--workers must be at least 1"),
+    (["--n-trials", "-1"], "--n-trials must be at least 1"),
+    (["--heartbeat", "0"], "--heartbeat must be at least 1"),
+    (["--workers", "2", "--storage", "sqlite:///studies/x.db"], "cannot share SQLite"),
 ])
 def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, message):
     train, _, _ = tiny_files
@@ -151,3 +157,34 @@ def test_resume_refuses_changed_data_or_profile(tiny_files, tiny_profile, in_tmp
     assert run_study(train, "--n-trials", "2") == 2
     assert "differs from the data" in capsys.readouterr().err
     assert len(load().trials) == 1
+
+
+def test_study_with_another_objective_exits_2(tiny_files, tiny_profile, in_tmp, capsys):
+    (in_tmp / "studies").mkdir()
+    optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db", direction="maximize")
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exists with another objective" in err
+    assert load().trials == []
+
+
+def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
+    real_fit = study.fit
+    calls = []
+
+    def fit_interrupted_in_trial_1(net, train, *args, on_epoch, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(net, train, *args, on_epoch=on_epoch, **kwargs)
+
+    monkeypatch.setattr(study, "fit", fit_interrupted_in_trial_1)
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "3") == 130
+    assert "run the same command to resume" in capsys.readouterr().err
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.COMPLETE, STATES.FAIL]
+    assert run_study(train, "--n-trials", "3") == 0
+    states = [t.state for t in load().trials]
+    assert states[:2] == [STATES.COMPLETE, STATES.FAIL] and states.count(STATES.COMPLETE) == 3

@@ -1,0 +1,142 @@
+"""What optuna-dashboard shows besides Optuna's own records: trial artifacts and the study note.
+
+Artifacts live in a ``FileSystemArtifactStore`` under ``studies/<name>/artifacts``; browse them with
+
+    optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells/artifacts --host 127.0.0.1
+
+Every finished trial gets ``learning-curve.png``, ``val-overlay.png`` and its checkpoint
+(``model.safetensors``, ``config.json``); the study gets a Markdown note on its data, profile
+and seed-baseline score.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna_dashboard import get_note, save_note
+
+from model.checkpoint import CONFIG, WEIGHTS
+from model.count import count_setting
+from model.plots import learning_curve_figure, overlay_figure, save_png
+
+if TYPE_CHECKING:
+    from model.train import FitResult
+    from search.space import Profile
+
+LEARNING_CURVE = "learning-curve.png"
+VAL_OVERLAY = "val-overlay.png"
+TRIAL_ARTIFACTS = (LEARNING_CURVE, VAL_OVERLAY, WEIGHTS, CONFIG)
+
+
+def artifact_dir(study_name: str) -> Path:
+    """Where a study's artifacts are stored, beside its checkpoints."""
+    return Path("studies") / study_name / "artifacts"
+
+
+def open_artifact_store(study_name: str) -> FileSystemArtifactStore:
+    """The study's artifact store, its folder created."""
+    directory = artifact_dir(study_name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(directory)
+
+
+def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting: dict, checkpoint: Path) -> None:
+    """Record a finished trial's validation counts and upload its figures and checkpoint.
+
+    Parameters
+    ----------
+    trial : optuna.Trial
+        The running trial; the files go to its study's store (:func:`artifact_dir`).
+    result : FitResult
+        The trial's training result (learning curve, best-epoch validation probabilities).
+    split : search.study.Split
+        The study's split (validation tiles and true counts).
+    counting : dict
+        The trial's chosen counting setting.
+    checkpoint : Path
+        The folder :func:`model.checkpoint.save_checkpoint` wrote.
+    """
+    store = open_artifact_store(trial.study.study_name)
+    pred = count_setting(result.val_prob, counting)
+    # Per-tile counts let the report draw true against predicted without the data or the net.
+    trial.set_user_attr("val_counts", {"true": [int(c) for c in split.val_counts],
+                                       "pred": [int(c) for c in pred]})
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = [
+            save_png(learning_curve_figure(result.history, result.best_epoch), Path(tmp) / LEARNING_CURVE),
+            save_png(overlay_figure(split.val_images, result.val_prob, counting["threshold"],
+                                    split.val_counts, pred), Path(tmp) / VAL_OVERLAY),
+        ]
+        # upload_artifact copies the file into the store, so the temporary files can go.
+        for path in [*figures, Path(checkpoint) / WEIGHTS, Path(checkpoint) / CONFIG]:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+class StudyNote:
+    """The study's dashboard note: data, profile and, once it has finished, the seed baseline.
+
+    Call :meth:`ensure` when a run starts (it writes the note of a new study); as a study callback
+    it rewrites the note when the baseline trial ends, adding its score.
+
+    Parameters
+    ----------
+    n_train, n_val : int
+        Tiles in the training and validation parts of the split.
+    true_counts : str
+        Where the true counts come from.
+    profile : Profile
+        The study's search profile.
+    """
+
+    def __init__(self, n_train: int, n_val: int, true_counts: str, profile: Profile):
+        self.n_train, self.n_val, self.true_counts, self.profile = n_train, n_val, true_counts, profile
+
+    def body(self, study: optuna.Study) -> str:
+        """The note's Markdown for ``study`` as it stands."""
+        meta, p = study.user_attrs, self.profile
+        lines = [
+            f"## Study `{study.study_name}`",
+            f"Objective: minimise **{meta.get('objective', 'val_count_mae')}** (validation count-MAE), "
+            f"counting objective `{meta.get('counting_objective', '?')}`.",
+            "",
+            "### Data",
+            f"- training file: `{meta.get('train_path')}` (sha256 `{str(meta.get('train_fingerprint'))[:12]}…`)",
+            f"- {self.n_train + self.n_val} tiles: {self.n_train} training, {self.n_val} validation "
+            f"(validation fraction {meta.get('val_fraction')}, seed {meta.get('seed')})",
+            f"- true counts: {self.true_counts}",
+            "",
+            "### Profile",
+            f"- `{p.name}`: U-Net base width {p.base}, epochs {p.epochs[0]}-{p.epochs[1]}, "
+            f"default budget {p.n_trials} trials / {p.timeout:.0f} s",
+            "",
+            "### Seed baseline",
+            f"- {baseline_line(study)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, study: optuna.Study) -> None:
+        save_note(study, self.body(study))
+
+    def ensure(self, study: optuna.Study) -> None:
+        """Write the note unless the study has one: a note edited in the dashboard is kept."""
+        if not get_note(study):
+            self.write(study)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.user_attrs.get("baseline"):
+            self.write(study)
+
+
+def baseline_line(study: optuna.Study) -> str:
+    """One line on the seed-baseline trial: its score, its state, or that it has not run."""
+    baseline = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+    if not baseline or not baseline[-1].state.is_finished():
+        return "not finished yet"
+    t = baseline[-1]
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        return f"trial {t.number}: val count-MAE {t.value:.3f} with {t.user_attrs.get('counting_name', '?')}"
+    return f"trial {t.number}: {t.state.name.lower()}"

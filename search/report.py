@@ -1,0 +1,255 @@
+"""Write a static, self-contained HTML report of a study, with its figures as PNG files.
+
+    python -m search.report                          # study 'cells' -> reports/cells/report.html
+    python -m search.report --study-name cells --storage sqlite:///studies/cells.db --out reports/cells
+
+The report shows the optimisation history, parameter importances, a parallel-coordinate plot,
+the count-MAE by depth, upsampling and offset, the best trial's true-against-predicted counts on
+validation, and a table of the top trials. It reads only the study storage: no network, no data
+file, no GPU. Figures come from ``optuna.visualization.matplotlib`` where Optuna has the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import optuna.visualization.matplotlib as ovm
+import pandas as pd
+
+from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
+from search.artifacts import baseline_line
+from search.errors import UsageError
+from search.storage import default_url, journal_path, open_storage, safe_url
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+TARGET_NAME = "val count-MAE"
+SLICE_PARAMS = ("depth", "upsample", "offset")
+TOP_N = 10
+
+
+@dataclass
+class ReportFigure:
+    """One report figure: its PNG file, or why it was left out."""
+
+    name: str  # PNG file name
+    title: str
+    caption: str
+    path: Path | None = None
+    skipped: str | None = None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.report",
+                                description="Write an HTML report (with PNG figures) of a study.")
+    p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
+    p.add_argument("--storage", help="Optuna storage URL (default: studies/<name>.db, or "
+                   "studies/<name>.journal.log when only that exists)")
+    p.add_argument("--out", type=Path, help="folder to write (default: reports/<name>)")
+    return p.parse_args(argv)
+
+
+def find_storage(study_name: str) -> str:
+    """The default storage a study run would have used: its SQLite file, else its journal file."""
+    for workers in (1, 2):
+        url = default_url(study_name, workers)
+        if Path(journal_path(url) or url.removeprefix("sqlite:///")).is_file():
+            return url
+    raise UsageError(f"no study database studies/{study_name}.db or studies/{study_name}.journal.log here: "
+                     "run python -m search.study first, or give --storage")
+
+
+def load_finished_study(study_name: str, storage_url: str) -> optuna.Study:
+    """The study, checked to have at least one complete trial."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        raise UsageError(f"no study {study_name!r} in {safe_url(storage_url)}")
+    if not study.get_trials(deepcopy=False, states=(COMPLETE,)):
+        raise UsageError(f"study {study_name!r} has no finished trial yet: nothing to report")
+    return study
+
+
+def varying_params(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Parameters set in every trial that take more than one value across them."""
+    common = set.intersection(*(set(t.params) for t in trials)) if trials else set()
+    return sorted(p for p in common if len({repr(t.params[p]) for t in trials}) > 1)
+
+
+def common_params(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Parameters set in every trial (conditional ones left out), in the order of the first trial."""
+    return [p for p in trials[0].params if all(p in t.params for t in trials)]
+
+
+def offset_groups(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[float]]:
+    """Each trial's MAE with its sampled counting at every offset, grouped by offset."""
+    prefix = "val_mae_offset_"
+    keys = sorted({k for t in trials for k in t.user_attrs if k.startswith(prefix)},
+                  key=lambda k: int(k[len(prefix):]))
+    return {k[len(prefix):]: [t.user_attrs[k] for t in trials if k in t.user_attrs] for k in keys}
+
+
+def top_trials(study: optuna.Study, n: int = TOP_N) -> pd.DataFrame:
+    """The ``n`` best complete trials: score, counting setting, training facts and parameters."""
+    trials = sorted(study.get_trials(deepcopy=False, states=(COMPLETE,)), key=lambda t: t.value)[:n]
+    rows = [{
+        "trial": t.number,
+        "val count-MAE": t.value,
+        "baseline": "yes" if t.user_attrs.get("baseline") else "",
+        "counting": t.user_attrs.get("counting_name", ""),
+        "best epoch": t.user_attrs.get("best_epoch"),
+        "train s": t.user_attrs.get("train_seconds"),
+        **t.params,
+    } for t in trials]
+    return pd.DataFrame(rows)
+
+
+def _axes_figure(axes, size: tuple[float, float] | None = None):
+    """The figure behind what an Optuna matplotlib plot returns (one Axes or an array of them)."""
+    fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+    if size:
+        fig.set_size_inches(*size)
+    return fig
+
+
+def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
+    """Draw every report figure into ``out``; a figure the study cannot support is skipped with a reason."""
+    complete = study.get_trials(deepcopy=False, states=(COMPLETE,))
+    best = study.best_trial
+    figures = [
+        ReportFigure("optimization_history.png", "Optimisation history",
+               "Each complete trial's validation count-MAE and the best so far."),
+        ReportFigure("param_importances.png", "Parameter importances",
+               "How much each parameter explains the validation count-MAE (Optuna's default evaluator)."),
+        ReportFigure("parallel_coordinate.png", "Parallel coordinates",
+               "Every complete trial's parameters, coloured by its validation count-MAE."),
+        ReportFigure("mae_by_depth_upsample_offset.png", "Count-MAE by depth, upsampling and offset",
+               "The objective against the sampled depth, upsampling and offset. With the tuned objective "
+               "a trial's score uses its best counting offset, so see also the next figure."),
+        ReportFigure("mae_by_offset.png", "Count-MAE by counting offset",
+               "Each complete trial's MAE with its sampled counter at every offset."),
+        ReportFigure("best_counts.png", f"Best trial {best.number}: true against predicted counts",
+               "Validation tiles, counted with the best trial's counting setting."),
+    ]
+    draw = {f.name: f for f in figures}
+    varying = varying_params(complete)
+    counts = best.user_attrs.get("val_counts")
+    offsets = offset_groups(complete)
+    with warnings.catch_warnings():
+        # Optuna marks its matplotlib plots experimental; the notice is noise here.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A single trial gives an axis of one value; matplotlib widens it and says so.
+        warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
+        plans = {
+            "optimization_history.png": lambda: _axes_figure(
+                ovm.plot_optimization_history(study, target_name=TARGET_NAME)),
+            "param_importances.png": None if len(complete) < 2 or not varying else lambda: _axes_figure(
+                ovm.plot_param_importances(study, params=varying, target_name=TARGET_NAME)),
+            "parallel_coordinate.png": lambda: _axes_figure(
+                ovm.plot_parallel_coordinate(study, params=common_params(complete), target_name=TARGET_NAME),
+                size=(14, 6)),  # one axis per parameter: the default size overlaps their labels
+            "mae_by_depth_upsample_offset.png": lambda: _axes_figure(
+                ovm.plot_slice(study, params=[p for p in SLICE_PARAMS if p in best.params],
+                               target_name=TARGET_NAME)),
+            "mae_by_offset.png": None if not offsets else lambda: plots.box_figure(
+                offsets, "Count-MAE by offset (sampled counter)", "offset", "val count-MAE"),
+            "best_counts.png": None if not counts else lambda: plots.count_scatter_figure(
+                counts["true"], counts["pred"], f"trial {best.number}: {best.user_attrs.get('counting_name', '')}"),
+        }
+        reasons = {
+            "param_importances.png": "needs at least 2 complete trials whose parameters differ",
+            "mae_by_offset.png": "no trial recorded its MAE by offset",
+            "best_counts.png": f"trial {best.number} did not record its per-tile validation counts",
+        }
+        for name, plan in plans.items():
+            if plan is None:
+                draw[name].skipped = reasons[name]
+                continue
+            try:
+                draw[name].path = plots.save_png(plan(), out / name)
+            except (RuntimeError, ValueError) as exc:  # e.g. an importance evaluator on degenerate trials
+                draw[name].skipped = f"Optuna could not draw it: {exc}"
+    return figures
+
+
+def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]:
+    """Label-value pairs describing the study and its best and baseline trials."""
+    states = pd.Series([t.state.name.lower() for t in study.get_trials(deepcopy=False)]).value_counts()
+    best = study.best_trial
+    meta = study.user_attrs
+    return [
+        ("study", study.study_name),
+        ("storage", safe_url(storage_url)),
+        ("trials", ", ".join(f"{n} {state}" for state, n in states.items())),
+        ("best trial", f"{best.number}: val count-MAE {best.value:.3f} with {best.user_attrs.get('counting_name', '?')}"),
+        ("data", f"{meta.get('train_path')} (seed {meta.get('seed')}, validation fraction {meta.get('val_fraction')})"),
+        ("profile", f"{meta.get('profile')}, counting objective {meta.get('counting_objective')}"),
+        ("seed baseline", baseline_line(study)),
+    ]
+
+
+def figure_html(figure: ReportFigure) -> str:
+    """A figure section: the PNG embedded as base64 (the HTML stands alone), or why it is missing."""
+    head = f"<h2>{html.escape(figure.title)}</h2>\n<p>{html.escape(figure.caption)}</p>\n"
+    if figure.path is None:
+        return head + f'<p class="skipped">Not drawn: {html.escape(figure.skipped or "")}.</p>\n'
+    data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+    return head + (f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}" '
+                   f'data-file="{figure.path.name}">\n')
+
+
+def render_html(study: optuna.Study, storage_url: str, figures: list[ReportFigure], table: pd.DataFrame) -> str:
+    """The whole report page."""
+    summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                      for k, v in summary_rows(study, storage_url))
+    title = f"Study {study.study_name}: validation count-MAE"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
+        "img{max-width:100%}.skipped{color:#a60}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<table>{summary}</table>",
+        *[figure_html(f) for f in figures],
+        f"<h2>Top {len(table)} trials</h2>",
+        table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", classes="top-trials"),
+        "</body></html>",
+    ])
+
+
+def write_report(study: optuna.Study, storage_url: str, out: Path) -> Path:
+    """Write the PNGs and ``report.html`` into ``out``; returns the HTML's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = draw_figures(study, out)
+    page = out / "report.html"
+    page.write_text(render_html(study, storage_url, figures, top_trials(study)), encoding="utf-8")
+    for f in figures:
+        if f.skipped:
+            print(f"{f.name} skipped: {f.skipped}")
+    return page
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage_url = args.storage or find_storage(args.study_name)
+        study = load_finished_study(args.study_name, storage_url)
+        page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Open a study's storage: SQLite, a journal file or a database server, with liveness checks.
+
+Storage URLs (``--storage``):
+
+- ``sqlite:///studies/cells.db``: the single-process default; SQLite locks under several
+  writing processes, so ``--workers`` above 1 refuses it.
+- ``journal:///studies/cells.journal.log`` (relative; ``journal:////abs/path`` absolute) or a
+  plain path ending in ``.log``: Optuna's journal file, the default for ``--workers`` above 1
+  on one machine. optuna-dashboard opens the plain path.
+- ``postgresql://user:password@host/db`` (or any SQLAlchemy URL): several machines.
+
+Database storages record a heartbeat for each running trial; a trial whose worker died (no
+heartbeat for twice the interval) is failed and queued again. Optuna 5.0's journal storage has
+no heartbeat, so a trial whose worker process on this machine is gone is failed and queued
+again by the next worker that looks (``reap_dead_local_trials``), and the journal's lock is an
+flock (``FlockLock``) that a killed worker cannot leave behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import threading
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from search.errors import UsageError
+
+JOURNAL_SCHEME = "journal:///"
+MAX_RETRY = 2  # a trial whose worker died is run again at most this often
+CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails fast instead of hanging
+WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
+
+
+def default_url(study_name: str, workers: int = 1) -> str:
+    """SQLite for one process, a journal file for several (SQLite locks under concurrent writers)."""
+    Path("studies").mkdir(exist_ok=True)
+    if workers > 1:
+        return f"{JOURNAL_SCHEME}studies/{study_name}.journal.log"
+    return f"sqlite:///studies/{study_name}.db"
+
+
+def journal_path(url: str) -> str | None:
+    """The journal file a storage URL names, or None for a database URL."""
+    if url.startswith(JOURNAL_SCHEME):
+        return url[len(JOURNAL_SCHEME):]
+    if url.endswith(".log") and "://" not in url:
+        return url
+    return None
+
+
+def safe_url(url: str) -> str:
+    """The storage URL with any password hidden, for printing."""
+    if journal_path(url) is not None:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def dashboard_target(url: str) -> str:
+    """What to give optuna-dashboard: the journal file itself, or the password-free URL."""
+    return journal_path(url) or safe_url(url)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+    """Open (and create) the storage ``url`` names; raises UsageError on a bad or unreachable one.
+
+    Parameters
+    ----------
+    url : str
+        A storage URL as described in the module docstring.
+    heartbeat : int, optional
+        Seconds between heartbeats of a running trial on a database storage; a trial silent
+        for twice as long is failed and retried up to ``MAX_RETRY`` times. None: no heartbeat.
+    """
+    path = journal_path(url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(path)))
+        except OSError as exc:
+            raise UsageError(f"cannot open journal {path}: {exc.strerror or exc}")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--storage {safe_url(url)!r} is not a storage URL (e.g. sqlite:///studies/cells.db, "
+                         "journal:///studies/cells.journal.log or postgresql://user@host/db)")
+    kwargs = {}
+    if parsed.get_backend_name() == "sqlite":
+        Path(parsed.database or ".").parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.get_backend_name() in ("postgresql", "mysql"):
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+    if parsed.drivername == "postgresql":
+        # The driver the 'postgres' extra installs; SQLAlchemy 2.0 would pick psycopg2 by default.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if heartbeat:
+        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    try:
+        with warnings.catch_warnings():
+            # The heartbeat arguments are marked experimental; the notice is noise here.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(parsed.render_as_string(hide_password=False), **kwargs)
+    except Exception as exc:  # driver missing, server unreachable, bad credentials, ...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot open storage {safe_url(url)}: {reason.replace(url, safe_url(url))}")
+
+
+class FlockLock:
+    """The journal's write lock, held with flock(2) on ``<journal>.flock``.
+
+    The kernel releases it when its process dies, even by SIGKILL; Optuna's default symlink lock
+    would stay behind and block every other worker for its grace period.
+    """
+
+    def __init__(self, journal: str):
+        self.path = journal + ".flock"
+        self._threads = threading.Lock()  # flock excludes processes; this excludes threads
+        self._fd = None
+
+    def acquire(self) -> bool:
+        self._threads.acquire()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        self._threads.release()
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def reap_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker process on this host is gone, and queue them again.
+
+    Works on every storage, immediately (no grace period); the heartbeat covers other hosts.
+    Returns the numbers of the trials failed.
+    """
+    host = socket.gethostname()
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            # The state change is the claim: of two workers reaping at once, one wins.
+            if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry(study, study._storage.get_trial(trial._trial_id))
+        reaped.append(trial.number)
+    return reaped

@@ -1,0 +1,166 @@
+"""Several worker processes on one study, and a run loop that stops at exactly the target.
+
+``spawn`` starts ``--workers N`` copies of ``python -m search.study`` that share one storage,
+one GPU each when several are visible, else a share of the CPU threads. ``run_until_target``
+replaces ``study.optimize``'s own stopping rule: a worker starts a trial only while finished plus
+running trials stay below the target, and ``TrialGuard`` fails the rare trial started in the
+same instant by two workers, so the study ends with exactly the target of finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import optuna
+import torch
+
+from search.storage import WORKER_ATTR, reap_dead_local_trials, worker_id
+
+STATES = optuna.trial.TrialState
+FINISHED = (STATES.COMPLETE, STATES.PRUNED)
+POLL_SECONDS = 2.0  # how often a worker with no trial to start looks again
+CHILD_COMMAND = [sys.executable, "-m", "search.study"]  # what --workers starts, before the arguments
+
+
+class SurplusTrial(Exception):
+    """Raised for a trial started after other workers had already filled the target."""
+
+
+def gpu_for(index: int) -> str | None:
+    """The CUDA_VISIBLE_DEVICES entry of worker ``index``: round robin over visible GPUs, or None."""
+    if not torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return gpus[index % len(gpus)] if len(gpus) > 1 else None
+
+
+def worker_threads(workers: int) -> int:
+    """CPU threads for one of ``workers`` processes: the cores split evenly."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _forward(stream, prefix: str) -> None:
+    for line in stream:
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+
+
+class WorkersFailed(Exception):
+    """A worker process exited with an error."""
+
+
+def spawn_and_wait(argv: list[str], workers: int, storage_url: str) -> None:
+    """Run ``workers`` child processes of ``python -m search.study argv`` on ``storage_url``.
+
+    Each child's output lines are printed with a ``[worker i]`` prefix. Raises WorkersFailed
+    when one exits with an error, KeyboardInterrupt (after they all stopped) on Ctrl-C.
+    """
+    procs, threads = [], []
+    for i in range(workers):
+        env = dict(os.environ)
+        gpu = gpu_for(i)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        # Later options win: the children open the parent's storage, as worker i.
+        cmd = [*CHILD_COMMAND, *argv, "--storage", storage_url, "--worker-index", str(i)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+        thread = threading.Thread(target=_forward, args=(proc.stdout, f"[worker {i}] "), daemon=True)
+        thread.start()
+        procs.append(proc)
+        threads.append(thread)
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        # Ctrl-C reached the children too: let them mark their trials and exit.
+        for p in procs:
+            p.wait()
+        raise
+    for t in threads:
+        t.join()
+    bad = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c]
+    if bad:
+        raise WorkersFailed("; ".join(bad) + ": run the same command to resume")
+
+
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """Finished (complete or pruned) and running trials of the study."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, STATES.RUNNING))
+    finished = sum(t.state in FINISHED for t in trials)
+    return finished, len(trials) - finished
+
+
+class TrialGuard:
+    """Wraps the objective: records the worker, fails surplus trials and out-of-memory alone."""
+
+    def __init__(self, objective, target: int):
+        self.objective, self.target = objective, target
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        # Trial numbers are issued atomically: earlier finished or running trials have priority.
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, STATES.RUNNING))
+                   if t.number < trial.number]
+        if len(earlier) >= self.target:
+            reason = "not run: other workers had already filled the study's target"
+            trial.set_user_attr("fail_reason", reason)
+            raise SurplusTrial(reason)
+        try:
+            return self.objective(trial)
+        except torch.cuda.OutOfMemoryError as exc:
+            message = str(exc.args[0]) if exc.args else ""
+            reason = f"out of GPU memory: {message.splitlines()[0] if message else 'no detail'}"
+            trial.set_user_attr("fail_reason", reason)
+            torch.cuda.empty_cache()
+            raise
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail and requeue trials of dead workers: local ones at once, others after the heartbeat grace."""
+    for number in reap_dead_local_trials(study):
+        print(f"trial {number}: its worker process is gone; failed and queued again", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def run_until_target(study: optuna.Study, objective, target: int, timeout: float,
+                     catch: tuple, callbacks: list, should_stop=lambda: False) -> None:
+    """Run trials one at a time until the study has ``target`` finished trials or time is up.
+
+    Parameters
+    ----------
+    study, objective
+        The study and its objective (wrapped here in a ``TrialGuard``).
+    target : int
+        Finished (complete or pruned) trials the study should end with, all workers together.
+    timeout : float
+        Seconds for this worker; no trial starts after it.
+    catch, callbacks
+        As for ``study.optimize``; ``SurplusTrial`` and CUDA out-of-memory are added to ``catch``.
+    should_stop : callable
+        Checked after each trial: True ends the run (e.g. too many failures).
+    """
+    deadline = time.monotonic() + timeout
+    guarded = TrialGuard(objective, target)
+    catch = (*catch, SurplusTrial, torch.cuda.OutOfMemoryError)
+    waiting = False
+    while time.monotonic() < deadline and not should_stop():
+        _fail_stale(study)
+        finished, running = counts(study)
+        if finished >= target:
+            return
+        if finished + running >= target:
+            # Running trials elsewhere would reach the target: wait in case one of them dies.
+            if not waiting:
+                print(f"waiting: {running} trials running elsewhere would reach the target {target}", flush=True)
+            waiting = True
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            continue
+        waiting = False
+        study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)

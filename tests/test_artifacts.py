@@ -1,0 +1,103 @@
+"""Trial artifacts and the study note, seen through optuna-dashboard's HTTP API; the figures themselves."""
+
+import json
+import threading
+import urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import numpy as np
+import optuna
+import pytest
+from optuna.artifacts import FileSystemArtifactStore
+from optuna_dashboard import get_note, wsgi
+
+from model.plots import count_scatter_figure, learning_curve_figure, overlay_figure, pick_tiles, save_png
+from model.train import EpochReport
+from search import study
+from search.artifacts import TRIAL_ARTIFACTS, artifact_dir
+
+from conftest import disc_tiles
+
+PNG = b"\x89PNG"
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def get(url):
+    with urllib.request.urlopen(url) as response:
+        return response.read()
+
+
+def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert ("optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells/artifacts "
+            "--host 127.0.0.1") in out
+    storage = optuna.storages.RDBStorage("sqlite:///studies/cells.db")
+    app = wsgi(storage, artifact_store=FileSystemArtifactStore(artifact_dir("cells")))
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = f"http://127.0.0.1:{server.server_port}"
+        (summary,) = json.loads(get(f"{root}/api/studies"))["study_summaries"]
+        assert summary["study_name"] == "cells"
+        detail = json.loads(get(f"{root}/api/studies/{summary['study_id']}?after=0"))
+        assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete"]
+        for trial in detail["trials"]:
+            by_name = {a["filename"]: a for a in trial["artifacts"]}
+            assert sorted(by_name) == sorted(TRIAL_ARTIFACTS)
+            assert by_name["learning-curve.png"]["mimetype"] == "image/png"
+            for name in ("learning-curve.png", "val-overlay.png"):
+                body = get(f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
+                           f"{by_name[name]['artifact_id']}")
+                assert body.startswith(PNG), name
+            config = json.loads(get(f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
+                                    f"{by_name['config.json']['artifact_id']}"))
+            assert config["counting"] == next(
+                json.loads(a["value"]) for a in trial["user_attrs"] if a["key"] == "counting")
+        # The note names the data and the profile, and after the baseline trial its score.
+        note = detail["note"]["body"]
+        baseline = optuna.load_study(study_name="cells", storage=storage).trials[0]
+        assert "16 training, 4 validation" in note and "`tiny`" in note
+        assert f"trial 0: val count-MAE {baseline.value:.3f}" in note
+        assert detail["note"]["version"] == 2  # written at creation, updated after the baseline
+    finally:
+        server.shutdown()
+
+
+def test_trial_records_per_tile_validation_counts(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
+    s = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db")
+    counts = s.trials[0].user_attrs["val_counts"]
+    assert len(counts["true"]) == len(counts["pred"]) == 4
+    mae = np.abs(np.subtract(counts["pred"], counts["true"])).mean()
+    assert mae == pytest.approx(s.trials[0].value, abs=1e-4)
+    # Resuming keeps the note: it is written once, when the study is new.
+    note = get_note(s)
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
+    assert get_note(s) == note
+
+
+def test_figures_are_pngs(tmp_path):
+    images, masks, counts = disc_tiles(5)
+    history = [EpochReport(e, 1 / e, 1.2 / e, 3 - e, 0.1) for e in (1, 2)]
+    figures = {
+        "curve": learning_curve_figure(history, best_epoch=2),
+        # An all-zero map has no outline to draw: must not fail.
+        "overlay": overlay_figure(images, np.where(np.arange(5)[:, None, None] > 0, masks, 0), 0.5, counts,
+                                  counts + 1, n=4),
+        "scatter": count_scatter_figure(counts, counts + 1, "t"),
+    }
+    for name, fig in figures.items():
+        assert save_png(fig, tmp_path / "sub" / f"{name}.png").read_bytes().startswith(PNG)
+
+
+def test_pick_tiles_spans_the_counts():
+    counts = np.array([5, 0, 9, 2, 7])
+    assert pick_tiles(counts, 3).tolist() == [1, 0, 2]  # emptiest, middle, most crowded
+    assert sorted(pick_tiles(counts, 10).tolist()) == [0, 1, 2, 3, 4]

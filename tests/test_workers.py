@@ -1,0 +1,183 @@
+"""Several workers on one study, a PostgreSQL server, and workers killed mid-trial."""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from search import storage, study, workers
+
+STATES = optuna.trial.TrialState
+WORKER = Path(__file__).with_name("tiny_worker.py")
+PASSWORD = "s3cret-Pw9"
+
+
+def tiny_args(train, *extra):
+    return ["--train", str(train), "--profile", "tiny", "--seed", "0", *extra]
+
+
+def finished(s):
+    return [t for t in s.trials if t.state in workers.FINISHED]
+
+
+def start_worker(train, *extra, env=None):
+    """A tiny-profile study process whose output is read line by line."""
+    return subprocess.Popen([sys.executable, str(WORKER), *tiny_args(train, *extra)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def wait_for_line(proc, text):
+    for line in proc.stdout:
+        if text in line:
+            return line
+    raise AssertionError(f"worker ended without printing {text!r}")
+
+
+def pg_bin(name):
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]
+    return found if isinstance(found, str) else (found[0] if found else None)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 with password auth; yields its URL with password."""
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
+    base = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+        shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    (base / "pw").write_text(PASSWORD)
+    if as_user:
+        shutil.chown(base / "pw", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", f"--pwfile={base / 'pw'}",
+                    "-A", "scram-sha-256"], check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o",
+                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_db(postgres):
+    """The server's URL with a new empty database."""
+    import sqlalchemy
+    name = f"t{uuid.uuid4().hex}"
+    engine = sqlalchemy.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return postgres.rsplit("/", 1)[0] + "/" + name
+
+
+def test_workers_share_a_journal_and_stop_at_exactly_the_target(tiny_files, in_tmp, monkeypatch, capsys):
+    monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, str(WORKER)])
+    monkeypatch.setitem(study.space.PROFILES, "tiny", sys.modules["tiny_worker"].TINY)
+    train, _, _ = tiny_files
+    assert study.main(tiny_args(train, "--workers", "2", "--n-trials", "5")) == 0
+    s = optuna.load_study(study_name="cells", storage=storage.open_storage("studies/cells.journal.log"))
+    assert len(finished(s)) == 5  # exactly: no worker overshoots
+    assert all(t.state != STATES.RUNNING for t in s.trials)
+    assert len({t.user_attrs["worker"] for t in finished(s)}) == 2
+    out = capsys.readouterr().out
+    assert "[worker 0]" in out and "[worker 1]" in out
+    assert "optuna-dashboard studies/cells.journal.log " in out
+
+
+def test_journal_url_and_worker_threads(tmp_path):
+    assert storage.journal_path("journal:///studies/a.log") == "studies/a.log"
+    assert storage.journal_path("journal:////abs/a.log") == "/abs/a.log"
+    assert storage.journal_path("x/a.log") == "x/a.log"
+    assert storage.journal_path("sqlite:///a.db") is None
+    assert storage.default_url("c", 2) == "journal:///studies/c.journal.log"
+    assert workers.worker_threads(2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    real_fit, calls = study.fit, []
+
+    def fit_oom_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(study, "fit", fit_oom_once)
+    train, _, _ = tiny_files
+    assert study.main(tiny_args(train, "--n-trials", "2")) == 0
+    trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
+    assert [t.state for t in trials] == [STATES.COMPLETE, STATES.FAIL, STATES.COMPLETE]
+    assert trials[1].user_attrs["fail_reason"].startswith("out of GPU memory: CUDA out of memory")
+
+
+@pytest.mark.parametrize("store, reap", [("sqlite:///studies/cells.db", False), ("studies/cells.journal.log", True)])
+def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_tmp, monkeypatch, store, reap):
+    """SIGKILL mid-trial: heartbeat (database) or dead-process check (journal) fails and requeues it."""
+    if not reap:  # only the heartbeat can find it
+        monkeypatch.setattr(workers, "reap_dead_local_trials", lambda s: [])
+    train, _, _ = tiny_files
+    args = ("--storage", store, "--n-trials", "3", "--heartbeat", "1", "--timeout", "60")
+    victim = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
+    watchdog = threading.Timer(60, victim.kill)  # never wait on a stuck victim
+    watchdog.start()
+    wait_for_line(victim, "epoch 1/")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    watchdog.cancel()
+    assert study.main(tiny_args(train, *args)) == 0
+    s = optuna.load_study(study_name="cells", storage=storage.open_storage(store))
+    assert s.trials[0].state == STATES.FAIL
+    retries = [t for t in s.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1 and retries[0].state == STATES.COMPLETE and retries[0].user_attrs["baseline"]
+    assert len(finished(s)) == 3
+
+
+def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, fresh_db):
+    train, _, _ = tiny_files
+    # The study is created first (README: start one worker, then the others), then grown by two at once.
+    assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
+    procs = [start_worker(train, "--storage", fresh_db, "--n-trials", "8") for _ in range(2)]
+    out = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], out
+    s = optuna.load_study(study_name="cells", storage=fresh_db)
+    numbers = [t.number for t in s.trials]
+    assert numbers == list(range(len(numbers)))  # none lost, none twice
+    assert len(finished(s)) == 8 and all(t.state != STATES.RUNNING for t in s.trials)
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in finished(s)}
+    assert {p.pid for p in procs} <= pids  # both took part
+    assert all("Traceback" not in o for o in out)
+
+
+def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, fresh_db, capsys):
+    train, _, _ = tiny_files
+    assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
+    bad = fresh_db.replace("127.0.0.1:", "127.0.0.1:1").rsplit(":", 1)[0] + ":1/x"
+    assert study.main(tiny_args(train, "--storage", bad)) == 2
+    captured = capsys.readouterr()
+    assert PASSWORD not in captured.out + captured.err
+    assert "postgres:***@" in captured.out and "postgres:***@" in captured.err
+    s = optuna.load_study(study_name="cells", storage=fresh_db)
+    stored = repr(s.user_attrs) + repr(s._storage.get_study_system_attrs(s._study_id)) + "".join(
+        repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
+    assert PASSWORD not in stored

@@ -1,0 +1,39 @@
+"""`python -m search.study` with the tests' tiny profile, for tests that need a separate process.
+
+    python tests/tiny_worker.py --train train.npz --profile tiny ...
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search import space, study  # noqa: E402
+
+TINY = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3)
+
+
+
+def hang_after_first_epoch():
+    """Make every trial hang after its first epoch, so a test can kill the process mid-trial."""
+    real_fit = study.fit
+
+    def fit(*args, on_epoch, **kwargs):
+        def report(r):
+            on_epoch(r)
+            time.sleep(600)
+        return real_fit(*args, on_epoch=report, **kwargs)
+
+    study.fit = fit
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)  # tiny nets run faster on one thread
+    space.PROFILES["tiny"] = TINY
+    if os.environ.get("TINY_WORKER_HANG"):
+        hang_after_first_epoch()
+    sys.exit(study.main(sys.argv[1:]))
