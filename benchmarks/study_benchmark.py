@@ -13,27 +13,26 @@ and its sampled counting parameters.
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.count import count_setting, mae_by_setting  # noqa: E402
+from model.count import count_setting  # noqa: E402
 from model.train import predict_prob, pick_device  # noqa: E402
 from search import export, space, study  # noqa: E402
 
+from epoch_speed import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
 
-def test_errors(net, counting, images, truth, tta):
+
+def score_on_test(net, counting, images, truth, tta):
     """Test MAE and bias of ``net`` with ``counting``."""
     error = count_setting(predict_prob(net, images, tta=tta), counting) - truth
     return float(np.abs(error).mean()), float(error.mean())
@@ -55,12 +54,12 @@ def rows_for(s, trial, label, images, truth, device, refit):
     for how, counting in (("sampled counting", sampled), ("tuned counting", tuned)):
         val = scores[study.setting_name(counting)]
         for tta in (False, True):
-            mae, bias = test_errors(net, counting, images, truth, tta)
+            mae, bias = score_on_test(net, counting, images, truth, tta)
             rows.append((label, how, study.setting_name(counting), "TTA" if tta else "", val, mae, bias))
     if refit:
         t0 = time.perf_counter()
         net, _ = export.refit(s, trial, config, device)
-        mae, bias = test_errors(net, tuned, images, truth, True)
+        mae, bias = score_on_test(net, tuned, images, truth, True)
         rows.append((label, f"tuned counting, refit ({time.perf_counter() - t0:.0f} s)",
                      study.setting_name(tuned), "TTA", scores[study.setting_name(tuned)], mae, bias))
     return rows
@@ -71,15 +70,6 @@ def table(rows) -> str:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {t} | {h} | `{c}` | {a} | {v:.3f} | {m:.3f} | {b:+.3f} |" for t, h, c, a, v, m, b in rows]
     return "\n".join(lines)
-
-
-def write_section(text: str, path=ROOT / "BENCHMARKS.md", name="study") -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
-    path.write_text(new)
 
 
 def main(argv=None):
@@ -113,15 +103,15 @@ def main(argv=None):
     if by_sampled.number != best.number:
         rows += rows_for(s, by_sampled, f"{by_sampled.number} (best by sampled counting)", images, truth, device, False)
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    m = machine()
     text = "\n".join([
         "## Study benchmark: seed baseline vs best trial (embedded data)",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, "
-        f"Python {platform.python_version()}  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+        f"device {device}, Python {m['python']}  ",
         f"Study `{args.study_name}`: profile {s.user_attrs['profile']}, seed {s.user_attrs['seed']}, "
-        f"objective {s.user_attrs['counting_objective']}; {len(complete)} finished and {len(pruned)} pruned trials"
+        f"objective {s.user_attrs['counting_objective']}; {len(complete)} complete and {len(pruned)} pruned trials (those stopped by the timeout included)"
         + (f" in {wall:.0f} s" if not args.no_run else "") + ".  ",
         f"Validation: the study's 20% split of the training tiles; test: the {len(images)} embedded test "
         "tiles against `data/embedded/test_counts.csv`.",
@@ -132,7 +122,7 @@ def main(argv=None):
         "setting with the lowest validation MAE among all the space's counting settings, scored on the "
         "trial's validation predictions after training. Bias = mean(predicted - true).",
     ])
-    write_section(text)
+    write_section("study", text)
     print(text)
 
 
