@@ -26,14 +26,17 @@ from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
-from search.study import UsageError, open_storage, resolve_device, safe_url
+from search.errors import UsageError
+from search.storage import find_storage, load_existing_study, safe_url
+from search.study import resolve_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m search.export",
                                 description="Write submission.csv (index,count) from a study's best trial.")
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<name>.db)")
+    p.add_argument("--storage", help="Optuna storage URL (default: studies/<name>.db, or "
+                   "studies/<name>.journal.log when only that exists)")
     p.add_argument("--trial", type=int, help="export this trial number instead of the best one")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST,
                    help="test npz with X (default: the embedded test tiles)")
@@ -80,14 +83,8 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
 
 
 def export(args) -> dict:
-    storage_url = args.storage or f"sqlite:///studies/{args.study_name}.db"
-    if not args.storage and not Path(f"studies/{args.study_name}.db").is_file():
-        raise UsageError(f"no study database studies/{args.study_name}.db here: run python -m search.study first")
-    storage = open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-    except KeyError:
-        raise UsageError(f"no study {args.study_name!r} in {safe_url(storage_url)}")
+    storage_url = args.storage or find_storage(args.study_name)
+    study = load_existing_study(args.study_name, storage_url)
     trial = pick_trial(study, args.trial)
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None

@@ -26,7 +26,7 @@ import pandas as pd
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
 from search.artifacts import baseline_line
 from search.errors import UsageError
-from search.storage import default_url, journal_path, open_storage, safe_url
+from search.storage import find_storage, load_existing_study, safe_url
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -55,22 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def find_storage(study_name: str) -> str:
-    """The default storage a study run would have used: its SQLite file, else its journal file."""
-    for workers in (1, 2):
-        url = default_url(study_name, workers)
-        if Path(journal_path(url) or url.removeprefix("sqlite:///")).is_file():
-            return url
-    raise UsageError(f"no study database studies/{study_name}.db or studies/{study_name}.journal.log here: "
-                     "run python -m search.study first, or give --storage")
-
-
 def load_finished_study(study_name: str, storage_url: str) -> optuna.Study:
     """The study, checked to have at least one complete trial."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    except KeyError:
-        raise UsageError(f"no study {study_name!r} in {safe_url(storage_url)}")
+    study = load_existing_study(study_name, storage_url)
     if not study.get_trials(deepcopy=False, states=(COMPLETE,)):
         raise UsageError(f"study {study_name!r} has no finished trial yet: nothing to report")
     return study

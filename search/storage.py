@@ -183,3 +183,21 @@ def reap_dead_local_trials(study: optuna.Study) -> list[int]:
             retry(study, study._storage.get_trial(trial._trial_id))
         reaped.append(trial.number)
     return reaped
+
+
+def find_storage(study_name: str) -> str:
+    """The default storage a study run would have used: its SQLite file, else its journal file."""
+    for workers in (1, 2):
+        url = default_url(study_name, workers)
+        if Path(journal_path(url) or url.removeprefix("sqlite:///")).is_file():
+            return url
+    raise UsageError(f"no study database studies/{study_name}.db or studies/{study_name}.journal.log here: "
+                     "run python -m search.study first, or give --storage")
+
+
+def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
+    """Load a study that must exist; raises UsageError naming the storage otherwise."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        raise UsageError(f"no study {study_name!r} in {safe_url(storage_url)}")

@@ -342,7 +342,7 @@ def summarize(study: optuna.Study, storage_url: str) -> None:
     print(f"browse: optuna-dashboard {dashboard_target(storage_url)} "
           f"--artifact-dir {artifact_dir(study.study_name)} --host 127.0.0.1")
     print(f"export: python -m search.export --study-name {study.study_name}"
-          + (f" --storage {dashboard_target(storage_url)}" if storage_url != f"sqlite:///studies/{study.study_name}.db" else ""),
+          + (f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""),
           flush=True)
 
 
