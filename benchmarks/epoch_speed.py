@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+
 import re
 import resource
 import shlex
@@ -52,40 +52,10 @@ from model.count import mae_by_setting  # noqa: E402
 from model.train import TrainConfig, autocast, fit, pick_device, resolve_precision, seeded_net, to_tensor  # noqa: E402
 from model.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
-BENCH = ROOT / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nMeasured results of the scripts in `benchmarks/`; each section names its command and machine.\n"
+from common import BENCH, machine, write_section  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def write_section(name: str, body: str, path: Path = BENCH) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` (append if absent)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else HEADER
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = m.group(1).strip() if m else platform.processor()
-    except OSError:
-        pass
-    flags = ""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if re.search(rf"\b{f}\b", flags)]
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "isa": isa}
-
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

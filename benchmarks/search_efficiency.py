@@ -47,7 +47,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 import data  # noqa: E402
-from epoch_speed import machine, write_section  # noqa: E402
+from common import machine, write_section  # noqa: E402
 from model.count import mae_by_setting  # noqa: E402
 from model.train import TrainConfig, fit, pick_device, seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402

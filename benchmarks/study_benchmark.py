@@ -29,7 +29,7 @@ from model.count import count_setting  # noqa: E402
 from model.train import predict_prob, pick_device  # noqa: E402
 from search import export, space, study  # noqa: E402
 
-from epoch_speed import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
 
 
 def score_on_test(net, counting, images, truth, tta):

@@ -24,7 +24,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from epoch_speed import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
 from search.storage import default_url, open_storage  # noqa: E402
 
 STATES = optuna.trial.TrialState

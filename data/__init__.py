@@ -7,9 +7,10 @@ fresh clone runs offline; see ``embedded/README.md``.
 
 from pathlib import Path
 
+from .groups import find_overlap_groups
 from .load import (DataError, fingerprint, load_counts_csv, load_test,
-                   load_train, load_train_counts)
-from .split import split_indices
+                   load_train, load_train_counts, load_train_groups)
+from .split import split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
 # from a clone, an editable install and any cwd.
@@ -24,10 +25,13 @@ __all__ = [
     "DataError",
     "load_train",
     "load_train_counts",
+    "load_train_groups",
+    "find_overlap_groups",
     "load_test",
     "load_counts_csv",
     "fingerprint",
     "split_indices",
+    "split_groups",
     "EMBEDDED_DIR",
     "DEFAULT_TRAIN",
     "DEFAULT_TEST",

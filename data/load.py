@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "load_train",
     "load_train_counts",
+    "load_train_groups",
     "load_test",
     "load_counts_csv",
     "fingerprint",
@@ -215,6 +216,20 @@ def load_train(path):
     return X, y
 
 
+def _load_optional_ints(path, key, n):
+    """The optional per-tile integer array ``key`` (n non-negative ints), or None if absent."""
+    path = _check_file(path)
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        if key not in npz.files:
+            return None
+    values = _read_npz(path, [key])[key]
+    if (values.shape != (n,) or not np.issubdtype(values.dtype, np.integer)
+            or (values < 0).any()):
+        raise DataError(path, f"{key!r} must hold {n} non-negative integers, got "
+                              f"{values.dtype} array of shape {values.shape}")
+    return values.astype(np.int64)
+
+
 def load_train_counts(path, n):
     """Load the optional true per-tile counts stored beside ``X`` and ``y``.
 
@@ -237,16 +252,32 @@ def load_train_counts(path, n):
     DataError
         If ``counts`` is present but not ``n`` non-negative integers.
     """
-    path = _check_file(path)
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
-        if "counts" not in npz.files:
-            return None
-    counts = _read_npz(path, ["counts"])["counts"]
-    if (counts.shape != (n,) or not np.issubdtype(counts.dtype, np.integer)
-            or (counts < 0).any()):
-        raise DataError(path, f"'counts' must hold {n} non-negative integers, got "
-                              f"{counts.dtype} array of shape {counts.shape}")
-    return counts.astype(np.int64)
+    return _load_optional_ints(path, "counts", n)
+
+
+def load_train_groups(path, n):
+    """Load the optional source-image id of every tile (``groups``).
+
+    The embedded set stores them; the competition archive has none (they are
+    then found from shared pixels, see :func:`data.find_overlap_groups`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training ``.npz`` archive.
+    n : int
+        Number of tiles.
+
+    Returns
+    -------
+    groups : ndarray of int64, shape (n,), or None when the archive has no ``groups``.
+
+    Raises
+    ------
+    DataError
+        If ``groups`` is present but not ``n`` non-negative integers.
+    """
+    return _load_optional_ints(path, "groups", n)
 
 
 def load_test(path):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["split_indices"]
+__all__ = ["split_indices", "split_groups"]
 
 
 def split_indices(n, val_fraction=0.2, seed=0):
@@ -32,11 +32,9 @@ def split_indices(n, val_fraction=0.2, seed=0):
 
     Notes
     -----
-    The split is per tile. The embedded dataset cuts up to 8 tiles from each
-    source image, so neighbouring tiles of one image can land on both sides
-    and validation scores are somewhat optimistic. The Kaggle competition
-    data has the same property; the held-out test set is split by source
-    image and is not affected.
+    The split is per tile: tiles cut from one source image (which may overlap)
+    land on both sides and validation rewards memorising them. Prefer
+    :func:`split_groups` whenever the source images are known or found.
 
     Examples
     --------
@@ -58,3 +56,50 @@ def split_indices(n, val_fraction=0.2, seed=0):
     # default bit generator cannot silently change published splits.
     perm = np.random.Generator(np.random.PCG64(seed)).permutation(int(n))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def split_groups(groups, val_fraction=0.2, seed=0):
+    """Split tiles into train and validation so that no group is on both sides.
+
+    Groups (source images) are shuffled with a seeded PCG64 generator and
+    moved to validation until it holds at least ``val_fraction`` of the tiles
+    (rounded half up), always leaving one group for training.
+
+    Parameters
+    ----------
+    groups : array_like of int, shape (N,)
+        Group id of every tile, e.g. its source image.
+    val_fraction : float, optional
+        Target share of tiles for validation, in (0, 1).
+    seed : int, optional
+        The same ``(groups, val_fraction, seed)`` always gives the same split.
+
+    Returns
+    -------
+    train_idx, val_idx : ndarray of int64
+        Sorted tile indices; together they cover ``0..N-1`` exactly once.
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than 2 groups or `val_fraction` is not in (0, 1).
+
+    Examples
+    --------
+    >>> train, val = split_groups([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], 0.2, seed=0)
+    >>> len(train), len(val)
+    (8, 2)
+    """
+    groups = np.asarray(groups)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    ids = np.unique(groups)
+    if len(ids) < 2:
+        raise ValueError(f"need at least 2 groups (source images) to split, got {len(ids)}")
+    order = np.random.Generator(np.random.PCG64(seed)).permutation(ids)
+    sizes = np.array([np.count_nonzero(groups == g) for g in order])
+    target = np.floor(len(groups) * val_fraction + 0.5)
+    # Fewest groups whose tiles reach the target, one group always left for training.
+    n_val_groups = min(int(np.searchsorted(np.cumsum(sizes), target)) + 1, len(ids) - 1)
+    in_val = np.isin(groups, order[:n_val_groups])
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)

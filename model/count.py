@@ -40,7 +40,8 @@ import numbers
 import cv2
 import numpy as np
 
-__all__ = ["COUNTERS", "count_cells", "count_components", "count_watershed"]
+__all__ = ["COUNTERS", "count_cells", "count_components", "count_watershed", "count_errors",
+           "mae_by_setting"]
 
 # Gaussian sigma (px) applied to the distance map before peak detection. The
 # raw distance map of a pixelated disc has ridges and plateaus that give many
@@ -266,11 +267,11 @@ def count_setting(prob, setting):
     return count_cells(prob, params.pop("counter"), **params)
 
 
-def mae_by_setting(prob, true_counts, settings):
-    """Mean absolute and mean signed count error of every counting setting.
+def count_errors(prob, true_counts, settings):
+    """Signed count error of every counting setting on every tile.
 
     Settings that differ only in ``offset`` share one counting pass, since the offset is
-    added after counting.
+    added after counting. Counts are clipped at 0 after the offset, as in a submission.
 
     Parameters
     ----------
@@ -282,16 +283,32 @@ def mae_by_setting(prob, true_counts, settings):
 
     Returns
     -------
-    scores : list of (mae, bias) float pairs, in the order of ``settings``.
+    errors : ndarray of float64, shape (len(settings), N)
+        Predicted minus true count.
     """
     true_counts = np.asarray(true_counts, dtype=np.float64)
     raw = {}
-    scores = []
-    for setting in settings:
+    errors = np.empty((len(settings), len(true_counts)))
+    for row, setting in enumerate(settings):
         without_offset = {k: v for k, v in setting.items() if k != "offset"}
         key = tuple(sorted(without_offset.items()))
         if key not in raw:
-            raw[key] = count_setting(prob, {**without_offset, "offset": 0}) - true_counts
-        error = raw[key] + setting.get("offset", 0)
-        scores.append((float(np.abs(error).mean()), float(error.mean())))
-    return scores
+            raw[key] = count_setting(prob, {**without_offset, "offset": 0})
+        errors[row] = np.maximum(raw[key] + setting.get("offset", 0), 0) - true_counts
+    return errors
+
+
+def mae_by_setting(prob, true_counts, settings):
+    """Mean absolute and mean signed count error of every counting setting.
+
+    Parameters
+    ----------
+    prob, true_counts, settings
+        As in :func:`count_errors`.
+
+    Returns
+    -------
+    scores : list of (mae, bias) float pairs, in the order of ``settings``.
+    """
+    errors = count_errors(prob, true_counts, settings)
+    return [(float(mae), float(bias)) for mae, bias in zip(np.abs(errors).mean(1), errors.mean(1))]

@@ -44,15 +44,13 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def learning_curve_figure(history: list[EpochReport], best_epoch: int | None = None) -> Figure:
+def learning_curve_figure(history: list[EpochReport]) -> Figure:
     """Train and validation loss (left) and validation count-MAE (right) per epoch.
 
     Parameters
     ----------
     history : list of EpochReport
-        One report per epoch, in order.
-    best_epoch : int, optional
-        Marked with a dashed line: the epoch whose weights were kept.
+        One report per epoch, in order; the last epoch's weights are the ones kept.
     """
     epochs = [r.epoch for r in history]
     fig = Figure(figsize=(9, 3.4))
@@ -64,8 +62,6 @@ def learning_curve_figure(history: list[EpochReport], best_epoch: int | None = N
     mae_ax.plot(epochs, [r.val_mae for r in history], "o-", color="tab:red")
     mae_ax.set(xlabel="epoch", ylabel="count MAE", title="Validation count-MAE")
     for ax in (loss_ax, mae_ax):
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

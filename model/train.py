@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from model.unet import UNet, UNetConfig
 
 LOSSES = ("bce", "bce_dice")
+SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -37,6 +38,9 @@ class TrainConfig:
         ``"bce"`` (BCE with logits on the soft masks, the seed's) or ``"bce_dice"`` (plus soft Dice).
     augment : bool
         Random flips and 90-degree rotations of each training tile.
+    schedule : str
+        ``"constant"`` learning rate (the seed's) or ``"cosine"``: a half-cosine decay from
+        ``lr`` to 0 over all steps, so the last epoch, the one kept, is not a noisy one.
     seed : int
         Seeds weight initialisation, shuffling and augmentation.
     precision : str
@@ -49,6 +53,7 @@ class TrainConfig:
     batch_size: int = 16
     loss: str = "bce"
     augment: bool = False
+    schedule: str = "constant"
     seed: int = 0
     precision: str = "auto"
 
@@ -59,6 +64,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be at least 1")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -79,12 +86,10 @@ class EpochReport:
 
 @dataclass
 class FitResult:
-    """The best epoch (lowest validation MAE) and the whole learning curve."""
+    """The trained weights (those of the last epoch) and the whole learning curve."""
 
-    best_epoch: int
-    best_val_mae: float
     state_dict: dict
-    val_prob: np.ndarray | None  # (N,H,W) validation probabilities of the best epoch
+    val_prob: np.ndarray | None  # (N,H,W) validation probabilities of the last epoch
     history: list[EpochReport] = field(default_factory=list)
     train_seconds: float = 0.0
 
@@ -187,6 +192,26 @@ def predict_prob(net: torch.nn.Module, images: np.ndarray, tta: bool = False,
     return (total / len(views))[:, 0].cpu().numpy()
 
 
+def make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps: int):
+    """The learning-rate schedule over ``steps`` optimiser steps, or None for a constant rate."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return None
+
+
+def train_step(net, opt, xb, yb, config: TrainConfig, precision: str, generator) -> torch.Tensor:
+    """One optimiser step on a batch (augmented first if asked); returns the detached loss."""
+    if config.augment:
+        xb, yb = dihedral(xb, yb, generator)
+    with autocast(xb.device, precision):
+        logits = net(xb)
+    loss = loss_fn(logits, yb, config.loss)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def fit(
     net: UNet,
     config: TrainConfig,
@@ -197,22 +222,25 @@ def fit(
     score_fn: Callable[[np.ndarray], float] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> FitResult:
-    """Train ``net`` and keep the epoch with the lowest validation score.
+    """Train ``net`` for ``config.epochs`` epochs and keep the last epoch's weights.
+
+    The last epoch is kept, not the best-scoring one: picking the luckiest epoch on
+    validation makes the validation score optimistic (use ``schedule="cosine"`` to end on a
+    settled one).
 
     Parameters
     ----------
     net : UNet
         The network, already on the device to train on.
     config : TrainConfig
-        Optimiser, loss, epochs and seed.
+        Optimiser, schedule, loss, epochs and seed.
     train_images, train_masks : ndarray
         (N,H,W) uint8 images and float soft masks in [0,1].
     val_images, val_masks : ndarray, optional
-        Validation tiles. Without them every epoch is kept and the last one wins
-        (a refit on all data).
+        Validation tiles, predicted after every epoch.
     score_fn : callable, optional
-        Maps (N,H,W) validation probabilities to a score, lower is better: the
-        validation count-MAE.
+        Maps (N,H,W) validation probabilities to a score, lower is better (the validation
+        count-MAE), reported in each :class:`EpochReport`.
     on_epoch : callable, optional
         Called with an :class:`EpochReport` after each epoch; an exception raised there stops
         training and propagates (this is how a search prunes).
@@ -225,9 +253,10 @@ def fit(
     if validate:
         x_val, y_val = to_tensor(val_images, device), to_tensor(val_masks, device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    scheduler = make_scheduler(opt, config, config.epochs * steps_per_epoch)
 
-    best = None
-    history = []
+    history, prob = [], None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
@@ -236,35 +265,24 @@ def fit(
         total = torch.zeros((), device=device)
         for i in range(0, len(order), config.batch_size):
             idx = order[i : i + config.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if config.augment:
-                xb, yb = dihedral(xb, yb, generator)
-            with autocast(device, precision):
-                logits = net(xb)
-            loss = loss_fn(logits, yb, config.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             # Summed on the device: no host sync per step.
-            total += loss.detach() * len(idx)
+            total += train_step(net, opt, x_train[idx], y_train[idx], config, precision, generator) * len(idx)
+            if scheduler is not None:
+                scheduler.step()
         train_loss = float(total) / len(order)
 
         val_loss = val_score = float("nan")
-        prob = None
         if validate:
             logits = predict(net, x_val, precision)
             val_loss = float(loss_fn(logits, y_val, config.loss))
             prob = torch.sigmoid(logits)[:, 0].cpu().numpy()
-            val_score = float(score_fn(prob))
+            val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
         report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
         history.append(report)
-        if best is None or not validate or val_score < best.best_val_mae:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-            best = FitResult(epoch, val_score, state, prob, history)
         if on_epoch is not None:
             on_epoch(report)
-    best.train_seconds = time.perf_counter() - started
-    return best
+    state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+    return FitResult(state, prob, history, time.perf_counter() - started)
 
 
 def seeded_net(config: UNetConfig, seed: int, device: torch.device) -> UNet:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+DEPTHS = (3, 4)
 UPSAMPLE_TYPES = ("interp", "transpose")
 
 
@@ -30,8 +31,8 @@ class UNetConfig:
     base: int = 64
 
     def __post_init__(self):
-        if self.depth not in (3, 4):
-            raise ValueError(f"depth must be 3 or 4, got {self.depth!r}")
+        if self.depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {DEPTHS}, got {self.depth!r}")
         if self.upsample not in UPSAMPLE_TYPES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_TYPES}, got {self.upsample!r}")
         if not (isinstance(self.base, int) and self.base >= 1):

@@ -22,6 +22,7 @@ from optuna_dashboard import get_note, save_note
 from model.checkpoint import CONFIG, WEIGHTS
 from model.count import count_setting
 from model.plots import learning_curve_figure, overlay_figure, save_png
+from search.verdict import baseline_line, gain_line
 
 if TYPE_CHECKING:
     from model.train import FitResult
@@ -67,7 +68,7 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
                                        "pred": [int(c) for c in pred]})
     with tempfile.TemporaryDirectory() as tmp:
         figures = [
-            save_png(learning_curve_figure(result.history, result.best_epoch), Path(tmp) / LEARNING_CURVE),
+            save_png(learning_curve_figure(result.history), Path(tmp) / LEARNING_CURVE),
             save_png(overlay_figure(split.val_images, result.val_prob, counting["threshold"],
                                     split.val_counts, pred), Path(tmp) / VAL_OVERLAY),
         ]
@@ -88,12 +89,15 @@ class StudyNote:
         Tiles in the training and validation parts of the split.
     true_counts : str
         Where the true counts come from.
+    split_rule : str
+        How tiles were kept together across the split (source images found or stored).
     profile : Profile
         The study's search profile.
     """
 
-    def __init__(self, n_train: int, n_val: int, true_counts: str, profile: Profile):
+    def __init__(self, n_train: int, n_val: int, true_counts: str, split_rule: str, profile: Profile):
         self.n_train, self.n_val, self.true_counts, self.profile = n_train, n_val, true_counts, profile
+        self.split_rule = split_rule
 
     def body(self, study: optuna.Study) -> str:
         """The note's Markdown for ``study`` as it stands."""
@@ -107,6 +111,7 @@ class StudyNote:
             f"- training file: `{meta.get('train_path')}` (sha256 `{str(meta.get('train_fingerprint'))[:12]}…`)",
             f"- {self.n_train + self.n_val} tiles: {self.n_train} training, {self.n_val} validation "
             f"(validation fraction {meta.get('val_fraction')}, seed {meta.get('seed')})",
+            f"- split {self.split_rule}",
             f"- true counts: {self.true_counts}",
             "",
             "### Profile",
@@ -115,6 +120,7 @@ class StudyNote:
             "",
             "### Seed baseline",
             f"- {baseline_line(study)}",
+            f"- {gain_line(study)}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -127,16 +133,7 @@ class StudyNote:
             self.write(study)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("baseline"):
+        # The baseline's score and the gain over it change only when these trials end.
+        new_best = trial.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == trial.number
+        if trial.user_attrs.get("baseline") or new_best:
             self.write(study)
-
-
-def baseline_line(study: optuna.Study) -> str:
-    """One line on the seed-baseline trial: its score, its state, or that it has not run."""
-    baseline = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-    if not baseline or not baseline[-1].state.is_finished():
-        return "not finished yet"
-    t = baseline[-1]
-    if t.state == optuna.trial.TrialState.COMPLETE:
-        return f"trial {t.number}: val count-MAE {t.value:.3f} with {t.user_attrs.get('counting_name', '?')}"
-    return f"trial {t.number}: {t.state.name.lower()}"

@@ -5,8 +5,7 @@
     python -m search.export --refit --tta --out submission.csv
 
 The trial's checkpoint predicts the test tiles and its counting setting counts them. ``--refit``
-first retrains the trial's configuration on all training tiles (train + validation) for its
-best epoch count; ``--tta`` averages predictions over the 8 flips/rotations. The run is logged
+first retrains the trial's configuration on all training tiles (train + validation); ``--tta`` averages predictions over the 8 flips/rotations. The run is logged
 beside the CSV as JSON.
 """
 
@@ -63,13 +62,13 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
 
 
 def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, device) -> tuple:
-    """Retrain the trial's configuration on every training tile for its best epoch count."""
+    """Retrain the trial's configuration on every training tile (train and validation)."""
     meta = study.user_attrs
     train_path = Path(meta["train_path"])
     if data.fingerprint(train_path) != meta["train_fingerprint"]:
         raise UsageError(f"{train_path} changed since the study started; cannot refit on the same data")
     images, masks = data.load_train(train_path)
-    train = TrainConfig(**{**config["train"], "epochs": config["best_epoch"]})
+    train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
     net = seeded_net(unet, train.seed, device)
     print(f"refit: trial {trial.number}'s configuration on all {len(images)} tiles for {train.epochs} epochs",

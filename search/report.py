@@ -24,7 +24,7 @@ import optuna.visualization.matplotlib as ovm
 import pandas as pd
 
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
-from search.artifacts import baseline_line
+from search.verdict import baseline_line, gain_line
 from search.errors import UsageError
 from search.storage import find_storage, load_existing_study, safe_url
 
@@ -89,8 +89,8 @@ def top_trials(study: optuna.Study, n: int = TOP_N) -> pd.DataFrame:
         "trial": t.number,
         "val count-MAE": t.value,
         "baseline": "yes" if t.user_attrs.get("baseline") else "",
+        "standard error": t.user_attrs.get("value_se"),
         "counting": t.user_attrs.get("counting_name", ""),
-        "best epoch": t.user_attrs.get("best_epoch"),
         "train s": t.user_attrs.get("train_seconds"),
         **t.params,
     } for t in trials]
@@ -174,10 +174,13 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
         ("study", study.study_name),
         ("storage", safe_url(storage_url)),
         ("trials", ", ".join(f"{n} {state}" for state, n in states.items())),
-        ("best trial", f"{best.number}: val count-MAE {best.value:.3f} with {best.user_attrs.get('counting_name', '?')}"),
-        ("data", f"{meta.get('train_path')} (seed {meta.get('seed')}, validation fraction {meta.get('val_fraction')})"),
+        ("best trial", f"{best.number}: val count-MAE {best.value:.3f} (standard error "
+                       f"{best.user_attrs.get('value_se', float('nan')):.3f}) with {best.user_attrs.get('counting_name', '?')}"),
+        ("data", f"{meta.get('train_path')} (seed {meta.get('seed')}, validation fraction {meta.get('val_fraction')}, "
+                 f"split {meta.get('split_rule', 'per tile')})"),
         ("profile", f"{meta.get('profile')}, counting objective {meta.get('counting_objective')}"),
         ("seed baseline", baseline_line(study)),
+        ("gain over the baseline", gain_line(study)),
     ]
 
 

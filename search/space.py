@@ -1,8 +1,11 @@
 """The search space and the profiles: every searched parameter is defined here, once.
 
 The five parameters of the original brief are ``lr``, ``epochs``, ``depth``, ``upsample``
-and ``offset``; the others widen the search to the loss, augmentation, batch size and the
-counting method. ``SEED_BASELINE`` is the seed write-up's own configuration, run first in
+and ``offset``; ``schedule`` and ``augment`` widen the training side. The counting setting
+(counter, its parameters and the offset) is sampled only with ``--objective sampled``; by
+default (``tuned``) it is chosen after training on the validation predictions, so TPE spends
+its trials on training and the dashboard shows, as user attributes, the counting that
+scored each trial. ``seed_baseline`` is the seed write-up's own configuration, run first in
 every new study so the gain of the search is visible.
 """
 
@@ -12,19 +15,21 @@ from dataclasses import dataclass
 
 import optuna
 
-LR_RANGE = (1e-5, 1e-2)  # log scale; the seed tried 1e-4..5e-4 by hand
-DEPTHS = (3, 4)
-UPSAMPLES = ("interp", "transpose")
+from model.train import SCHEDULES
+from model.unet import DEPTHS, UPSAMPLE_TYPES
+
+LR_RANGE = (1e-4, 1e-2)  # log scale; the seed tried 1e-4..5e-4 by hand
+AUGMENT = (False, True)
+# Not searched (the seed's values): few trials cannot afford dimensions that barely matter.
+BATCH_SIZE = 16
+LOSS = "bce"
 # Added to every count (convention in model/count.py). Components undercount by 1.6-1.8 on
 # perfect masks of the embedded data (touching nuclei merge), so +2 must be reachable; a
 # splitting counter can over-split, so -1 is too.
 OFFSETS = (-1, 2)
-LOSSES = ("bce", "bce_dice")
-AUGMENT = (False, True)
-BATCH_SIZES = (8, 16, 32)
-# Counting settings besides the offset. All of them are also scored after training on the
-# trial's validation predictions (``counting_grid``), which costs no training.
-COUNTERS = {
+# Each counter's parameter values. In tuned mode all of them are scored after training on
+# the trial's validation predictions, which costs no training.
+COUNTER_GRID = {
     "components": {"threshold": (0.4, 0.5, 0.6)},
     "watershed": {
         "threshold": (0.4, 0.5, 0.6),
@@ -33,6 +38,9 @@ COUNTERS = {
         "edge_fraction": (0.0, 0.2, 0.3),
     },
 }
+# The seed write-up's count: connected components of p > 0.5, background label included.
+SEED_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
+SEED_EPOCHS = 45
 
 
 @dataclass(frozen=True)
@@ -48,42 +56,59 @@ class Profile:
 
 PROFILES = {
     # The seed's full-size net, for a GPU.
-    "seed": Profile("seed", base=64, epochs=(10, 60), timeout=4 * 3600, n_trials=40),
-    # A small net and short trials: a useful study on 2 CPU cores within 15 minutes.
-    "quick": Profile("quick", base=8, epochs=(4, 20), timeout=15 * 60, n_trials=40),
+    "full": Profile("full", base=64, epochs=(10, 60), timeout=4 * 3600, n_trials=40),
+    # A small net and short trials: a whole study within 20 minutes on 2 CPU cores.
+    "quick": Profile("quick", base=8, epochs=(4, 16), timeout=18 * 60, n_trials=40),
 }
 
-SEED_EPOCHS = 45
+
+def seed_epochs(profile: Profile) -> int:
+    """The seed's 45 epochs (of the full profile's range) scaled to ``profile``'s range."""
+    full = PROFILES["full"].epochs
+    scale = (profile.epochs[1] - profile.epochs[0]) / (full[1] - full[0])
+    return round(profile.epochs[0] + (SEED_EPOCHS - full[0]) * scale)
 
 
-def seed_baseline(profile: Profile) -> dict:
-    """The seed's configuration as trial parameters, its 45 epochs scaled to the profile."""
-    seed_range = PROFILES["seed"].epochs
-    scale = (profile.epochs[1] - profile.epochs[0]) / (seed_range[1] - seed_range[0])
-    epochs = round(profile.epochs[0] + (SEED_EPOCHS - seed_range[0]) * scale)
-    return {
-        "lr": 2e-4, "epochs": epochs, "depth": 4, "upsample": "interp", "offset": 1,
-        "loss": "bce", "augment": False, "batch_size": 16,
-        "counter": "components", "threshold": 0.5,
-    }
+def seed_baseline(profile: Profile, mode: str = "tuned") -> dict:
+    """The seed's configuration as trial parameters (its counting too when ``mode`` samples it)."""
+    params = {"lr": 2e-4, "epochs": seed_epochs(profile), "depth": 4, "upsample": "interp",
+              "schedule": "constant", "augment": False}
+    return {**params, **SEED_COUNTING} if mode == "sampled" else params
 
 
-def suggest(trial: optuna.Trial, profile: Profile) -> dict:
-    """Sample one configuration; counting parameters depend on the sampled counter."""
+def warm_start(profile: Profile) -> dict:
+    """A strong starting point, run second: cosine decay from a higher rate, augmentation, every epoch.
+
+    A CPU study affords only a few trials; starting TPE from a known-good region (Optuna's
+    ``enqueue_trial``) beats spending them all on random start-up points.
+    """
+    return {"lr": 2e-3, "epochs": profile.epochs[1], "depth": 4, "upsample": "interp",
+            "schedule": "cosine", "augment": True}
+
+
+def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
+    """Sample one configuration; the counting setting only when ``mode`` is ``"sampled"``."""
     params = {
         "lr": trial.suggest_float("lr", *LR_RANGE, log=True),
         "epochs": trial.suggest_int("epochs", *profile.epochs),
         "depth": trial.suggest_categorical("depth", DEPTHS),
-        "upsample": trial.suggest_categorical("upsample", UPSAMPLES),
-        "offset": trial.suggest_int("offset", *OFFSETS),
-        "loss": trial.suggest_categorical("loss", LOSSES),
+        "upsample": trial.suggest_categorical("upsample", UPSAMPLE_TYPES),
+        "schedule": trial.suggest_categorical("schedule", SCHEDULES),
         "augment": trial.suggest_categorical("augment", AUGMENT),
-        "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
-        "counter": trial.suggest_categorical("counter", tuple(COUNTERS)),
     }
-    for name, values in COUNTERS[params["counter"]].items():
-        params[name] = trial.suggest_categorical(name, values)
+    if mode == "sampled":
+        counter = trial.suggest_categorical("counter", tuple(COUNTER_GRID))
+        params["counter"] = counter
+        params["offset"] = trial.suggest_int("offset", *OFFSETS)
+        for name, values in COUNTER_GRID[counter].items():
+            params[name] = trial.suggest_categorical(name, values)
     return params
+
+
+def train_options(params: dict) -> dict:
+    """The ``TrainConfig`` keyword arguments of trial parameters."""
+    return {"lr": params["lr"], "epochs": params["epochs"], "schedule": params["schedule"],
+            "augment": params["augment"], "batch_size": BATCH_SIZE, "loss": LOSS}
 
 
 def with_offsets(setting: dict) -> list[dict]:
@@ -91,29 +116,38 @@ def with_offsets(setting: dict) -> list[dict]:
     return [{**setting, "offset": o} for o in range(OFFSETS[0], OFFSETS[1] + 1)]
 
 
-def monitor_settings(sampled: dict) -> list[dict]:
+def monitor_settings(sampled: dict | None) -> list[dict]:
     """A few counting settings whose best validation MAE tracks the tuned objective every epoch.
 
-    The sampled setting and every other counter at its defaults, each with every offset: a
-    trial whose net is good is not pruned merely because it sampled a poor counter.
+    Every counter at its defaults (and the sampled setting, if any), each with every offset:
+    a trial whose net is good is not pruned merely because one counter suits it badly.
     """
-    others = [{"counter": c} for c in COUNTERS if c != sampled["counter"]]
-    return [s for setting in [sampled, *others] for s in with_offsets(setting)]
+    settings = [{"counter": c} for c in COUNTER_GRID]
+    if sampled is not None:
+        settings.insert(0, {k: v for k, v in sampled.items() if k != "offset"})
+    return [s for setting in settings for s in with_offsets(setting)]
 
 
 def counting_grid() -> list[dict]:
     """Every counting setting of the space (counter, its parameters, offset), as dicts."""
     grid = []
-    for counter, space in COUNTERS.items():
+    for counter, values in COUNTER_GRID.items():
         settings = [{}]
-        for name, values in space.items():
-            settings = [{**s, name: v} for s in settings for v in values]
+        for name, options in values.items():
+            settings = [{**s, name: v} for s in settings for v in options]
         for s in settings:
             grid += with_offsets({"counter": counter, **s})
     return grid
 
 
 def counting_of(params: dict) -> dict:
-    """The counting setting (counter, its parameters, offset) inside trial parameters."""
+    """The sampled counting setting (counter, its parameters, offset) inside trial parameters."""
     counter = params["counter"]
-    return {"counter": counter, **{k: params[k] for k in COUNTERS[counter]}, "offset": params["offset"]}
+    return {"counter": counter, **{k: params[k] for k in COUNTER_GRID[counter]}, "offset": params["offset"]}
+
+
+def setting_name(setting: dict) -> str:
+    """A short readable key for a counting setting, e.g. ``watershed t=0.5 md=2 ma=5 ef=0.2 +0``."""
+    short = {"threshold": "t", "min_distance": "md", "min_area": "ma", "edge_fraction": "ef"}
+    parts = [f"{short[k]}={v}" for k, v in setting.items() if k in short]
+    return " ".join([setting["counter"], *parts, f"{setting['offset']:+d}"])

@@ -1,11 +1,12 @@
 """Run or resume an Optuna study for the best cell-counting U-Net.
 
     python -m search.study                          # quick study on the embedded data
-    python -m search.study --profile seed --n-trials 40 --train train_data.npz
+    python -m search.study --profile full --n-trials 40 --train train_data.npz
 
 Each trial trains a U-Net, reports its validation count-MAE after every epoch (weak trials
-are pruned), scores every counting setting on its validation predictions and keeps its
-checkpoint under ``studies/<name>/``. The same command resumes an interrupted study.
+are pruned), chooses its counting setting on the validation predictions of its last epoch
+and keeps its checkpoint under ``studies/<name>/``. Validation tiles come from other source
+images than training tiles. The same command resumes an interrupted study.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 
 import data
 from model.checkpoint import save_checkpoint
-from model.count import count_setting, mae_by_setting
+from model.count import count_errors, count_setting, mae_by_setting
 from model.train import TrainConfig, fit, pick_device, seeded_net
 from model.unet import UNetConfig, count_parameters
-from search import space, workers
+from search import space, stats, workers
 from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
+from search.verdict import baseline_trial, gain_line
 from search.errors import UsageError
 from search.storage import dashboard_target, default_url, is_sqlite, open_storage, safe_url
 
@@ -45,6 +47,7 @@ class Split:
     val_images: np.ndarray
     val_masks: np.ndarray
     val_counts: np.ndarray
+    val_groups: np.ndarray  # source image of each validation tile
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,11 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(default: the profile's)")
     p.add_argument("--timeout", type=float,
                    help="seconds for this run; a trial still running then is stopped "
-                   "(default: the profile's: quick 900, seed 14400)")
+                   "(default: the profile's: quick 1080, full 14400)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--profile", choices=sorted(space.PROFILES),
-                   help="seed: the seed's full-size net, for a GPU; quick: a small net for "
-                   "CPUs (default: seed on CUDA, quick otherwise)")
+                   help="full: the seed write-up's full-size net, for a GPU; quick: a small net for "
+                   "CPUs (default: full on CUDA, quick otherwise)")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
                    help="how weak trials are stopped early (default: %(default)s)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
@@ -84,9 +87,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the split, the sampler and every trial's training (default: 0)")
     p.add_argument("--objective", choices=("tuned", "sampled"), default="tuned",
-                   help="tuned: score each trial with its best counting setting, chosen on "
-                   "validation after training; sampled: with the sampled counting "
+                   help="tuned: choose each trial's counting setting on validation after training "
+                   "and score it out of sample (chosen on half of the validation images, scored on "
+                   "the other half, both ways round); sampled: sample the counting setting as "
                    "parameters (default: %(default)s)")
+    p.add_argument("--split", choices=("image", "tile"), default="image",
+                   help="image: no source image on both sides of the train/validation split (its "
+                   "'groups' array, else tiles linked by shared rows or columns of pixels); tile: "
+                   "a per-tile split, which lets validation reward memorising (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -109,11 +117,24 @@ def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=profile.epochs[1])
     if name == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    # Warm-up of 4 epochs: long cosine schedules decay late and look worse early on.
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
 
 
-def load_split(train_path: Path, seed: int, val_fraction: float) -> tuple[Split, str]:
-    """The study's split and where its true counts come from."""
+def tile_groups(train_path: Path, images: np.ndarray, split: str) -> tuple[np.ndarray, str]:
+    """Source image of every tile, and the rule that gave it."""
+    if split == "tile":
+        return np.arange(len(images)), "per tile (--split tile): tiles of one image on both sides"
+    stored = data.load_train_groups(train_path, len(images))
+    if stored is not None:
+        return stored, f"by source image ('groups' array: {len(np.unique(stored))} images)"
+    found = data.find_overlap_groups(images)
+    return found, (f"by source image, found from shared rows/columns of pixels ({found.max() + 1} groups "
+                   f"in {len(images)} tiles)")
+
+
+def load_split(train_path: Path, seed: int, val_fraction: float, split: str) -> tuple[Split, str, str]:
+    """The study's split, where its true counts come from and how tiles were grouped."""
     images, masks = data.load_train(train_path)
     counts = data.load_train_counts(train_path, len(images))
     source = "stored counts"
@@ -121,17 +142,27 @@ def load_split(train_path: Path, seed: int, val_fraction: float) -> tuple[Split,
         # Competition archives ship masks only: count the true masks with the default counter.
         counts = count_setting(masks, {"counter": "watershed"})
         source = "counted from the true masks (watershed defaults)"
-    train_idx, val_idx = data.split_indices(len(images), val_fraction, seed)
+    groups, rule = tile_groups(train_path, images, split)
+    try:
+        train_idx, val_idx = data.split_groups(groups, val_fraction, seed)
+    except ValueError as exc:
+        raise data.DataError(train_path, f"cannot split into train and validation: {exc}")
     split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx],
-                  counts[val_idx])
-    return split, source
+                  counts[val_idx], groups[val_idx])
+    return split, source, rule
 
 
-def setting_name(setting: dict) -> str:
-    """A short readable key for a counting setting, e.g. ``watershed t=0.5 md=2 ma=5 ef=0.2 +0``."""
-    short = {"threshold": "t", "min_distance": "md", "min_area": "ma", "edge_fraction": "ef"}
-    parts = [f"{short[k]}={v}" for k, v in setting.items() if k in short]
-    return " ".join([setting["counter"], *parts, f"{setting['offset']:+d}"])
+@dataclass
+class Scored:
+    """How a trained trial counts its validation tiles, and its value."""
+
+    counting: dict  # the setting used from now on (the export's)
+    errors: np.ndarray  # per-tile errors that make the value
+    grid_errors: np.ndarray  # (settings, tiles) errors of every counting setting
+
+    @property
+    def value(self) -> float:
+        return float(np.abs(self.errors).mean())
 
 
 class Objective:
@@ -142,23 +173,29 @@ class Objective:
         self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
         self.grid = space.counting_grid()
 
-    def epoch_score(self, sampled: dict):
+    def epoch_score(self, sampled: dict | None):
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
-        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(sampled)
+        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(None)
         return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        params = space.suggest(trial, self.profile)
-        sampled = space.counting_of(params)
-        unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
-        train = TrainConfig(lr=params["lr"], epochs=params["epochs"], batch_size=params["batch_size"],
-                            loss=params["loss"], augment=params["augment"], seed=self.seed)
-        net = seeded_net(unet, self.seed, self.device)
-        trial.set_user_attr("device", str(self.device))
-        trial.set_user_attr("n_params", count_parameters(net))
+    def score(self, prob: np.ndarray, sampled: dict | None) -> Scored:
+        """Count the validation tiles with every setting; the value is scored out of sample.
 
-        def on_epoch(r):
-            print(f"  trial {trial.number} epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f}"
+        Tuned: the setting is chosen on half of the validation images and scored on the other
+        half (both ways round), so the value is not the luckiest of the grid; the setting kept
+        is the best on all of them. Sampled: the sampled setting, as it is.
+        """
+        errors = count_errors(prob, self.split.val_counts, self.grid)
+        if self.mode == "sampled":
+            row = self.grid.index(sampled)
+            return Scored(sampled, errors[row], errors)
+        crossfit, chosen = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
+        return Scored(self.grid[chosen], crossfit, errors)
+
+    def on_epoch(self, trial: optuna.Trial, epochs: int):
+        """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
+        def callback(r):
+            print(f"  trial {trial.number} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
                   f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)", flush=True)
             if not math.isfinite(r.train_loss):
                 reason = f"training loss became {r.train_loss} at epoch {r.epoch}"
@@ -170,36 +207,50 @@ class Objective:
                 raise optuna.TrialPruned(f"timeout at epoch {r.epoch}")
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
+        return callback
 
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = space.suggest(trial, self.profile, self.mode)
+        sampled = space.counting_of(params) if self.mode == "sampled" else None
+        unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
+        train = TrainConfig(**space.train_options(params), seed=self.seed)
+        net = seeded_net(unet, self.seed, self.device)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("n_params", count_parameters(net))
         s = self.split
         result = fit(net, train, s.train_images, s.train_masks, s.val_images, s.val_masks,
-                     score_fn=self.epoch_score(sampled), on_epoch=on_epoch)
-
-        scores = mae_by_setting(result.val_prob, s.val_counts, self.grid)
-        by_name = {setting_name(g): score for g, score in zip(self.grid, scores)}
-        tuned = min(self.grid, key=lambda g: by_name[setting_name(g)][0])
-        counting = sampled if self.mode == "sampled" else tuned
-        value, bias = by_name[setting_name(counting)]
-        sampled_mae = by_name[setting_name(sampled)][0]
-        for setting in space.with_offsets(sampled):
-            trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", round(by_name[setting_name(setting)][0], 4))
-        trial.set_user_attr("val_mae_sampled_counting", round(sampled_mae, 4))
-        trial.set_user_attr("counting", counting)
-        trial.set_user_attr("counting_name", setting_name(counting))
-        trial.set_user_attr("val_bias", round(bias, 4))
-        trial.set_user_attr("counting_scores", {n: round(m, 4) for n, (m, _) in by_name.items()})
-        trial.set_user_attr("best_epoch", result.best_epoch)
+                     score_fn=self.epoch_score(sampled), on_epoch=self.on_epoch(trial, train.epochs))
+        scored = self.score(result.val_prob, sampled)
+        record_scores(trial, scored, self.grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
         trial.set_user_attr("learning_curve", [
             {"epoch": r.epoch, "train_loss": round(r.train_loss, 5), "val_loss": round(r.val_loss, 5),
              "val_mae": round(r.val_mae, 4)} for r in result.history])
         ckpt = save_checkpoint(self.out_dir / f"trial-{trial.number:04d}", result.state_dict, unet, {
-            "train": train.to_dict(), "params": params, "counting": counting,
-            "best_epoch": result.best_epoch, "val_mae": value,
+            "train": train.to_dict(), "params": params, "counting": scored.counting, "val_mae": scored.value,
         })
         trial.set_user_attr("checkpoint", str(ckpt))
-        log_trial_artifacts(trial, result, s, counting, ckpt)  # figures + checkpoint for the dashboard
-        return value
+        log_trial_artifacts(trial, result, s, scored.counting, ckpt)  # figures + checkpoint for the dashboard
+        return scored.value
+
+
+def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups: np.ndarray) -> None:
+    """Record the trial's counting and its scores as user attributes (shown by the dashboard)."""
+    counting, errors = scored.counting, scored.errors
+    mae = np.abs(scored.grid_errors).mean(1)
+    by_name = {space.setting_name(g): round(float(m), 4) for g, m in zip(grid, mae)}
+    trial.set_user_attr("counting", counting)
+    trial.set_user_attr("counting_name", space.setting_name(counting))
+    # The brief's fifth parameter: chosen after training unless sampled, and shown either way.
+    trial.set_user_attr("offset", counting["offset"])
+    trial.set_user_attr("value_se", round(stats.mae_se(errors, groups), 4))
+    trial.set_user_attr("val_bias", round(float(errors.mean()), 4))
+    trial.set_user_attr("val_errors", [int(e) for e in errors])
+    trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
+    trial.set_user_attr("val_mae_seed_counting", by_name[space.setting_name(space.SEED_COUNTING)])
+    for setting in space.with_offsets(counting):
+        trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
+    trial.set_user_attr("counting_scores", by_name)
 
 
 class StopAfterFailures:
@@ -220,8 +271,8 @@ def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     a = trial.user_attrs
     tag = " (seed baseline)" if a.get("baseline") else ""
     if trial.state == optuna.trial.TrialState.COMPLETE:
-        print(f"trial {trial.number}{tag} finished: val MAE {trial.value:.3f} with {a['counting_name']}"
-              f" (best epoch {a['best_epoch']}, {a['train_seconds']:.0f} s); best so far: trial "
+        print(f"trial {trial.number}{tag} finished: val MAE {trial.value:.3f} +- {a['value_se']:.3f} with "
+              f"{a['counting_name']} ({a['train_seconds']:.0f} s); best so far: trial "
               f"{study.best_trial.number} ({study.best_value:.3f})", flush=True)
     elif trial.state == optuna.trial.TrialState.PRUNED:
         steps = trial.intermediate_values
@@ -247,25 +298,29 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
                              f"({meta['train_path']}); use another --study-name")
         if args.profile and args.profile != meta["profile"]:
             raise UsageError(f"study {args.study_name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
-        if meta["seed"] != args.seed or meta["counting_objective"] != args.objective:
+        if (meta["seed"], meta["counting_objective"], meta["split"]) != (args.seed, args.objective, args.split):
             raise UsageError(f"study {args.study_name!r} was started with --seed {meta['seed']} "
-                             f"--objective {meta['counting_objective']}; resume with the same values")
+                             f"--objective {meta['counting_objective']} --split {meta['split']}; "
+                             "resume with the same values")
         profile = space.PROFILES[meta["profile"]]
         why = "recorded in the study"
         print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
     else:
-        profile = space.PROFILES[args.profile or ("seed" if device.type == "cuda" else "quick")]
+        profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
         why = "chosen" if args.profile else f"default for {device.type}"
         study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
         study.set_metric_names([OBJECTIVE])
         for key, value in {
             "objective": OBJECTIVE, "train_path": str(args.train), "train_fingerprint": fingerprint,
             "profile": profile.name, "seed": args.seed, "val_fraction": 0.2,
-            "counting_objective": args.objective,
+            "counting_objective": args.objective, "split": args.split,
         }.items():
             study.set_user_attr(key, value)
-        study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
-        print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline)", flush=True)
+        study.enqueue_trial(space.seed_baseline(profile, args.objective), user_attrs={"baseline": True})
+        # Partial in sampled mode: its counting parameters are sampled.
+        study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
+        print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline); "
+              "second: the harness's warm start (cosine schedule, augmentation)", flush=True)
     print(f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
           f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}", flush=True)
     return study, profile
@@ -290,11 +345,15 @@ def run(args, argv=()) -> optuna.Study:
                          "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL")
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare_study(args, storage)
-    split, source = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
-                               study.user_attrs["val_fraction"])
+    split, source, rule = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
+                                     study.user_attrs["val_fraction"], study.user_attrs["split"])
     print(f"data: {study.user_attrs['train_path']}: {len(split.train_images)} training, "
           f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}", flush=True)
-    note = StudyNote(len(split.train_images), len(split.val_images), source, profile)
+    print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
+    # The summary and the report compare trials image by image: they need the validation images.
+    study.set_user_attr("split_rule", rule)
+    study.set_user_attr("val_groups", [int(g) for g in split.val_groups])
+    note = StudyNote(len(split.train_images), len(split.val_images), source, rule, profile)
     note.ensure(study)
 
     if args.workers > 1 and args.worker_index is None:
@@ -326,19 +385,20 @@ def run(args, argv=()) -> optuna.Study:
 
 
 def summarize(study: optuna.Study, storage_url: str) -> None:
-    """The best trial beside the baseline, and how to browse and export."""
+    """The best trial beside the baseline, whether the gain is real, and how to browse and export."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         print("no finished trial yet: run the same command again to continue", flush=True)
         return
     best = study.best_trial
-    print(f"\nbest trial {best.number}: val MAE {best.value:.3f} with {best.user_attrs['counting_name']}; "
-          f"params {best.params}")
-    baseline = [t for t in complete if t.user_attrs.get("baseline")]
-    if baseline:
-        b = baseline[0]
-        print(f"seed baseline (trial {b.number}): val MAE {b.user_attrs['val_mae_sampled_counting']:.3f} with its "
-              f"own counting ({setting_name(space.counting_of(b.params))}), {b.value:.3f} as scored by the study")
+    print(f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {best.user_attrs['value_se']:.3f} "
+          f"(standard error over validation images) with {best.user_attrs['counting_name']}; params {best.params}")
+    baseline = baseline_trial(study)
+    if baseline is not None:
+        print(f"seed baseline (trial {baseline.number}): val MAE {baseline.value:.3f} as scored by the study, "
+              f"{baseline.user_attrs['val_mae_seed_counting']:.3f} with the seed's own counting "
+              f"({space.setting_name(space.SEED_COUNTING)})")
+    print(gain_line(study))
     print(f"browse: optuna-dashboard {dashboard_target(storage_url)} "
           f"--artifact-dir {artifact_dir(study.study_name)} --host 127.0.0.1")
     print(f"export: python -m search.export --study-name {study.study_name}"

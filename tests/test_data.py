@@ -357,3 +357,74 @@ def test_load_train_counts_optional_and_checked(tmp_path):
         np.savez(bad, X=X, y=y, counts=counts)
         with pytest.raises(DataError, match=f"{name}.npz.*counts"):
             load_train_counts(bad, 3)
+
+
+def test_embedded_training_set_has_its_source_images():
+    X, _ = load_train(data.DEFAULT_TRAIN)
+    groups = data.load_train_groups(data.DEFAULT_TRAIN, len(X))
+    assert groups.shape == (len(X),) and len(np.unique(groups)) > 100
+
+
+def test_load_train_groups_optional_and_checked(tmp_path):
+    X, y = np.zeros((3, 16, 16), np.uint8), np.zeros((3, 16, 16), np.float32)
+    plain, good, bad = tmp_path / "plain.npz", tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(plain, X=X, y=y)
+    np.savez(good, X=X, y=y, groups=np.array([4, 4, 9], np.int32))
+    np.savez(bad, X=X, y=y, groups=np.array([0, 1]))
+    assert data.load_train_groups(plain, 3) is None
+    np.testing.assert_array_equal(data.load_train_groups(good, 3), [4, 4, 9])
+    with pytest.raises(DataError, match="bad.npz.*groups"):
+        data.load_train_groups(bad, 3)
+
+
+# --- split_groups ---------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grouped_split_never_puts_one_group_on_both_sides(seed):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 30, size=200)  # uneven group sizes
+    train, val = data.split_groups(groups, 0.2, seed)
+    assert not set(groups[train]) & set(groups[val])
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(200))
+    assert len(val) >= 40 and len(train) > 0  # at least the asked share, rounded half up
+    again = data.split_groups(groups, 0.2, seed)
+    np.testing.assert_array_equal(train, again[0])
+
+
+def test_grouped_split_needs_two_groups():
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        data.split_groups([3, 3, 3], 0.2, 0)
+    train, val = data.split_groups([0, 0, 0, 1], 0.9, 0)  # one group always left for training
+    assert len(train) and len(val)
+
+
+# --- find_overlap_groups ----------------------------------------------------------
+
+def _cut(image, size, step):
+    """Overlapping size x size windows of ``image``, ``step`` px apart in both directions."""
+    h, w = image.shape
+    return [image[r:r + size, c:c + size] for r in range(0, h - size + 1, step)
+            for c in range(0, w - size + 1, step)]
+
+
+def test_overlap_groups_finds_tiles_of_one_image():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(44, 44), dtype=np.uint8) for _ in range(3)]
+    tiles = [t for image in images for t in _cut(image, 32, 12)]  # 3 x 4 tiles, overlap 20 px
+    order = rng.permutation(len(tiles))
+    groups = data.find_overlap_groups(np.stack(tiles)[order])
+    truth = np.repeat(np.arange(3), 4)[order]
+    assert len(np.unique(groups)) == 3
+    for g in range(3):  # each found group is exactly one image's tiles
+        assert len(np.unique(truth[groups == g])) == 1
+
+
+def test_overlap_groups_none_in_unrelated_tiles():
+    rng = np.random.default_rng(1)
+    tiles = rng.integers(0, 256, size=(20, 32, 32), dtype=np.uint8)
+    tiles[:5] = 0  # flat dark tiles share lines, but lines without texture never link
+    tiles[5:8, :, 0] = 7
+    np.testing.assert_array_equal(data.find_overlap_groups(tiles), np.arange(20))
+    # A non-overlapping cut of one image shares no pixels, so it cannot be linked either.
+    image = rng.integers(0, 256, size=(64, 64), dtype=np.uint8)
+    assert len(np.unique(data.find_overlap_groups(np.stack(_cut(image, 32, 32))))) == 4

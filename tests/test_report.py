@@ -21,12 +21,14 @@ def fake_objective(trial, with_counts=True):
     pred = true + rng.integers(-2, 3, 30)
     for o in range(space.OFFSETS[0], space.OFFSETS[1] + 1):
         trial.set_user_attr(f"val_mae_offset_{o:+d}", float(abs(o - 1) + rng.random()))
-    trial.set_user_attr("counting_name", f"{params['counter']} +{params['offset']}")
-    trial.set_user_attr("best_epoch", 3)
+    trial.set_user_attr("counting_name", "watershed +0")
+    trial.set_user_attr("offset", 0)
     trial.set_user_attr("train_seconds", 1.5)
+    trial.set_user_attr("value_se", 0.1)
+    trial.set_user_attr("val_errors", (pred - true).tolist())
     if with_counts:
         trial.set_user_attr("val_counts", {"true": true.tolist(), "pred": pred.tolist()})
-    return float(np.abs(pred - true).mean() + params["lr"] * 10)
+    return float(np.abs(pred - true).mean())
 
 
 def fake_study(n_trials, name="cells", with_counts=True):
@@ -34,6 +36,7 @@ def fake_study(n_trials, name="cells", with_counts=True):
     s = optuna.create_study(study_name=name, storage=f"sqlite:///studies/{name}.db",
                             sampler=optuna.samplers.RandomSampler(seed=0))
     s.set_user_attr("train_path", "train.npz")
+    s.set_user_attr("val_groups", list(range(30)))
     s.enqueue_trial(space.seed_baseline(space.PROFILES["quick"]), user_attrs={"baseline": True})
     s.optimize(lambda trial: fake_objective(trial, with_counts), n_trials=n_trials)
     return s
@@ -53,6 +56,7 @@ def test_report_has_every_figure_and_the_top_trials(in_tmp, capsys):
     assert img_files(page) == list(FIGURES)
     assert "Top 6 trials" in page and page.count("<tr>") >= 6 + 6  # summary rows + table rows
     assert "seed baseline" in page and "src=\"http" not in page  # self-contained
+    assert "significant gain" in page or "is the best trial" in page
     assert "wrote reports/cells/report.html" in capsys.readouterr().out
 
 

@@ -5,6 +5,7 @@ import threading
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import numpy as np
 import optuna
 import pytest
 from optuna_dashboard import wsgi
@@ -35,28 +36,38 @@ def test_study_completes_resumes_and_records(tiny_files, tiny_profile, in_tmp, c
     assert run_study(train, "--n-trials", "3") == 0
     s = load()
     assert [t.state for t in s.trials] == [STATES.COMPLETE] * 3
-    baseline = s.trials[0]
-    assert baseline.user_attrs["baseline"] is True
+    baseline, warm = s.trials[0], s.trials[1]
+    assert baseline.user_attrs["baseline"] is True and warm.user_attrs["warm_start"] is True
     assert baseline.params == space.seed_baseline(tiny_profile)
-    for name in ("lr", "epochs", "depth", "upsample", "offset"):
-        assert all(name in t.params for t in s.trials)
+    assert warm.params == space.warm_start(tiny_profile)
+    for t in s.trials:
+        # Tuned: the counting is chosen after training, so it is shown as attributes, not sampled.
+        assert set(t.params) == {"lr", "epochs", "depth", "upsample", "schedule", "augment"}
+        assert t.user_attrs["offset"] == t.user_attrs["counting"]["offset"]
     attrs = baseline.user_attrs
     assert set(attrs) >= {"val_mae_offset_-1", "val_mae_offset_+0", "val_mae_offset_+1",
-                          "val_mae_offset_+2", "best_epoch", "train_seconds", "device",
-                          "n_params", "checkpoint", "counting", "counting_scores"}
+                          "val_mae_offset_+2", "train_seconds", "device", "value_se", "val_errors",
+                          "n_params", "checkpoint", "counting", "counting_scores", "val_mae_seed_counting"}
     assert len(attrs["counting_scores"]) == len(space.counting_grid())
-    # The tuned objective is the best counting setting's MAE.
-    assert baseline.value == pytest.approx(min(attrs["counting_scores"].values()), abs=1e-4)
+    # The shown counting is the best on all validation tiles; the value scores that choice out of
+    # sample, from the per-tile errors it records.
+    assert attrs["counting_scores"][attrs["counting_name"]] == min(attrs["counting_scores"].values())
+    assert baseline.value == pytest.approx(np.abs(attrs["val_errors"]).mean())
+    assert attrs["value_se"] > 0
     assert (in_tmp / attrs["checkpoint"] / "model.safetensors").is_file()
+    assert json.loads((in_tmp / attrs["checkpoint"] / "config.json").read_text())["counting"] == attrs["counting"]
     assert s.user_attrs["profile"] == "tiny"
+    assert s.user_attrs["split"] == "image" and "by source image" in s.user_attrs["split_rule"]
+    assert len(s.user_attrs["val_groups"]) == len(attrs["val_errors"])
     out = capsys.readouterr().out
     assert "trial 2 finished" in out and "optuna-dashboard sqlite:///studies/cells.db" in out
+    assert "seed baseline (trial 0)" in out
 
     # The same command with a larger target resumes: earlier trials are kept, none repeated.
     assert run_study(train, "--n-trials", "4") == 0
     s = load()
     assert len(s.trials) == 4 and s.trials[3].state == STATES.COMPLETE
-    assert not s.trials[3].user_attrs.get("baseline")
+    assert not s.trials[3].user_attrs.get("baseline") and not s.trials[3].user_attrs.get("warm_start")
     # Reached the target: nothing more to run.
     assert run_study(train, "--n-trials", "4") == 0
     assert len(load().trials) == 4
@@ -70,10 +81,11 @@ def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, c
     assert [t.state for t in s.trials] == [STATES.COMPLETE, STATES.PRUNED, STATES.PRUNED]
     assert all(list(t.intermediate_values) == [1] for t in s.trials[1:])
     assert "trial 1 pruned at epoch 1" in capsys.readouterr().out
-    # Sampled objective: the value is the sampled counting setting's MAE.
+    # Sampled objective: the counting is a parameter, and the value is its MAE.
     t0 = s.trials[0]
-    assert t0.value == pytest.approx(t0.user_attrs["val_mae_sampled_counting"], abs=1e-4)
-    assert t0.user_attrs["counting"]["offset"] == 1
+    assert t0.params == space.seed_baseline(tiny_profile, "sampled")
+    assert t0.user_attrs["counting"] == space.counting_of(t0.params) == space.SEED_COUNTING
+    assert t0.value == pytest.approx(t0.user_attrs["counting_scores"][t0.user_attrs["counting_name"]], abs=1e-4)
 
 
 def test_diverged_trial_fails_alone(tiny_files, tiny_profile, in_tmp, monkeypatch):
@@ -113,8 +125,9 @@ def test_dashboard_server_lists_study_with_all_parameters(tiny_files, tiny_profi
         detail = json.load(urllib.request.urlopen(f"{base}/studies/{studies[0]['study_id']}?after=0"))
         assert len(detail["trials"]) == 2
         for trial in detail["trials"]:
-            names = {p["name"] for p in trial["params"]}
-            assert names >= {"lr", "epochs", "depth", "upsample", "offset"}
+            # The brief's five parameters: four sampled, the offset chosen and shown as an attribute.
+            assert {p["name"] for p in trial["params"]} >= {"lr", "epochs", "depth", "upsample"}
+            assert "offset" in {a["key"] for a in trial["user_attrs"]}
     finally:
         server.shutdown()
 
@@ -156,7 +169,7 @@ def test_resume_refuses_changed_data_or_profile(tiny_files, tiny_profile, in_tmp
     train.write_bytes(train.read_bytes() + b"\0")
     assert run_study(train, "--n-trials", "2") == 2
     assert "differs from the data" in capsys.readouterr().err
-    assert len(load().trials) == 1
+    assert len(load().get_trials(states=(STATES.COMPLETE, STATES.RUNNING, STATES.FAIL))) == 1
 
 
 def test_study_with_another_objective_exits_2(tiny_files, tiny_profile, in_tmp, capsys):

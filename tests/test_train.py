@@ -11,6 +11,7 @@ from model.train import (
     dihedral,
     fit,
     loss_fn,
+    make_scheduler,
     pick_device,
     predict,
     predict_prob,
@@ -66,7 +67,7 @@ def test_exception_in_on_epoch_stops_training(train_set):
     assert calls == [1, 2]
 
 
-def test_keeps_epoch_with_lowest_validation_score(train_set, val_set):
+def test_keeps_last_epoch_and_reports_every_score(train_set, val_set):
     scores = iter([3.0, 1.0, 2.0])
     probs = []
 
@@ -76,29 +77,50 @@ def test_keeps_epoch_with_lowest_validation_score(train_set, val_set):
 
     net = tiny_net()
     result = fit(net, TrainConfig(lr=1e-2, epochs=3, batch_size=4), *train_set, *val_set, score_fn=score_fn)
-    assert result.best_epoch == 2
-    assert result.best_val_mae == 1.0
     assert [r.val_mae for r in result.history] == [3.0, 1.0, 2.0]
     assert all(np.isfinite(r.val_loss) for r in result.history)
     assert result.val_prob.shape == (4, 32, 32)
     assert result.val_prob.min() >= 0 and result.val_prob.max() <= 1
-    np.testing.assert_array_equal(result.val_prob, probs[1])
-    # The kept weights are those of epoch 2, not the final ones.
+    # The last epoch is kept even though epoch 2 scored better: no picking the luckiest epoch.
+    np.testing.assert_array_equal(result.val_prob, probs[2])
     final = net.state_dict()
-    assert any(not torch.equal(result.state_dict[k], final[k]) for k in final)
-    net.load_state_dict(result.state_dict)
-    np.testing.assert_allclose(predict_prob(net, val_set[0]), probs[1], atol=1e-6)
+    assert all(torch.equal(result.state_dict[k], final[k]) for k in final)
+    np.testing.assert_allclose(predict_prob(net, val_set[0]), probs[2], atol=1e-6)
 
 
 def test_without_validation_keeps_last_epoch(train_set):
     net = tiny_net()
     result = fit(net, TrainConfig(lr=1e-2, epochs=2, batch_size=4), *train_set)
-    assert result.best_epoch == 2
     assert result.val_prob is None
     assert np.isnan(result.history[-1].val_mae)
     final = net.state_dict()
     assert result.state_dict.keys() == final.keys()
     assert all(torch.equal(result.state_dict[k], final[k]) for k in final)
+
+
+def test_cosine_schedule_decays_to_zero(train_set):
+    config = TrainConfig(lr=1e-2, epochs=3, batch_size=4, schedule="cosine")
+    rates = []
+    net = tiny_net()
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    steps = 3 * -(-len(train_set[0]) // 4)
+    scheduler = make_scheduler(opt, config, steps)
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-2)
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing
+    assert opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+    assert make_scheduler(opt, TrainConfig(), steps) is None  # constant: the seed's
+
+
+def test_cosine_schedule_changes_training(train_set):
+    runs = [fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=2, batch_size=4, schedule=s), *train_set).state_dict
+            for s in ("constant", "cosine")]
+    assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
 
 
 def _train(train_set, seed):
@@ -122,9 +144,12 @@ def test_same_init_different_train_seed_differs(train_set):
     assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_augment_runs(train_set):
-    result = fit(tiny_net(), TrainConfig(lr=1e-2, epochs=1, batch_size=4, augment=True), *train_set)
-    assert np.isfinite(result.history[0].train_loss)
+def test_augment_changes_what_is_trained_on(train_set):
+    # Same initial weights and seed: augmentation must change what the net is trained on.
+    runs = [fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=1, batch_size=4, augment=a), *train_set)
+            for a in (False, True)]
+    assert all(np.isfinite(r.history[0].train_loss) for r in runs)
+    assert not all(torch.equal(runs[0].state_dict[k], runs[1].state_dict[k]) for k in runs[0].state_dict)
 
 
 def test_dihedral_transforms_image_and_mask_alike():
