@@ -43,13 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import data  # noqa: E402
 import seed_loop  # noqa: E402
 from model.count import mae_by_setting  # noqa: E402
-from model.train import TrainConfig, autocast, fit, pick_device, resolve_precision, seeded_net, to_tensor  # noqa: E402
+from model.train import TrainConfig, fit, pick_device, resolve_precision, seeded_net, to_tensor, train_step  # noqa: E402
 from model.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 from common import BENCH, machine, write_section  # noqa: E402
@@ -125,18 +124,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) 
 
 
 def step_fn(net, opt, precision, device):
-    """The harness's training step, exactly as in model.train.fit (bce loss)."""
-
-    def step(xb, yb):
-        with autocast(device, precision):
-            logits = net(xb)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return step
+    """The harness's own training step (``model.train.train_step``: seed config, BCE) as a closure."""
+    config, generator = TrainConfig(), torch.Generator().manual_seed(0)
+    return lambda xb, yb: train_step(net, opt, xb, yb, config, precision, generator)
 
 
 def time_steps(step, batches, device, n: int, warmup: int = 3) -> float:

@@ -32,7 +32,7 @@ from search import space, stats, workers
 from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
 from search.verdict import baseline_trial, gain_line
 from search.errors import UsageError
-from search.storage import dashboard_target, default_url, is_sqlite, open_storage, safe_url
+from search.storage import dashboard_target, default_url, is_sqlite, open_storage
 
 OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
@@ -202,7 +202,8 @@ class Objective:
                 trial.set_user_attr("fail_reason", reason)
                 raise FloatingPointError(reason)
             trial.report(r.val_mae, r.epoch)
-            if time.monotonic() > self.deadline:
+            # After the last epoch the trial is finished work: keep it whatever the time.
+            if r.epoch < epochs and time.monotonic() > self.deadline:
                 trial.set_user_attr("stopped", "study timeout reached")
                 raise optuna.TrialPruned(f"timeout at epoch {r.epoch}")
             if trial.should_prune():

@@ -15,7 +15,7 @@ FIGURES = ("optimization_history.png", "param_importances.png", "parallel_coordi
 
 def fake_objective(trial, with_counts=True):
     """Samples the real search space and records what a real trial records, without training."""
-    params = space.suggest(trial, space.PROFILES["quick"])
+    space.suggest(trial, space.PROFILES["quick"])
     rng = np.random.default_rng(trial.number)
     true = rng.integers(0, 20, 30)
     pred = true + rng.integers(-2, 3, 30)
