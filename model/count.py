@@ -195,9 +195,10 @@ def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fracti
         Regions smaller than this many pixels are noise and not counted.
     edge_fraction : float, optional
         A region touching the tile border counts only when its area is at
-        least ``edge_fraction`` times the median area of the tile's other
-        regions (its centre then likely lies inside the tile). ``0`` turns
-        the edge rule off.
+        least ``edge_fraction`` times the median area of the tile's regions
+        that do not touch the border (of all its regions when every one
+        does): its centre then likely lies inside the tile. ``0`` turns the
+        edge rule off.
     offset : int, optional
         Added to every count; see the module docstring.
 
