@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     print(f"machine: {info}\ncommand: {command}", flush=True)
 
     images, masks = data.load_train(data.DEFAULT_TRAIN)
-    counts = data.load_train_counts(data.DEFAULT_TRAIN, len(images))
+    counts = data.load_tile_ints(data.DEFAULT_TRAIN, "counts", len(images))
     if args.tiles:
         images, masks, counts = images[: args.tiles], masks[: args.tiles], counts[: args.tiles]
     tr, va = data.split_indices(len(images), 0.2, 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .groups import find_overlap_groups
 from .load import (DataError, fingerprint, load_counts_csv, load_test,
-                   load_train, load_train_counts, load_train_groups)
+                   load_tile_ints, load_train)
 from .split import split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
@@ -24,8 +24,7 @@ DEFAULT_TEST_TRUTH = EMBEDDED_DIR / "test_truth.npz"
 __all__ = [
     "DataError",
     "load_train",
-    "load_train_counts",
-    "load_train_groups",
+    "load_tile_ints",
     "find_overlap_groups",
     "load_test",
     "load_counts_csv",

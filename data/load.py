@@ -18,8 +18,7 @@ import pandas as pd
 __all__ = [
     "DataError",
     "load_train",
-    "load_train_counts",
-    "load_train_groups",
+    "load_tile_ints",
     "load_test",
     "load_counts_csv",
     "fingerprint",
@@ -216,8 +215,32 @@ def load_train(path):
     return X, y
 
 
-def _load_optional_ints(path, key, n):
-    """The optional per-tile integer array ``key`` (n non-negative ints), or None if absent."""
+def load_tile_ints(path, key, n):
+    """Load an optional per-tile integer array stored beside ``X`` and ``y``.
+
+    The embedded set stores ``counts`` (true counts made with its centroid
+    rule) and ``groups`` (the source image of each tile); the competition
+    archive has neither (counts are then counted from the masks, groups found
+    from shared pixels, see :func:`data.find_overlap_groups`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training ``.npz`` archive.
+    key : str
+        The array's name, e.g. ``"counts"`` or ``"groups"``.
+    n : int
+        Number of tiles the array must cover.
+
+    Returns
+    -------
+    values : ndarray of int64, shape (n,), or None when the archive has no ``key``.
+
+    Raises
+    ------
+    DataError
+        If ``key`` is present but not ``n`` non-negative integers.
+    """
     path = _check_file(path)
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
         if key not in npz.files:
@@ -228,56 +251,6 @@ def _load_optional_ints(path, key, n):
         raise DataError(path, f"{key!r} must hold {n} non-negative integers, got "
                               f"{values.dtype} array of shape {values.shape}")
     return values.astype(np.int64)
-
-
-def load_train_counts(path, n):
-    """Load the optional true per-tile counts stored beside ``X`` and ``y``.
-
-    The competition archive has none (counts are then derived from the masks
-    elsewhere); the embedded set stores ``counts`` made with its centroid rule.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The training ``.npz`` archive.
-    n : int
-        Number of tiles the counts must cover.
-
-    Returns
-    -------
-    counts : ndarray of int64, shape (n,), or None when the archive has no ``counts``.
-
-    Raises
-    ------
-    DataError
-        If ``counts`` is present but not ``n`` non-negative integers.
-    """
-    return _load_optional_ints(path, "counts", n)
-
-
-def load_train_groups(path, n):
-    """Load the optional source-image id of every tile (``groups``).
-
-    The embedded set stores them; the competition archive has none (they are
-    then found from shared pixels, see :func:`data.find_overlap_groups`).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The training ``.npz`` archive.
-    n : int
-        Number of tiles.
-
-    Returns
-    -------
-    groups : ndarray of int64, shape (n,), or None when the archive has no ``groups``.
-
-    Raises
-    ------
-    DataError
-        If ``groups`` is present but not ``n`` non-negative integers.
-    """
-    return _load_optional_ints(path, "groups", n)
 
 
 def load_test(path):

@@ -249,12 +249,9 @@ def fit(
     precision = resolve_precision(config.precision, device)
     generator = torch.Generator().manual_seed(config.seed)
     x_train, y_train = to_tensor(train_images, device), to_tensor(train_masks, device)
-    validate = val_images is not None
-    if validate:
-        x_val, y_val = to_tensor(val_images, device), to_tensor(val_masks, device)
+    val = None if val_images is None else (to_tensor(val_images, device), to_tensor(val_masks, device))
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    steps_per_epoch = -(-len(x_train) // config.batch_size)
-    scheduler = make_scheduler(opt, config, config.epochs * steps_per_epoch)
+    scheduler = make_scheduler(opt, config, config.epochs * -(-len(x_train) // config.batch_size))
 
     history, prob = [], None
     started = time.perf_counter()
@@ -269,20 +266,22 @@ def fit(
             total += train_step(net, opt, x_train[idx], y_train[idx], config, precision, generator) * len(idx)
             if scheduler is not None:
                 scheduler.step()
-        train_loss = float(total) / len(order)
-
         val_loss = val_score = float("nan")
-        if validate:
-            logits = predict(net, x_val, precision)
-            val_loss = float(loss_fn(logits, y_val, config.loss))
-            prob = torch.sigmoid(logits)[:, 0].cpu().numpy()
+        if val is not None:
+            val_loss, prob = validate(net, *val, config.loss, precision)
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
-        report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
+        report = EpochReport(epoch, float(total) / len(order), val_loss, val_score, time.perf_counter() - t0)
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
     return FitResult(state, prob, history, time.perf_counter() - started)
+
+
+def validate(net, x_val: torch.Tensor, y_val: torch.Tensor, loss: str, precision: str) -> tuple[float, np.ndarray]:
+    """Validation loss and (N,H,W) probabilities, in large batches with no autograd."""
+    logits = predict(net, x_val, precision)
+    return float(loss_fn(logits, y_val, loss)), torch.sigmoid(logits)[:, 0].cpu().numpy()
 
 
 def seeded_net(config: UNetConfig, seed: int, device: torch.device) -> UNet:

@@ -125,7 +125,7 @@ def tile_groups(train_path: Path, images: np.ndarray, split: str) -> tuple[np.nd
     """Source image of every tile, and the rule that gave it."""
     if split == "tile":
         return np.arange(len(images)), "per tile (--split tile): tiles of one image on both sides"
-    stored = data.load_train_groups(train_path, len(images))
+    stored = data.load_tile_ints(train_path, "groups", len(images))
     if stored is not None:
         return stored, f"by source image ('groups' array: {len(np.unique(stored))} images)"
     found = data.find_overlap_groups(images)
@@ -136,7 +136,7 @@ def tile_groups(train_path: Path, images: np.ndarray, split: str) -> tuple[np.nd
 def load_split(train_path: Path, seed: int, val_fraction: float, split: str) -> tuple[Split, str, str]:
     """The study's split, where its true counts come from and how tiles were grouped."""
     images, masks = data.load_train(train_path)
-    counts = data.load_train_counts(train_path, len(images))
+    counts = data.load_tile_ints(train_path, "counts", len(images))
     source = "stored counts"
     if counts is None:
         # Competition archives ship masks only: count the true masks with the default counter.

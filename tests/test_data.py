@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import data
-from data import (DataError, fingerprint, load_counts_csv, load_test, load_train_counts,
+from data import (DataError, fingerprint, load_counts_csv, load_test, load_tile_ints,
                   load_train, split_indices)
 
 N, H, W = 3, 16, 32
@@ -342,39 +342,39 @@ def test_embedded_dataset_loads():
     assert counts.shape == (135,)
 
 
-def test_load_train_counts_optional_and_checked(tmp_path):
+def test_load_tile_counts_optional_and_checked(tmp_path):
     X = np.zeros((3, 16, 16), np.uint8)
     y = np.zeros((3, 16, 16), np.float32)
     plain = tmp_path / "plain.npz"
     np.savez(plain, X=X, y=y)
-    assert load_train_counts(plain, 3) is None
+    assert load_tile_ints(plain, "counts", 3) is None
     good = tmp_path / "good.npz"
     np.savez(good, X=X, y=y, counts=np.array([0, 2, 5], np.int32))
-    np.testing.assert_array_equal(load_train_counts(good, 3), [0, 2, 5])
+    np.testing.assert_array_equal(load_tile_ints(good, "counts", 3), [0, 2, 5])
     for name, counts in [("short", np.array([1, 2])), ("negative", np.array([1, -1, 0])),
                          ("float", np.array([1.5, 2.0, 0.0]))]:
         bad = tmp_path / f"{name}.npz"
         np.savez(bad, X=X, y=y, counts=counts)
         with pytest.raises(DataError, match=f"{name}.npz.*counts"):
-            load_train_counts(bad, 3)
+            load_tile_ints(bad, "counts", 3)
 
 
 def test_embedded_training_set_has_its_source_images():
     X, _ = load_train(data.DEFAULT_TRAIN)
-    groups = data.load_train_groups(data.DEFAULT_TRAIN, len(X))
+    groups = data.load_tile_ints(data.DEFAULT_TRAIN, "groups", len(X))
     assert groups.shape == (len(X),) and len(np.unique(groups)) > 100
 
 
-def test_load_train_groups_optional_and_checked(tmp_path):
+def test_load_tile_groups_optional_and_checked(tmp_path):
     X, y = np.zeros((3, 16, 16), np.uint8), np.zeros((3, 16, 16), np.float32)
     plain, good, bad = tmp_path / "plain.npz", tmp_path / "good.npz", tmp_path / "bad.npz"
     np.savez(plain, X=X, y=y)
     np.savez(good, X=X, y=y, groups=np.array([4, 4, 9], np.int32))
     np.savez(bad, X=X, y=y, groups=np.array([0, 1]))
-    assert data.load_train_groups(plain, 3) is None
-    np.testing.assert_array_equal(data.load_train_groups(good, 3), [4, 4, 9])
+    assert data.load_tile_ints(plain, "groups", 3) is None
+    np.testing.assert_array_equal(data.load_tile_ints(good, "groups", 3), [4, 4, 9])
     with pytest.raises(DataError, match="bad.npz.*groups"):
-        data.load_train_groups(bad, 3)
+        data.load_tile_ints(bad, "groups", 3)
 
 
 # --- split_groups ---------------------------------------------------------------

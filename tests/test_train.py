@@ -13,7 +13,6 @@ from model.train import (
     loss_fn,
     make_scheduler,
     pick_device,
-    predict,
     predict_prob,
     seeded_net,
     to_tensor,
