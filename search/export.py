@@ -27,7 +27,7 @@ from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
 from search.errors import UsageError
-from search.storage import find_storage, load_existing_study, safe_url
+from search.storage import find_storage, given_storage, load_existing_study, safe_url
 from search.study import resolve_device
 
 
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m search.export",
                                 description="Write submission.csv (index,count) from a study's best trial.")
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: studies/<name>.db, or "
+    p.add_argument("--storage", help="Optuna storage URL (default: $CELLCOUNT_STORAGE, else studies/<name>.db, or "
                    "studies/<name>.journal.log when only that exists)")
     p.add_argument("--trial", type=int, help="export this trial number instead of the best one")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST,
@@ -83,7 +83,7 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
 
 
 def export(args) -> dict:
-    storage_url = args.storage or find_storage(args.study_name)
+    storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
     trial = pick_trial(study, args.trial)
     images = data.load_test(args.test)

@@ -30,7 +30,7 @@ from model.unet import UNetConfig, count_parameters
 from search import space, workers
 from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
 from search.errors import UsageError
-from search.storage import dashboard_target, default_url, is_sqlite, open_storage, safe_url
+from search.storage import dashboard_target, default_url, given_storage, is_sqlite, open_storage, safe_url
 
 OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
@@ -55,8 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
     p.add_argument("--storage", help="sqlite:///FILE.db, journal:///FILE.log (or FILE.log) or a database "
-                   "URL such as postgresql://user:password@host/db (default: sqlite:///studies/<name>.db; "
-                   "journal:///studies/<name>.journal.log with --workers above 1)")
+                   "URL such as postgresql://user:password@host/db (default: $CELLCOUNT_STORAGE, else "
+                   "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes running trials at once on this machine: one GPU each when several "
                    "are visible, else the CPU cores split between them (default: %(default)s)")
@@ -284,7 +284,7 @@ def run(args, argv=()) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_url = args.storage or default_url(args.study_name, args.workers)
+    storage_url = given_storage(args.storage) or default_url(args.study_name, args.workers)
     if args.workers > 1 and is_sqlite(storage_url):
         raise UsageError("--workers above 1 cannot share SQLite (it locks under concurrent writers): omit "
                          "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL")
