@@ -27,7 +27,7 @@ from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
 from search.errors import UsageError
-from search.storage import find_storage, given_storage, load_existing_study, safe_url
+from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.study import resolve_device
 
 
@@ -83,6 +83,7 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
 
 
 def export(args) -> dict:
+    check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
     trial = pick_trial(study, args.trial)

@@ -26,7 +26,7 @@ import pandas as pd
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
 from search.artifacts import baseline_line
 from search.errors import UsageError
-from search.storage import find_storage, given_storage, load_existing_study, safe_url
+from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -228,6 +228,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        check_study_name(args.study_name)  # it names files: studies/<name>.db, reports/<name>
         storage_url = given_storage(args.storage) or find_storage(args.study_name)
         study = load_finished_study(args.study_name, storage_url)
         page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)

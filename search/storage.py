@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import os
+import re
 import socket
 import threading
 import warnings
@@ -41,6 +42,17 @@ WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
 # The storage URL of --workers children: in their environment, not on their command line,
 # where ps would show its password to every user of the machine.
 STORAGE_ENV = "CELLCOUNT_STORAGE"
+# Study names become file and folder names under studies/: nothing that could leave it.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_study_name(name: str) -> str:
+    """Return ``name``, or raise UsageError unless it is letters, digits, ``_``, ``-`` and ``.``."""
+    if not STUDY_NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"--study-name {name!r}: use only letters, digits, '_', '-' and '.'")
+    return name
+
+
 def given_storage(storage: str | None) -> str | None:
     """The --storage option, else the URL in the environment (``CELLCOUNT_STORAGE``), else None."""
     return storage or os.environ.get(STORAGE_ENV) or None

@@ -30,7 +30,8 @@ from model.unet import UNetConfig, count_parameters
 from search import space, workers
 from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
 from search.errors import UsageError
-from search.storage import dashboard_target, default_url, given_storage, is_sqlite, open_storage, safe_url
+from search.storage import (check_study_name, dashboard_target, default_url, given_storage, is_sqlite,
+                            open_storage, safe_url)
 
 OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
@@ -281,6 +282,7 @@ def run(args, argv=()) -> optuna.Study:
         raise UsageError("--heartbeat must be at least 1 second")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    check_study_name(args.study_name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -10,7 +10,7 @@ import pytest
 from optuna_dashboard import wsgi
 
 from model.train import EpochReport
-from search import space, study
+from search import export, report, space, study
 
 STATES = optuna.trial.TrialState
 
@@ -188,3 +188,14 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
     assert run_study(train, "--n-trials", "3") == 0
     states = [t.state for t in load().trials]
     assert states[:2] == [STATES.COMPLETE, STATES.FAIL] and states.count(STATES.COMPLETE) == 3
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "cells db"])
+def test_study_name_must_stay_inside_studies(tiny_files, tiny_profile, in_tmp, capsys, name):
+    train, _, _ = tiny_files
+    for main in (lambda: run_study(train, "--study-name", name, "--n-trials", "1"),
+                 lambda: export.main(["--study-name", name]), lambda: report.main(["--study-name", name])):
+        assert main() == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--study-name" in err and "letters, digits" in err
+    assert list(in_tmp.parent.glob("x*")) == [] and not (in_tmp / "studies").exists()
