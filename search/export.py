@@ -27,6 +27,7 @@ from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
 from search.errors import UsageError
+from search.artifacts import FOLDER_ATTR
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.study import resolve_device
 
@@ -62,6 +63,25 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return complete[number]
 
 
+def check_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict,
+                     test_path: Path, images: np.ndarray) -> None:
+    """Refuse a checkpoint that another study or trial wrote, or test tiles of another size.
+
+    A checkpoint records its study folder, trial number, parameters and training tile size
+    (``search.study.checkpoint_record``); a folder overwritten by another study, or a copied
+    one, would otherwise be exported with exit code 0.
+    """
+    recorded = (config.get("study_folder"), config.get("trial"), config.get("params"))
+    if recorded != (study.user_attrs.get(FOLDER_ATTR), trial.number, trial.params):
+        raise UsageError(f"checkpoint {trial.user_attrs['checkpoint']} does not belong to trial {trial.number} of "
+                         f"study {study.study_name!r} (it records trial {config.get('trial')} of "
+                         f"{config.get('study_folder')}); run the trial again or export another one")
+    tile = list(images.shape[1:])
+    if tile != config["tile_size"]:
+        raise data.DataError(test_path, f"tiles are {tile[0]}x{tile[1]}, but trial {trial.number} was trained "
+                                        f"on {config['tile_size'][0]}x{config['tile_size'][1]} tiles")
+
+
 def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, device) -> tuple:
     """Retrain the trial's configuration on every training tile for its best epoch count."""
     meta = study.user_attrs
@@ -94,6 +114,7 @@ def export(args) -> dict:
         net, config = load_checkpoint(trial.user_attrs.get("checkpoint", ""), device)
     except FileNotFoundError as exc:
         raise UsageError(f"trial {trial.number}: {exc}")
+    check_checkpoint(study, trial, config, args.test, images)
     checkpoint = trial.user_attrs["checkpoint"]
     if args.refit:
         net, checkpoint = refit(study, trial, config, device)

@@ -5,7 +5,7 @@
 
 Each trial trains a U-Net, reports its validation count-MAE after every epoch (weak trials
 are pruned), scores every counting setting on its validation predictions and keeps its
-checkpoint under ``studies/<name>/``. The same command resumes an interrupted study.
+checkpoint under ``studies/<name>-<id>/``. The same command resumes an interrupted study.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from model.count import count_setting, mae_by_setting
 from model.train import TrainConfig, fit, pick_device, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, workers
-from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
+from search.artifacts import StudyNote, artifact_dir, ensure_study_dir, log_trial_artifacts, study_dir
 from search.errors import UsageError
 from search.storage import (check_study_name, dashboard_target, default_url, given_storage, is_sqlite,
                             open_storage, safe_url)
@@ -196,11 +196,17 @@ class Objective:
              "val_mae": round(r.val_mae, 4)} for r in result.history])
         ckpt = save_checkpoint(self.out_dir / f"trial-{trial.number:04d}", result.state_dict, unet, {
             "train": train.to_dict(), "params": params, "counting": counting,
-            "best_epoch": result.best_epoch, "val_mae": value,
+            "best_epoch": result.best_epoch, "val_mae": value, **checkpoint_record(trial, s),
         })
         trial.set_user_attr("checkpoint", str(ckpt))
         log_trial_artifacts(trial, result, s, counting, ckpt)  # figures + checkpoint for the dashboard
         return value
+
+
+def checkpoint_record(trial: optuna.Trial, split: Split) -> dict:
+    """What the export checks a checkpoint against: its study, trial and training tile size."""
+    return {"study": trial.study.study_name, "study_folder": study_dir(trial.study).name,
+            "trial": trial.number, "tile_size": list(split.train_images.shape[1:])}
 
 
 class StopAfterFailures:
@@ -267,6 +273,7 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
             study.set_user_attr(key, value)
         study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
         print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline)", flush=True)
+    ensure_study_dir(study)
     print(f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
           f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}", flush=True)
     return study, profile
@@ -315,7 +322,7 @@ def run(args, argv=()) -> optuna.Study:
         study.sampler = make_sampler(args.sampler, args.seed + len(study.trials) + 1000 * (args.worker_index or 0))
         study.pruner = make_pruner(args.pruner, profile)
         objective = Objective(split, profile, resolve_device(args.device), args.seed, args.objective,
-                              Path("studies") / args.study_name, time.monotonic() + timeout)
+                              study_dir(study), time.monotonic() + timeout)
         print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
@@ -342,7 +349,7 @@ def summarize(study: optuna.Study, storage_url: str) -> None:
         print(f"seed baseline (trial {b.number}): val MAE {b.user_attrs['val_mae_sampled_counting']:.3f} with its "
               f"own counting ({setting_name(space.counting_of(b.params))}), {b.value:.3f} as scored by the study")
     print(f"browse: optuna-dashboard {dashboard_target(storage_url)} "
-          f"--artifact-dir {artifact_dir(study.study_name)} --host 127.0.0.1")
+          f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1")
     print(f"export: python -m search.export --study-name {study.study_name}"
           + (f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""),
           flush=True)
