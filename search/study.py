@@ -11,7 +11,9 @@ checkpoint under ``studies/<name>-<id>/``. The same command resumes an interrupt
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import secrets
 import sys
 import time
 import warnings
@@ -35,6 +37,12 @@ from search.storage import (check_study_name, dashboard_target, default_url, giv
 
 OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
+VAL_FRACTION = 0.2
+BASELINE_STATES = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
+class StudyTimeout(Exception):
+    """Raised in a trial that the study's timeout stops before its last epoch: the trial fails."""
 
 
 @dataclass
@@ -122,7 +130,10 @@ def load_split(train_path: Path, seed: int, val_fraction: float) -> tuple[Split,
         # Competition archives ship masks only: count the true masks with the default counter.
         counts = count_setting(masks, {"counter": "watershed"})
         source = "counted from the true masks (watershed defaults)"
-    train_idx, val_idx = data.split_indices(len(images), val_fraction, seed)
+    try:
+        train_idx, val_idx = data.split_indices(len(images), val_fraction, seed)
+    except ValueError as exc:  # e.g. too few tiles to split
+        raise data.DataError(train_path, f"cannot split into training and validation tiles: {exc}")
     split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx],
                   counts[val_idx])
     return split, source
@@ -166,9 +177,9 @@ class Objective:
                 trial.set_user_attr("fail_reason", reason)
                 raise FloatingPointError(reason)
             trial.report(r.val_mae, r.epoch)
-            if time.monotonic() > self.deadline:
-                trial.set_user_attr("stopped", "study timeout reached")
-                raise optuna.TrialPruned(f"timeout at epoch {r.epoch}")
+            # After the last epoch the trial is done: finish it, whatever the time.
+            if r.epoch < train.epochs and time.monotonic() > self.deadline:
+                raise stop_at_timeout(trial, params, r.epoch, train.epochs)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
 
@@ -201,6 +212,32 @@ class Objective:
         trial.set_user_attr("checkpoint", str(ckpt))
         log_trial_artifacts(trial, result, s, counting, ckpt)  # figures + checkpoint for the dashboard
         return value
+
+
+def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) -> StudyTimeout:
+    """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
+
+    The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
+    the baseline if it was) runs first when the study resumes.
+    """
+    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
+    trial.set_user_attr("stopped", "study timeout reached")
+    trial.set_user_attr("fail_reason", reason)
+    attrs = {"requeued_from": trial.number}
+    if trial.user_attrs.get("baseline"):
+        attrs["baseline"] = True
+    trial.study.enqueue_trial(params, user_attrs=attrs)
+    return StudyTimeout(reason)
+
+
+class QuietTimeout(logging.Filter):
+    """Drops Optuna's traceback of a trial stopped by the timeout: ``print_trial`` says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StudyTimeout))
+
+
+QUIET_TIMEOUT = QuietTimeout()  # one instance: adding it again on every run is then a no-op
 
 
 def checkpoint_record(trial: optuna.Trial, split: Split) -> dict:
@@ -267,16 +304,42 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
         study.set_metric_names([OBJECTIVE])
         for key, value in {
             "objective": OBJECTIVE, "train_path": str(args.train), "train_fingerprint": fingerprint,
-            "profile": profile.name, "seed": args.seed, "val_fraction": 0.2,
+            "profile": profile.name, "seed": args.seed, "val_fraction": VAL_FRACTION,
             "counting_objective": args.objective,
         }.items():
             study.set_user_attr(key, value)
-        study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
         print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline)", flush=True)
     ensure_study_dir(study)
+    ensure_baseline(study, profile)
     print(f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
           f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}", flush=True)
     return study, profile
+
+
+def ensure_baseline(study: optuna.Study, profile: space.Profile) -> None:
+    """Queue the seed baseline unless a baseline trial finished, runs or waits.
+
+    Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
+    the study would otherwise never get one.
+    """
+    trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
+    if not any(t.user_attrs.get("baseline") for t in trials):
+        study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
+
+
+def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:
+    """The sampler's seed: ``seed + trials so far``, with random bits mixed in when shared.
+
+    One process on SQLite (the default) stays reproducible: the same --seed gives the same
+    trials. Processes sharing a study (--workers, a journal or a database that other machines
+    may use, or trials running elsewhere) could see the same state at the same instant and
+    draw the same configurations, so each mixes in random bits of its own.
+    """
+    base = seed + len(study.trials)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if worker_index is None and is_sqlite(storage_url) and not running:
+        return base
+    return base ^ secrets.randbits(32)
 
 
 def run(args, argv=()) -> optuna.Study:
@@ -290,6 +353,8 @@ def run(args, argv=()) -> optuna.Study:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     check_study_name(args.study_name)
+    # The data is checked before anything is written: a bad file must not create the study.
+    split, source = load_split(args.train, args.seed, VAL_FRACTION)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -299,46 +364,56 @@ def run(args, argv=()) -> optuna.Study:
                          "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL")
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare_study(args, storage)
-    split, source = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
-                               study.user_attrs["val_fraction"])
-    print(f"data: {study.user_attrs['train_path']}: {len(split.train_images)} training, "
+    print(f"data: {args.train}: {len(split.train_images)} training, "
           f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}", flush=True)
     note = StudyNote(len(split.train_images), len(split.val_images), source, profile)
     note.ensure(study)
 
+    n_trials = args.n_trials or profile.n_trials
     if args.workers > 1 and args.worker_index is None:
         workers.spawn_and_wait(list(argv), args.workers, storage_url)
-        summarize(study, storage_url)
+        summarize(study, storage_url, n_trials)
         return study
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
-    n_trials = args.n_trials or profile.n_trials
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     timeout = args.timeout or profile.timeout
     if done < n_trials:
-        # Each worker its own seed, or they would all sample the same configurations: workers
-        # started one after another see different trial counts, those of one --workers differ by index.
-        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials) + 1000 * (args.worker_index or 0))
+        study.sampler = make_sampler(args.sampler, sampler_seed(study, args.seed, args.worker_index, storage_url))
         study.pruner = make_pruner(args.pruner, profile)
         objective = Objective(split, profile, resolve_device(args.device), args.seed, args.objective,
                               study_dir(study), time.monotonic() + timeout)
         print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
-        workers.run_until_target(study, objective, n_trials, timeout, catch=(FloatingPointError,),
+        # Optuna's own report of a trial the timeout stopped is a traceback; print_trial says it in a line.
+        logging.getLogger("optuna.study._optimize").addFilter(QUIET_TIMEOUT)
+        # No trial starts once the objective's deadline has passed: it would be stopped at once.
+        workers.run_until_target(study, objective, n_trials, timeout, catch=(FloatingPointError, StudyTimeout),
                                  callbacks=[print_trial, failures, note],
-                                 should_stop=lambda: failures.failed >= failures.limit)
+                                 should_stop=lambda: failures.failed >= failures.limit
+                                 or time.monotonic() > objective.deadline)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
-        summarize(study, storage_url)
+        summarize(study, storage_url, n_trials)
     return study
 
 
-def summarize(study: optuna.Study, storage_url: str) -> None:
+def no_complete_hint(study: optuna.Study, target: int) -> str:
+    """What to do about a study with no complete trial; never "run again" when that would do nothing."""
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
+        return f"all {target} finished trials were pruned: raise --n-trials to run more"
+    if any(t.user_attrs.get("stopped") for t in study.get_trials(deepcopy=False)):
+        return ("the timeout stopped a trial before its last epoch and queued it again: run the same command "
+                "to continue, with a longer --timeout if one trial needs more time than that")
+    return "run the same command again to continue"
+
+
+def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     """The best trial beside the baseline, and how to browse and export."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        print("no finished trial yet: run the same command again to continue", flush=True)
+        print(f"no finished trial yet: {no_complete_hint(study, target)}", flush=True)
         return
     best = study.best_trial
     print(f"\nbest trial {best.number}: val MAE {best.value:.3f} with {best.user_attrs['counting_name']}; "
