@@ -26,8 +26,8 @@ from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
-from search.errors import UsageError
 from search.artifacts import FOLDER_ATTR
+from search.errors import UsageError
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.study import resolve_device
 

@@ -258,6 +258,7 @@ def test_workers_get_the_storage_url_from_the_environment(tmp_path, monkeypatch)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # s.ask() here, not study.optimize
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # the retry callback's notice
 def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
