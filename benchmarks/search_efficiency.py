@@ -52,6 +52,7 @@ from model.count import mae_by_setting  # noqa: E402
 from model.train import TrainConfig, fit, pick_device, seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402
 from search import space  # noqa: E402
+from search.artifacts import ensure_study_dir  # noqa: E402
 from search.study import Objective, Split, make_pruner, make_sampler  # noqa: E402
 
 SEED_LRS = (1e-4, 1.5e-4, 2e-4, 5e-4)
@@ -85,6 +86,7 @@ def first_within(events: list[dict], target: float) -> dict | None:
 def run_tpe(name, pruner, split, profile, device, args, log) -> dict:
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="minimize",
                                 sampler=make_sampler("tpe", args.seed), pruner=make_pruner(pruner, profile))
+    ensure_study_dir(study)  # the objective's trials record their study folder and upload artifacts there
     study.enqueue_trial(space.seed_baseline(profile), user_attrs={"baseline": True})
     with tempfile.TemporaryDirectory() as out:
         objective = Objective(split, profile, device, args.seed, "tuned", out, math.inf)
