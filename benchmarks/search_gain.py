@@ -34,6 +34,7 @@ from model.checkpoint import load_checkpoint  # noqa: E402
 from model.count import count_setting  # noqa: E402
 from model.train import pick_device, predict_prob  # noqa: E402
 from search import space, study  # noqa: E402
+from search.artifacts import ensure_study_dir, study_dir  # noqa: E402
 from search.storage import find_storage, load_existing_study  # noqa: E402
 from search.verdict import baseline_trial, gain_line  # noqa: E402
 
@@ -61,9 +62,10 @@ def retrain(s: optuna.Study, params: dict, seed: int, split, device, label: str)
     """Run ``params`` once more through the study's objective with training seed ``seed``."""
     meta = s.user_attrs
     scratch = optuna.create_study(study_name=f"{s.study_name}-{label}-seed{seed}", direction="minimize")
+    ensure_study_dir(scratch)
     scratch.enqueue_trial(params)
     objective = study.Objective(split, space.PROFILES[meta["profile"]], device, seed, meta["counting_objective"],
-                                Path("studies") / scratch.study_name, float("inf"))
+                                study_dir(scratch), float("inf"))
     t0 = time.perf_counter()
     scratch.optimize(objective, n_trials=1)
     trial = scratch.trials[0]

@@ -28,6 +28,11 @@ __all__ = [
 # evenly would break the skip connections.
 SIZE_MULTIPLE = 16
 
+# Largest uncompressed array read from an npz archive (4 GiB), checked in the
+# zip header before reading: a small archive can decompress to many GB. The
+# competition's training arrays are well under 1 GiB each.
+MAX_MEMBER_BYTES = 4 << 30
+
 # Everything np.load / NpzFile can raise on a file that is not a sound npz.
 # NpzFile reads members lazily, so these also surface when an array is read.
 _READ_ERRORS = (
@@ -105,6 +110,7 @@ def _read_npz_file(path, f, keys):
     if not magic.startswith(b"PK"):
         raise DataError(path, "not a valid .npz archive (no zip signature; "
                               "empty, text or another format?)")
+    _check_member_sizes(path, f, keys)
     try:
         npz = np.load(f, allow_pickle=False)
     except _READ_ERRORS as err:
@@ -124,6 +130,26 @@ def _read_npz_file(path, f, keys):
             raise DataError(path, f"cannot read arrays, .npz archive corrupt, "
                                   f"truncated or pickled "
                                   f"({type(err).__name__}: {err})") from err
+
+
+def _check_member_sizes(path, f, keys):
+    """Refuse an array of `keys` whose uncompressed size exceeds MAX_MEMBER_BYTES.
+
+    Sizes come from the zip directory, so nothing is decompressed; an archive
+    zipfile cannot open is left for np.load to report.
+    """
+    try:
+        members = zipfile.ZipFile(f).infolist()
+    except _READ_ERRORS:
+        members = []
+    finally:
+        f.seek(0)
+    wanted = {f"{k}.npy" for k in keys}
+    for info in members:
+        if info.filename in wanted and info.file_size > MAX_MEMBER_BYTES:
+            raise DataError(path, f"array {info.filename[:-4]!r} would take "
+                                  f"{info.file_size / 2**30:.1f} GiB uncompressed, "
+                                  f"over the {MAX_MEMBER_BYTES / 2**30:g} GiB limit")
 
 
 def _check_stack(path, key, arr):
@@ -203,8 +229,9 @@ def load_train(path):
     DataError
         If the file is missing or not a readable npz, lacks ``X`` or ``y``,
         or the arrays are not matching non-empty (N, H, W) stacks (a
-        trailing singleton channel is dropped) with H and W multiples of 16,
-        ``X`` within 0..255 and ``y`` finite within [0, 1].
+        trailing singleton channel is dropped) of square tiles with H and W
+        multiples of 16, ``X`` within 0..255 and ``y`` finite within [0, 1],
+        or an array is larger than ``MAX_MEMBER_BYTES`` uncompressed.
     """
     arrays = _read_npz(path, ["X", "y"])
     X = _check_images(path, arrays["X"])
@@ -212,6 +239,10 @@ def load_train(path):
     if X.shape != y.shape:
         raise DataError(path, f"X and y shapes do not match: {X.shape} vs "
                               f"{y.shape}")
+    if X.shape[1] != X.shape[2]:
+        # Augmentation rotates tiles by 90 degrees, which needs square tiles.
+        raise DataError(path, f"training tiles must be square, got "
+                              f"{X.shape[1]}x{X.shape[2]}")
     return X, y
 
 

@@ -13,8 +13,9 @@ This is the one place the ``offset`` parameter is defined. Every counter adds
 * ``offset=1`` reproduces the original student's count, which took
   ``cv2.connectedComponents``'s ``num_labels`` as the count and so forgot that
   it includes the background label 0 (one too many on every tile).
-* Negative offsets subtract a constant; counts are *not* clipped at 0, so the
-  offset stays an exact, searchable bias term.
+* Negative offsets subtract a constant. Counts are then clipped at 0: a tile
+  cannot hold fewer than no cells, and a negative count is not a valid
+  prediction (``_with_offset``).
 
 Counters
 --------
@@ -88,6 +89,11 @@ def _check_values(**params):
             raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def _with_offset(counts, offset):
+    """Add ``offset`` to raw counts, clipped at 0 (see the module docstring)."""
+    return np.maximum(np.asarray(counts, dtype=np.int64).reshape(-1) + offset, 0)
+
+
 def count_components(prob, threshold=0.5, offset=0, connectivity=8):
     """Count connected components of the thresholded probability map.
 
@@ -106,12 +112,12 @@ def count_components(prob, threshold=0.5, offset=0, connectivity=8):
     Returns
     -------
     counts : ndarray of int64, shape (N,)
-        ``num_labels - 1 + offset`` per tile.
+        ``num_labels - 1 + offset`` per tile, at least 0.
     """
     _check_values(threshold=threshold, offset=offset, connectivity=connectivity)
     masks = (_as_batch(prob) > threshold).astype(np.uint8)
     counts = [cv2.connectedComponents(m, connectivity=connectivity)[0] - 1 for m in masks]
-    return np.asarray(counts, dtype=np.int64).reshape(-1) + offset
+    return _with_offset(counts, offset)
 
 
 def _peak_markers(dist, min_distance):
@@ -205,13 +211,13 @@ def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fracti
     Returns
     -------
     counts : ndarray of int64, shape (N,)
-        Nuclei per tile plus ``offset``; ``offset`` for an empty map.
+        Nuclei per tile plus ``offset``, at least 0.
     """
     _check_values(threshold=threshold, min_distance=min_distance, min_area=min_area,
                   edge_fraction=edge_fraction, offset=offset)
     masks = (_as_batch(prob) > threshold).astype(np.uint8)
     counts = [_count_tile(m, min_distance, min_area, edge_fraction) for m in masks]
-    return np.asarray(counts, dtype=np.int64).reshape(-1) + offset
+    return _with_offset(counts, offset)
 
 
 COUNTERS = {"components": count_components, "watershed": count_watershed}
@@ -272,7 +278,7 @@ def count_errors(prob, true_counts, settings):
     """Signed count error of every counting setting on every tile.
 
     Settings that differ only in ``offset`` share one counting pass, since the offset is
-    added after counting. Counts are clipped at 0 after the offset, as in a submission.
+    added (and the count clipped at 0) after counting.
 
     Parameters
     ----------
@@ -295,7 +301,7 @@ def count_errors(prob, true_counts, settings):
         key = tuple(sorted(without_offset.items()))
         if key not in raw:
             raw[key] = count_setting(prob, {**without_offset, "offset": 0})
-        errors[row] = np.maximum(raw[key] + setting.get("offset", 0), 0) - true_counts
+        errors[row] = _with_offset(raw[key], setting.get("offset", 0)) - true_counts
     return errors
 
 

@@ -1,8 +1,9 @@
 """What optuna-dashboard shows besides Optuna's own records: trial artifacts and the study note.
 
-Artifacts live in a ``FileSystemArtifactStore`` under ``studies/<name>/artifacts``; browse them with
+Artifacts live in a ``FileSystemArtifactStore`` under ``studies/<name>-<id>/artifacts`` (the
+study's own folder, :func:`study_dir`); the study prints its browse command, e.g.
 
-    optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells/artifacts --host 127.0.0.1
+    optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells-1a2b3c4d/artifacts --host 127.0.0.1
 
 Every finished trial gets ``learning-curve.png``, ``val-overlay.png`` and its checkpoint
 (``model.safetensors``, ``config.json``); the study gets a Markdown note on its data, profile
@@ -11,6 +12,7 @@ and seed-baseline score.
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,16 +33,33 @@ if TYPE_CHECKING:
 LEARNING_CURVE = "learning-curve.png"
 VAL_OVERLAY = "val-overlay.png"
 TRIAL_ARTIFACTS = (LEARNING_CURVE, VAL_OVERLAY, WEIGHTS, CONFIG)
+FOLDER_ATTR = "folder"  # study user attr: its folder under studies/, see study_dir
 
 
-def artifact_dir(study_name: str) -> Path:
+def ensure_study_dir(study: optuna.Study) -> None:
+    """Name the study's folder ``<name>-<8 random hex digits>`` unless it has one."""
+    if FOLDER_ATTR not in study.user_attrs:
+        study.set_user_attr(FOLDER_ATTR, f"{study.study_name}-{secrets.token_hex(4)}")
+
+
+def study_dir(study: optuna.Study) -> Path:
+    """Where a study's checkpoints and artifacts live: ``studies/<name>-<id>``.
+
+    The id is drawn once, when the folder is named (:func:`ensure_study_dir`), and stored in the
+    study: a study of the same name in another storage, or one created again after its database
+    was deleted, never writes into this folder, however its storage URL is spelled.
+    """
+    return Path("studies") / study.user_attrs[FOLDER_ATTR]
+
+
+def artifact_dir(study: optuna.Study) -> Path:
     """Where a study's artifacts are stored, beside its checkpoints."""
-    return Path("studies") / study_name / "artifacts"
+    return study_dir(study) / "artifacts"
 
 
-def open_artifact_store(study_name: str) -> FileSystemArtifactStore:
+def open_artifact_store(study: optuna.Study) -> FileSystemArtifactStore:
     """The study's artifact store, its folder created."""
-    directory = artifact_dir(study_name)
+    directory = artifact_dir(study)
     directory.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(directory)
 
@@ -61,7 +80,7 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
     checkpoint : Path
         The folder :func:`model.checkpoint.save_checkpoint` wrote.
     """
-    store = open_artifact_store(trial.study.study_name)
+    store = open_artifact_store(trial.study)
     pred = count_setting(result.val_prob, counting)
     # Per-tile counts let the report draw true against predicted without the data or the net.
     trial.set_user_attr("val_counts", {"true": [int(c) for c in split.val_counts],

@@ -25,8 +25,9 @@ from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
+from search.artifacts import FOLDER_ATTR
 from search.errors import UsageError
-from search.storage import find_storage, load_existing_study, safe_url
+from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.study import resolve_device
 
 
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m search.export",
                                 description="Write submission.csv (index,count) from a study's best trial.")
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: studies/<name>.db, or "
+    p.add_argument("--storage", help="Optuna storage URL (default: $CELLCOUNT_STORAGE, else studies/<name>.db, or "
                    "studies/<name>.journal.log when only that exists)")
     p.add_argument("--trial", type=int, help="export this trial number instead of the best one")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST,
@@ -61,6 +62,25 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return complete[number]
 
 
+def check_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict,
+                     test_path: Path, images: np.ndarray) -> None:
+    """Refuse a checkpoint that another study or trial wrote, or test tiles of another size.
+
+    A checkpoint records its study folder, trial number, parameters and training tile size
+    (``search.study.checkpoint_record``); a folder overwritten by another study, or a copied
+    one, would otherwise be exported with exit code 0.
+    """
+    recorded = (config.get("study_folder"), config.get("trial"), config.get("params"))
+    if recorded != (study.user_attrs.get(FOLDER_ATTR), trial.number, trial.params):
+        raise UsageError(f"checkpoint {trial.user_attrs['checkpoint']} does not belong to trial {trial.number} of "
+                         f"study {study.study_name!r} (it records trial {config.get('trial')} of "
+                         f"{config.get('study_folder')}); run the trial again or export another one")
+    tile = list(images.shape[1:])
+    if tile != config["tile_size"]:
+        raise data.DataError(test_path, f"tiles are {tile[0]}x{tile[1]}, but trial {trial.number} was trained "
+                                        f"on {config['tile_size'][0]}x{config['tile_size'][1]} tiles")
+
+
 def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, device) -> tuple:
     """Retrain the trial's configuration on every training tile (train and validation)."""
     meta = study.user_attrs
@@ -82,7 +102,8 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
 
 
 def export(args) -> dict:
-    storage_url = args.storage or find_storage(args.study_name)
+    check_study_name(args.study_name)  # it names files: studies/<name>.db
+    storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
     trial = pick_trial(study, args.trial)
     images = data.load_test(args.test)
@@ -92,6 +113,7 @@ def export(args) -> dict:
         net, config = load_checkpoint(trial.user_attrs.get("checkpoint", ""), device)
     except FileNotFoundError as exc:
         raise UsageError(f"trial {trial.number}: {exc}")
+    check_checkpoint(study, trial, config, args.test, images)
     checkpoint = trial.user_attrs["checkpoint"]
     if args.refit:
         net, checkpoint = refit(study, trial, config, device)

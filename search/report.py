@@ -26,7 +26,7 @@ import pandas as pd
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
 from search.verdict import baseline_line, gain_line
 from search.errors import UsageError
-from search.storage import find_storage, load_existing_study, safe_url
+from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m search.report",
                                 description="Write an HTML report (with PNG figures) of a study.")
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: studies/<name>.db, or "
+    p.add_argument("--storage", help="Optuna storage URL (default: $CELLCOUNT_STORAGE, else studies/<name>.db, or "
                    "studies/<name>.journal.log when only that exists)")
     p.add_argument("--out", type=Path, help="folder to write (default: reports/<name>)")
     return p.parse_args(argv)
@@ -231,7 +231,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage_url = args.storage or find_storage(args.study_name)
+        check_study_name(args.study_name)  # it names files: studies/<name>.db, reports/<name>
+        storage_url = given_storage(args.storage) or find_storage(args.study_name)
         study = load_finished_study(args.study_name, storage_url)
         page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)
     except UsageError as exc:

@@ -18,8 +18,10 @@ flock (``FlockLock``) that a killed worker cannot leave behind.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
+import re
 import socket
 import threading
 import warnings
@@ -37,6 +39,23 @@ JOURNAL_SCHEME = "journal:///"
 MAX_RETRY = 2  # a trial whose worker died is run again at most this often
 CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails fast instead of hanging
 WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
+# The storage URL of --workers children: in their environment, not on their command line,
+# where ps would show its password to every user of the machine.
+STORAGE_ENV = "CELLCOUNT_STORAGE"
+# Study names become file and folder names under studies/: nothing that could leave it.
+STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_study_name(name: str) -> str:
+    """Return ``name``, or raise UsageError unless it is letters, digits, ``_``, ``-`` and ``.``."""
+    if not STUDY_NAME.fullmatch(name) or name in (".", ".."):
+        raise UsageError(f"--study-name {name!r}: use only letters, digits, '_', '-' and '.'")
+    return name
+
+
+def given_storage(storage: str | None) -> str | None:
+    """The --storage option, else the URL in the environment (``CELLCOUNT_STORAGE``), else None."""
+    return storage or os.environ.get(STORAGE_ENV) or None
 
 
 def default_url(study_name: str, workers: int = 1) -> str:
@@ -108,7 +127,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         parsed = parsed.set(drivername="postgresql+psycopg")
     if heartbeat:
         kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+                      heartbeat_stale_trial_callback=RetryWithoutWorker(max_retry=MAX_RETRY))
     try:
         with warnings.catch_warnings():
             # The heartbeat arguments are marked experimental; the notice is noise here.
@@ -150,6 +169,13 @@ def worker_id() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        # The state is the field after the parenthesised command name, which may hold spaces.
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass  # no /proc here, or the process is gone: os.kill decides
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,6 +185,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class RetryWithoutWorker(RetryHeartbeatStaleTrialCallback):
+    """Queue a dead worker's trial again, without its ``worker`` attribute.
+
+    Optuna's callback copies every user attribute; a copied ``worker`` would name the dead
+    process until the retry's own worker overwrites it, and another worker's reaper could fail
+    the retry it has just started in between.
+    """
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != WORKER_ATTR}
+        super().__call__(study, trial)
+
+
 def reap_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fail the running trials whose worker process on this host is gone, and queue them again.
 
@@ -166,7 +206,7 @@ def reap_dead_local_trials(study: optuna.Study) -> list[int]:
     Returns the numbers of the trials failed.
     """
     host = socket.gethostname()
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    retry = RetryWithoutWorker(max_retry=MAX_RETRY)
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")

@@ -5,14 +5,16 @@
 
 Each trial trains a U-Net, reports its validation count-MAE after every epoch (weak trials
 are pruned), chooses its counting setting on the validation predictions of its last epoch
-and keeps its checkpoint under ``studies/<name>/``. Validation tiles come from other source
-images than training tiles. The same command resumes an interrupted study.
+and keeps its checkpoint under ``studies/<name>-<id>/``. Validation tiles come from other
+source images than training tiles. The same command resumes an interrupted study.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import secrets
 import sys
 import time
 import warnings
@@ -29,13 +31,19 @@ from model.count import count_errors, count_setting, mae_by_setting
 from model.train import TrainConfig, fit, pick_device, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats, workers
-from search.artifacts import StudyNote, artifact_dir, log_trial_artifacts
-from search.verdict import baseline_trial, gain_line
+from search.artifacts import StudyNote, artifact_dir, ensure_study_dir, log_trial_artifacts, study_dir
 from search.errors import UsageError
-from search.storage import dashboard_target, default_url, is_sqlite, open_storage
+from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
+from search.verdict import baseline_trial, gain_line
 
 OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
+VAL_FRACTION = 0.2
+BASELINE_STATES = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
+class StudyTimeout(Exception):
+    """Raised in a trial that the study's timeout stops before its last epoch: the trial fails."""
 
 
 @dataclass
@@ -58,8 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
     p.add_argument("--storage", help="sqlite:///FILE.db, journal:///FILE.log (or FILE.log) or a database "
-                   "URL such as postgresql://user:password@host/db (default: sqlite:///studies/<name>.db; "
-                   "journal:///studies/<name>.journal.log with --workers above 1)")
+                   "URL such as postgresql://user:password@host/db (default: $CELLCOUNT_STORAGE, else "
+                   "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes running trials at once on this machine: one GPU each when several "
                    "are visible, else the CPU cores split between them (default: %(default)s)")
@@ -145,8 +153,8 @@ def load_split(train_path: Path, seed: int, val_fraction: float, split: str) -> 
     groups, rule = tile_groups(train_path, images, split)
     try:
         train_idx, val_idx = data.split_groups(groups, val_fraction, seed)
-    except ValueError as exc:
-        raise data.DataError(train_path, f"cannot split into train and validation: {exc}")
+    except ValueError as exc:  # e.g. a single source image, or too few tiles
+        raise data.DataError(train_path, f"cannot split into training and validation tiles: {exc}")
     split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx],
                   counts[val_idx], groups[val_idx])
     return split, source, rule
@@ -192,7 +200,7 @@ class Objective:
         crossfit, chosen = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
         return Scored(self.grid[chosen], crossfit, errors)
 
-    def on_epoch(self, trial: optuna.Trial, epochs: int):
+    def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
         def callback(r):
             print(f"  trial {trial.number} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
@@ -202,10 +210,9 @@ class Objective:
                 trial.set_user_attr("fail_reason", reason)
                 raise FloatingPointError(reason)
             trial.report(r.val_mae, r.epoch)
-            # After the last epoch the trial is finished work: keep it whatever the time.
+            # After the last epoch the trial is done: finish it, whatever the time.
             if r.epoch < epochs and time.monotonic() > self.deadline:
-                trial.set_user_attr("stopped", "study timeout reached")
-                raise optuna.TrialPruned(f"timeout at epoch {r.epoch}")
+                raise stop_at_timeout(trial, params, r.epoch, epochs)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
         return callback
@@ -220,7 +227,7 @@ class Objective:
         trial.set_user_attr("n_params", count_parameters(net))
         s = self.split
         result = fit(net, train, s.train_images, s.train_masks, s.val_images, s.val_masks,
-                     score_fn=self.epoch_score(sampled), on_epoch=self.on_epoch(trial, train.epochs))
+                     score_fn=self.epoch_score(sampled), on_epoch=self.on_epoch(trial, params, train.epochs))
         scored = self.score(result.val_prob, sampled)
         record_scores(trial, scored, self.grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
@@ -229,6 +236,7 @@ class Objective:
              "val_mae": round(r.val_mae, 4)} for r in result.history])
         ckpt = save_checkpoint(self.out_dir / f"trial-{trial.number:04d}", result.state_dict, unet, {
             "train": train.to_dict(), "params": params, "counting": scored.counting, "val_mae": scored.value,
+            **checkpoint_record(trial, s),
         })
         trial.set_user_attr("checkpoint", str(ckpt))
         log_trial_artifacts(trial, result, s, scored.counting, ckpt)  # figures + checkpoint for the dashboard
@@ -252,6 +260,37 @@ def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups:
     for setting in space.with_offsets(counting):
         trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
     trial.set_user_attr("counting_scores", by_name)
+
+
+def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) -> StudyTimeout:
+    """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
+
+    The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
+    the baseline or the warm start if it was) runs first when the study resumes.
+    """
+    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
+    trial.set_user_attr("stopped", "study timeout reached")
+    trial.set_user_attr("fail_reason", reason)
+    attrs = {"requeued_from": trial.number}
+    attrs.update({k: True for k in ("baseline", "warm_start") if trial.user_attrs.get(k)})
+    trial.study.enqueue_trial(params, user_attrs=attrs)
+    return StudyTimeout(reason)
+
+
+class QuietTimeout(logging.Filter):
+    """Drops Optuna's traceback of a trial stopped by the timeout: ``print_trial`` says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StudyTimeout))
+
+
+QUIET_TIMEOUT = QuietTimeout()  # one instance: adding it again on every run is then a no-op
+
+
+def checkpoint_record(trial: optuna.Trial, split: Split) -> dict:
+    """What the export checks a checkpoint against: its study, trial and training tile size."""
+    return {"study": trial.study.study_name, "study_folder": study_dir(trial.study).name,
+            "trial": trial.number, "tile_size": list(split.train_images.shape[1:])}
 
 
 class StopAfterFailures:
@@ -313,18 +352,45 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
         study.set_metric_names([OBJECTIVE])
         for key, value in {
             "objective": OBJECTIVE, "train_path": str(args.train), "train_fingerprint": fingerprint,
-            "profile": profile.name, "seed": args.seed, "val_fraction": 0.2,
+            "profile": profile.name, "seed": args.seed, "val_fraction": VAL_FRACTION,
             "counting_objective": args.objective, "split": args.split,
         }.items():
             study.set_user_attr(key, value)
-        study.enqueue_trial(space.seed_baseline(profile, args.objective), user_attrs={"baseline": True})
-        # Partial in sampled mode: its counting parameters are sampled.
+        print(f"new study {args.study_name!r}; first trials: the seed's own configuration (baseline), "
+              "then the harness's warm start (cosine schedule, augmentation)", flush=True)
+    ensure_study_dir(study)
+    ensure_baseline(study, profile, args.objective)
+    if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
         study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
-        print(f"new study {args.study_name!r}; first trial: the seed's own configuration (baseline); "
-              "second: the harness's warm start (cosine schedule, augmentation)", flush=True)
     print(f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
           f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}", flush=True)
     return study, profile
+
+
+def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
+    """Queue the seed baseline unless a baseline trial finished, runs or waits.
+
+    Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
+    the study would otherwise never get one.
+    """
+    trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
+    if not any(t.user_attrs.get("baseline") for t in trials):
+        study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
+
+
+def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:
+    """The sampler's seed: ``seed + trials so far``, with random bits mixed in when shared.
+
+    One process on SQLite (the default) stays reproducible: the same --seed gives the same
+    trials. Processes sharing a study (--workers, a journal or a database that other machines
+    may use, or trials running elsewhere) could see the same state at the same instant and
+    draw the same configurations, so each mixes in random bits of its own.
+    """
+    base = seed + len(study.trials)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if worker_index is None and is_sqlite(storage_url) and not running:
+        return base
+    return base ^ secrets.randbits(32)
 
 
 def run(args, argv=()) -> optuna.Study:
@@ -337,18 +403,19 @@ def run(args, argv=()) -> optuna.Study:
         raise UsageError("--heartbeat must be at least 1 second")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    check_study_name(args.study_name)
+    # The data is checked before anything is written: a bad file must not create the study.
+    split, source, rule = load_split(args.train, args.seed, VAL_FRACTION, args.split)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_url = args.storage or default_url(args.study_name, args.workers)
+    storage_url = given_storage(args.storage) or default_url(args.study_name, args.workers)
     if args.workers > 1 and is_sqlite(storage_url):
         raise UsageError("--workers above 1 cannot share SQLite (it locks under concurrent writers): omit "
                          "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL")
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare_study(args, storage)
-    split, source, rule = load_split(Path(study.user_attrs["train_path"]), study.user_attrs["seed"],
-                                     study.user_attrs["val_fraction"], study.user_attrs["split"])
-    print(f"data: {study.user_attrs['train_path']}: {len(split.train_images)} training, "
+    print(f"data: {args.train}: {len(split.train_images)} training, "
           f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}", flush=True)
     print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
     # The summary and the report compare trials image by image: they need the validation images.
@@ -357,39 +424,51 @@ def run(args, argv=()) -> optuna.Study:
     note = StudyNote(len(split.train_images), len(split.val_images), source, rule, profile)
     note.ensure(study)
 
+    n_trials = args.n_trials or profile.n_trials
     if args.workers > 1 and args.worker_index is None:
         workers.spawn_and_wait(list(argv), args.workers, storage_url)
-        summarize(study, storage_url)
+        summarize(study, storage_url, n_trials)
         return study
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
-    n_trials = args.n_trials or profile.n_trials
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     timeout = args.timeout or profile.timeout
     if done < n_trials:
-        # Each worker its own seed, or they would all sample the same configurations: workers
-        # started one after another see different trial counts, those of one --workers differ by index.
-        study.sampler = make_sampler(args.sampler, args.seed + len(study.trials) + 1000 * (args.worker_index or 0))
+        study.sampler = make_sampler(args.sampler, sampler_seed(study, args.seed, args.worker_index, storage_url))
         study.pruner = make_pruner(args.pruner, profile)
         objective = Objective(split, profile, resolve_device(args.device), args.seed, args.objective,
-                              Path("studies") / args.study_name, time.monotonic() + timeout)
+                              study_dir(study), time.monotonic() + timeout)
         print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
-        workers.run_until_target(study, objective, n_trials, timeout, catch=(FloatingPointError,),
+        # Optuna's own report of a trial the timeout stopped is a traceback; print_trial says it in a line.
+        logging.getLogger("optuna.study._optimize").addFilter(QUIET_TIMEOUT)
+        # No trial starts once the objective's deadline has passed: it would be stopped at once.
+        workers.run_until_target(study, objective, n_trials, timeout, catch=(FloatingPointError, StudyTimeout),
                                  callbacks=[print_trial, failures, note],
-                                 should_stop=lambda: failures.failed >= failures.limit)
+                                 should_stop=lambda: failures.failed >= failures.limit
+                                 or time.monotonic() > objective.deadline)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
-        summarize(study, storage_url)
+        summarize(study, storage_url, n_trials)
     return study
 
 
-def summarize(study: optuna.Study, storage_url: str) -> None:
+def no_complete_hint(study: optuna.Study, target: int) -> str:
+    """What to do about a study with no complete trial; never "run again" when that would do nothing."""
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
+        return f"all {target} finished trials were pruned: raise --n-trials to run more"
+    if any(t.user_attrs.get("stopped") for t in study.get_trials(deepcopy=False)):
+        return ("the timeout stopped a trial before its last epoch and queued it again: run the same command "
+                "to continue, with a longer --timeout if one trial needs more time than that")
+    return "run the same command again to continue"
+
+
+def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     """The best trial beside the baseline, whether the gain is real, and how to browse and export."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        print("no finished trial yet: run the same command again to continue", flush=True)
+        print(f"no finished trial yet: {no_complete_hint(study, target)}", flush=True)
         return
     best = study.best_trial
     print(f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {best.user_attrs['value_se']:.3f} "
@@ -401,7 +480,7 @@ def summarize(study: optuna.Study, storage_url: str) -> None:
               f"({space.setting_name(space.SEED_COUNTING)})")
     print(gain_line(study))
     print(f"browse: optuna-dashboard {dashboard_target(storage_url)} "
-          f"--artifact-dir {artifact_dir(study.study_name)} --host 127.0.0.1")
+          f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1")
     print(f"export: python -m search.export --study-name {study.study_name}"
           + (f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""),
           flush=True)

@@ -19,11 +19,12 @@ import warnings
 import optuna
 import torch
 
-from search.storage import WORKER_ATTR, reap_dead_local_trials, worker_id
+from search.storage import STORAGE_ENV, WORKER_ATTR, reap_dead_local_trials, worker_id
 
 STATES = optuna.trial.TrialState
 FINISHED = (STATES.COMPLETE, STATES.PRUNED)
 POLL_SECONDS = 2.0  # how often a worker with no trial to start looks again
+CHILD_POLL_SECONDS = 0.2  # how often the parent of --workers looks for children that exited
 CHILD_COMMAND = [sys.executable, "-m", "search.study"]  # what --workers starts, before the arguments
 
 
@@ -55,27 +56,53 @@ class WorkersFailed(Exception):
     """A worker process exited with an error."""
 
 
+def without_storage(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--storage`` option, also written ``--storage=URL`` or abbreviated."""
+    kept, skip_value = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) > len("--st") and "--storage".startswith(name):  # argparse takes unique prefixes
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
+def wait_all(procs: list[subprocess.Popen]) -> list[int]:
+    """Exit codes of ``procs``, reaping each as soon as it exits, whatever the order.
+
+    Waiting on them in order would leave a later child that died as a zombie, which the
+    other workers' liveness check would still see running.
+    """
+    while None in [p.poll() for p in procs]:  # a list, not any(): every child is polled each time
+        time.sleep(CHILD_POLL_SECONDS)
+    return [p.returncode for p in procs]
+
+
 def spawn_and_wait(argv: list[str], workers: int, storage_url: str) -> None:
     """Run ``workers`` child processes of ``python -m search.study argv`` on ``storage_url``.
 
-    Each child's output lines are printed with a ``[worker i]`` prefix. Raises WorkersFailed
-    when one exits with an error, KeyboardInterrupt (after they all stopped) on Ctrl-C.
+    Each child's output lines are printed with a ``[worker i]`` prefix. The storage URL goes
+    to the children in ``CELLCOUNT_STORAGE``: on a command line, ``ps`` would show its
+    password. Raises WorkersFailed when one exits with an error, KeyboardInterrupt (after
+    they all stopped) on Ctrl-C.
     """
     procs, threads = [], []
     for i in range(workers):
-        env = dict(os.environ)
+        env = {**os.environ, STORAGE_ENV: storage_url}
         gpu = gpu_for(i)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        # Later options win: the children open the parent's storage, as worker i.
-        cmd = [*CHILD_COMMAND, *argv, "--storage", storage_url, "--worker-index", str(i)]
+        cmd = [*CHILD_COMMAND, *without_storage(argv), "--worker-index", str(i)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
         thread = threading.Thread(target=_forward, args=(proc.stdout, f"[worker {i}] "), daemon=True)
         thread.start()
         procs.append(proc)
         threads.append(thread)
     try:
-        codes = [p.wait() for p in procs]
+        codes = wait_all(procs)
     except KeyboardInterrupt:
         # Ctrl-C reached the children too: let them mark their trials and exit.
         for p in procs:

@@ -35,10 +35,11 @@ def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profil
     train, _, _ = tiny_files
     assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "2"]) == 0
     out = capsys.readouterr().out
-    assert ("optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells/artifacts "
-            "--host 127.0.0.1") in out
     storage = optuna.storages.RDBStorage("sqlite:///studies/cells.db")
-    app = wsgi(storage, artifact_store=FileSystemArtifactStore(artifact_dir("cells")))
+    folder = artifact_dir(optuna.load_study(study_name="cells", storage=storage))
+    assert folder.parent.name.startswith("cells-")
+    assert f"optuna-dashboard sqlite:///studies/cells.db --artifact-dir {folder} --host 127.0.0.1" in out
+    app = wsgi(storage, artifact_store=FileSystemArtifactStore(folder))
     server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.count import COUNTERS, count_cells, count_components, count_watershed
+from model.count import COUNTERS, count_cells, count_components, count_setting, count_watershed, mae_by_setting
 
 SIZE = 64
 
@@ -79,7 +79,15 @@ def test_min_area_drops_specks():
 def test_offset_adds_exactly_offset(method, offset):
     prob = np.stack([discs((20, 20), (44, 44)), np.zeros((SIZE, SIZE))])
     base = count_cells(prob, method)
-    assert (count_cells(prob, method, offset=offset) - base).tolist() == [offset, offset]
+    assert count_cells(prob, method, offset=offset).tolist() == np.maximum(base + offset, 0).tolist()
+
+
+@pytest.mark.parametrize("method", sorted(COUNTERS))
+def test_negative_offset_never_gives_a_negative_count(method):
+    empty = np.zeros((2, SIZE, SIZE), dtype=np.float32)
+    assert count_setting(empty, {"counter": method, "offset": -1}).tolist() == [0, 0]
+    # The objective scores the clipped counts too: an empty tile with no cells is exact.
+    assert mae_by_setting(empty, [0, 0], [{"counter": method, "offset": -1}]) == [(0.0, 0.0)]
 
 
 def test_offset_one_is_cv2_num_labels_including_background():

@@ -10,7 +10,7 @@ import data
 from data import (DataError, fingerprint, load_counts_csv, load_test, load_tile_ints,
                   load_train, split_indices)
 
-N, H, W = 3, 16, 32
+N, H, W = 3, 16, 16
 
 
 def _images(n=N, h=H, w=W, dtype=np.uint8):
@@ -78,6 +78,7 @@ BAD_TRAIN = {
     "len_mismatch": (dict(X=_images(n=3), y=_masks(n=2)), "do not match"),
     "shape_mismatch": (dict(X=_images(w=32), y=_masks(w=16)),
                        "do not match"),
+    "not_square": (dict(X=_images(w=32), y=_masks(w=32)), "must be square"),
     "float_X": (dict(X=_images().astype(np.float32), y=_masks()),
                 "float images"),
     "X_out_of_range": (dict(X=_images(dtype=np.int16) + 300, y=_masks()),
@@ -103,6 +104,18 @@ def test_load_train_rejects(tmp_path, case):
     arrays, keyword = BAD_TRAIN[case]
     path = _npz(tmp_path, f"{case}.npz", **arrays)
     with _raises(path, keyword):
+        load_train(path)
+
+
+def test_oversized_array_refused_before_reading(tmp_path, monkeypatch):
+    path = _npz(tmp_path, "bomb.npz", X=_images(), y=_masks())
+    monkeypatch.setattr(data.load, "MAX_MEMBER_BYTES", _masks().nbytes - 1)
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the archive was read")
+
+    monkeypatch.setattr(data.load.np, "load", no_read)
+    with _raises(path, "'y' would take .* over the"):
         load_train(path)
 
 

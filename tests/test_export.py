@@ -1,13 +1,16 @@
 """Tests of `python -m search.export`: submission format, truth scoring, refit/TTA, errors."""
 
 import json
+import shutil
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
+from conftest import disc_tiles
 from search import export, study
+from search.storage import open_storage
 
 
 @pytest.fixture
@@ -67,3 +70,39 @@ def test_study_without_finished_trial(in_tmp, capsys):
     optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db")
     assert export.main([]) == 2
     assert "no finished trial" in capsys.readouterr().err
+
+
+def test_same_name_in_another_storage_keeps_its_own_checkpoints(tiny_files, finished_study, in_tmp, capsys):
+    train, test, _ = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1",
+                       "--storage", "studies/cells.journal.log"]) == 0
+    ours = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials[0]
+    theirs = optuna.load_study(study_name="cells", storage=open_storage("studies/cells.journal.log")).trials[0]
+    assert ours.user_attrs["checkpoint"] != theirs.user_attrs["checkpoint"]
+    assert export.main(["--test", str(test), "--trial", "0"]) == 0
+    # Another study's weights in this trial's folder are refused, not exported.
+    shutil.copytree(in_tmp / theirs.user_attrs["checkpoint"], in_tmp / ours.user_attrs["checkpoint"],
+                    dirs_exist_ok=True)
+    capsys.readouterr()
+    assert export.main(["--test", str(test), "--trial", "0", "--out", "other.csv"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not belong to trial 0 of study 'cells'" in err
+    assert not (in_tmp / "other.csv").exists()
+
+
+def test_checkpoint_of_another_trial_is_refused(finished_study, in_tmp, capsys):
+    test, _ = finished_study
+    trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
+    config = in_tmp / trials[0].user_attrs["checkpoint"] / "config.json"
+    config.write_text((in_tmp / trials[1].user_attrs["checkpoint"] / "config.json").read_text())
+    assert export.main(["--test", str(test), "--trial", "0"]) == 2
+    assert "it records trial 1" in capsys.readouterr().err
+
+
+def test_test_tiles_of_another_size_are_refused(finished_study, in_tmp, capsys):
+    small = in_tmp / "small.npz"
+    np.savez(small, X=disc_tiles(3, size=16)[0])
+    assert export.main(["--test", str(small)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "small.npz: tiles are 16x16" in err and "32x32" in err
+    assert not (in_tmp / "submission.csv").exists()

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -10,8 +11,10 @@ import optuna
 import pytest
 from optuna_dashboard import wsgi
 
+from conftest import disc_tiles
 from model.train import EpochReport
-from search import space, study
+from search import export, report, space, study
+from search.storage import open_storage
 
 STATES = optuna.trial.TrialState
 
@@ -21,6 +24,13 @@ class PruneAfterFirst(optuna.pruners.BasePruner):
 
     def prune(self, study, trial):
         return trial.number > 0
+
+
+class PruneAll(optuna.pruners.BasePruner):
+    """Prunes every trial at its first report."""
+
+    def prune(self, study, trial):
+        return True
 
 
 def run_study(train, *extra):
@@ -201,3 +211,150 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
     assert run_study(train, "--n-trials", "3") == 0
     states = [t.state for t in load().trials]
     assert states[:2] == [STATES.COMPLETE, STATES.FAIL] and states.count(STATES.COMPLETE) == 3
+
+
+class Clock:
+    """Stands in for ``study.time``: a monotonic clock a test can move past the study's deadline."""
+
+    def __init__(self):
+        self.skew = 0.0
+
+    def monotonic(self):
+        return time.monotonic() + self.skew
+
+
+def fit_hitting_deadline_in_epoch(epoch, clock):
+    """``study.fit`` that moves ``clock`` past the deadline during epoch ``epoch``."""
+    real_fit = study.fit
+
+    def fit(*args, on_epoch, **kwargs):
+        def report(r):
+            if r.epoch == epoch:
+                clock.skew = 1e6
+            on_epoch(r)
+        return real_fit(*args, on_epoch=report, **kwargs)
+
+    return fit
+
+
+def test_resume_loads_the_checked_file_so_a_copy_elsewhere_joins(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 0
+    moved = in_tmp / "elsewhere" / "train.npz"
+    moved.parent.mkdir()
+    train.rename(moved)  # the path the study recorded is gone; an identical file is here
+    assert run_study(moved, "--n-trials", "2") == 0
+    assert [t.state for t in load().trials] == [STATES.COMPLETE] * 2
+
+
+def test_bad_data_file_creates_nothing(tiny_files, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    bad = in_tmp / "bad.npz"
+    bad.write_text("not an archive")
+    assert run_study(bad) == 2
+    assert not (in_tmp / "studies").exists()
+    # The study name is still free for the corrected file.
+    assert run_study(train, "--n-trials", "1") == 0
+    assert [t.state for t in load().trials] == [STATES.COMPLETE, STATES.WAITING]  # the warm start is next
+
+
+def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys):
+    X, y, _ = disc_tiles(1)
+    one = in_tmp / "one.npz"
+    np.savez(one, X=X, y=y)
+    assert run_study(one) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "one.npz" in err and "split" in err
+
+
+def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(study, "time", clock)
+    monkeypatch.setattr(study, "fit", fit_hitting_deadline_in_epoch(2, clock))  # the baseline trains 2 epochs
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2") == 0
+    trial, warm = load().trials
+    assert trial.state == STATES.COMPLETE and trial.user_attrs["baseline"]
+    assert warm.state == STATES.WAITING  # no trial starts after the deadline
+    assert (in_tmp / trial.user_attrs["checkpoint"] / "model.safetensors").is_file()
+
+
+def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
+    real_fit, clock = study.fit, Clock()
+    monkeypatch.setattr(study, "time", clock)
+    monkeypatch.setattr(study, "fit", fit_hitting_deadline_in_epoch(1, clock))
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 0
+    stopped, warm, queued = load().trials
+    assert stopped.state == STATES.FAIL and "timeout" in stopped.user_attrs["fail_reason"]
+    assert warm.state == STATES.WAITING and warm.user_attrs["warm_start"]
+    assert queued.state == STATES.WAITING and queued.user_attrs == {"baseline": True, "requeued_from": 0}
+    assert queued.system_attrs["fixed_params"] == stopped.params
+    out = capsys.readouterr().out
+    assert "no finished trial yet: the timeout stopped a trial" in out
+    # The stopped trial did not count: the same command runs it again, to the end.
+    monkeypatch.setattr(study, "fit", real_fit)
+    assert run_study(train, "--n-trials", "2") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[2].params == stopped.params and trials[2].user_attrs["baseline"]
+
+
+def test_no_complete_trial_never_says_run_again_when_that_does_nothing(tiny_files, tiny_profile, in_tmp,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setattr(study, "make_pruner", lambda name, profile: PruneAll())
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 0
+    assert run_study(train, "--n-trials", "1") == 0
+    out = capsys.readouterr().out
+    assert "run the same command again" not in out and "raise --n-trials" in out
+
+
+def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    real_fit = study.fit
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "fit", interrupted)
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 130
+    monkeypatch.setattr(study, "fit", real_fit)
+    assert run_study(train, "--n-trials", "2") == 0
+    trials = load().trials  # the warm start, queued at creation, runs first
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[2].user_attrs["baseline"] and trials[2].params == space.seed_baseline(tiny_profile)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "cells db"])
+def test_study_name_must_stay_inside_studies(tiny_files, tiny_profile, in_tmp, capsys, name):
+    train, _, _ = tiny_files
+    for main in (lambda: run_study(train, "--study-name", name, "--n-trials", "1"),
+                 lambda: export.main(["--study-name", name]), lambda: report.main(["--study-name", name])):
+        assert main() == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--study-name" in err and "letters, digits" in err
+    assert list(in_tmp.parent.glob("x*")) == [] and not (in_tmp / "studies").exists()
+
+
+def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
+    journal = "studies/s.journal.log"
+    shared = optuna.create_study(storage=open_storage(journal))
+    # Two machines looking at the same study state at the same instant draw different seeds.
+    assert len({study.sampler_seed(shared, 0, None, journal) for _ in range(4)}) == 4
+    assert len({study.sampler_seed(shared, 0, 1, journal) for _ in range(4)}) == 4
+    # One process on SQLite (the default) stays reproducible.
+    single = optuna.create_study(storage="sqlite:///studies/s.db")
+    single.enqueue_trial({})
+    assert study.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
+
+
+def test_single_process_study_is_reproducible(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    train, _, _ = tiny_files
+    runs = []
+    for folder in ("a", "b"):
+        (in_tmp / folder).mkdir()
+        monkeypatch.chdir(in_tmp / folder)
+        assert run_study(train, "--n-trials", "3") == 0
+        runs.append([(t.params, t.value) for t in load().trials])
+    assert runs[0] == runs[1]

@@ -1,6 +1,7 @@
 """Several workers on one study, a PostgreSQL server, and workers killed mid-trial."""
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -181,3 +183,95 @@ def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, f
     stored = repr(s.user_attrs) + repr(s._storage.get_study_system_attrs(s._study_id)) + "".join(
         repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
     assert PASSWORD not in stored
+
+
+def proc_state(pid):
+    """The state letter of process ``pid`` in /proc (Z: a zombie), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+# A --workers child that reports on its sibling: worker 1 exits at once; worker 0 exits 0 once
+# worker 1 has been reaped (gone from /proc), 3 if it is still a zombie after 5 s.
+REAP_CHILD = """
+import os, sys, time
+from pathlib import Path
+index, pid_file = sys.argv[sys.argv.index("--worker-index") + 1], Path(sys.argv[1])
+if index == "1":
+    pid_file.with_suffix(".tmp").write_text(str(os.getpid()))
+    pid_file.with_suffix(".tmp").rename(pid_file)
+    sys.exit(0)
+while not pid_file.exists():
+    time.sleep(0.05)
+stat = Path("/proc/" + pid_file.read_text() + "/stat")
+for _ in range(100):
+    if not stat.exists():
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit(3)
+"""
+
+# A --workers child that records its command line and the storage URL in its environment.
+ARGV_CHILD = """
+import json, os, sys
+from pathlib import Path
+index = sys.argv[sys.argv.index("--worker-index") + 1]
+Path(os.environ["OUT"], index + ".json").write_text(json.dumps(
+    {"argv": sys.argv, "storage": os.environ.get("CELLCOUNT_STORAGE")}))
+"""
+
+
+@needs_proc
+def test_a_zombie_worker_counts_as_dead():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(600):  # exited but not reaped: a zombie
+            if proc_state(proc.pid) == "Z":
+                break
+            time.sleep(0.05)
+        assert proc_state(proc.pid) == "Z"
+        assert not storage._pid_alive(proc.pid)
+    finally:
+        proc.wait()
+    assert storage._pid_alive(os.getpid())
+
+
+@needs_proc
+def test_a_later_worker_that_exits_is_reaped_while_an_earlier_one_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, "-c", REAP_CHILD])
+    workers.spawn_and_wait([str(tmp_path / "pid")], 2, "sqlite:///unused.db")  # worker 0 exits 3 if not
+
+
+def test_workers_get_the_storage_url_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, "-c", ARGV_CHILD])
+    monkeypatch.setenv("OUT", str(tmp_path))
+    url = f"postgresql://postgres:{PASSWORD}@dbhost/optuna"
+    workers.spawn_and_wait(["--storage", url, "--n-trials", "4", f"--stor={url}", "--workers", "2"], 2, url)
+    for i in range(2):
+        child = json.loads((tmp_path / f"{i}.json").read_text())
+        assert child["storage"] == url
+        assert child["argv"][1:] == ["--n-trials", "4", "--workers", "2", "--worker-index", str(i)]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # s.ask() here, not study.optimize
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # the retry callback's notice
+def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    s = optuna.create_study(storage=storage.open_storage("studies/r.journal.log"))
+    trial = s.ask()
+    trial.set_user_attr(storage.WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
+    trial.set_user_attr("baseline", True)
+    assert storage.reap_dead_local_trials(s) == [0]
+    retry = s.trials[1]
+    assert retry.state == STATES.WAITING and retry.user_attrs == {"baseline": True}
+    # The heartbeat's retry on a database storage drops it too.
+    rdb = storage.open_storage("sqlite:///studies/r.db", heartbeat=1)
+    s = optuna.create_study(storage=rdb)
+    s.ask().set_user_attr(storage.WORKER_ATTR, "otherhost:1")
+    rdb.get_heartbeat_stale_trial_callback()(s, s.trials[0])
+    assert storage.WORKER_ATTR not in s.trials[1].user_attrs
