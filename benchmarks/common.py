@@ -11,7 +11,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "BENCHMARKS.md"
-HEADER = "# Benchmarks\n\nMeasured results of the scripts in `benchmarks/`; each section names its command and machine.\n"
+HEADER = (
+    "# Benchmarks\n\nMeasured results of the scripts in `benchmarks/`; each section names its command and machine.\n"
+)
 
 
 def write_section(name: str, body: str, path: Path = BENCH) -> None:
@@ -20,7 +22,7 @@ def write_section(name: str, body: str, path: Path = BENCH) -> None:
     text = path.read_text() if path.exists() else HEADER
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
@@ -34,6 +36,11 @@ def machine() -> dict:
         cpuinfo = ""
     m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if re.search(rf"\b{f}\b", cpuinfo)]
-    return {"cpu": m.group(1).strip() if m else platform.processor(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "isa": isa}
+    return {
+        "cpu": m.group(1).strip() if m else platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "isa": isa,
+    }

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
 import re
 import resource
 import shlex
@@ -42,19 +41,18 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+import seed_loop  # noqa: E402
 import torch  # noqa: E402
+from common import BENCH, machine, write_section  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import data  # noqa: E402
-import seed_loop  # noqa: E402
-from model.count import mae_by_setting  # noqa: E402
+from model.scoring import mae_by_setting  # noqa: E402
 from model.train import TrainConfig, fit, pick_device, resolve_precision, seeded_net, to_tensor, train_step  # noqa: E402
 from model.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
-from common import BENCH, machine, write_section  # noqa: E402
-
-
 # ----------------------------------------------------------------------------- helpers
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -98,8 +96,7 @@ class Phase:
     def __exit__(self, *exc):
         self.rss_mb = hwm_mb() if self.reset else None
         self.rss_total_mb = rss_peak_mb()
-        self.cuda_mb = (torch.cuda.max_memory_allocated(self.device) / 2**20
-                        if self.device.type == "cuda" else None)
+        self.cuda_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
         return False
 
 
@@ -151,14 +148,20 @@ def count_flops(fn, *args) -> int:
 
 # ----------------------------------------------------------------------------- compile (child)
 
+
 def compile_child(args) -> dict:
     """Eager vs torch.compile step time for the harness step; run in a child process."""
     device = pick_device(args.device)
     precision = resolve_precision("auto", device)
     cfg = UNetConfig(args.depth, args.upsample, args.base)
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(args.batch, 1, 128, 128, generator=g).to(device),
-                torch.rand(args.batch, 1, 128, 128, generator=g).to(device)) for _ in range(4)]
+    batches = [
+        (
+            torch.rand(args.batch, 1, 128, 128, generator=g).to(device),
+            torch.rand(args.batch, 1, 128, 128, generator=g).to(device),
+        )
+        for _ in range(4)
+    ]
     out = {"precision": precision}
     net = seeded_net(cfg, 0, device)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
@@ -180,9 +183,23 @@ def compile_child(args) -> dict:
 
 
 def run_compile(args) -> dict:
-    cmd = [sys.executable, __file__, "--_compile-child", "--device", args.device, "--base", str(args.base),
-           "--depth", str(args.depth), "--upsample", args.upsample, "--batch", str(args.batch),
-           "--steps", str(args.steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_compile-child",
+        "--device",
+        args.device,
+        "--base",
+        str(args.base),
+        "--depth",
+        str(args.depth),
+        "--upsample",
+        args.upsample,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+    ]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}  # cold build: no earlier cache
         t0 = time.perf_counter()
@@ -202,10 +219,11 @@ def run_compile(args) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    p.add_argument("--base", type=int, default=8, help="U-Net base width (quick profile 8, seed 64)")
+    p.add_argument("--base", type=int, default=8, help="U-Net base width (quick profile 8, full 64)")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--upsample", default="interp")
     p.add_argument("--epochs", type=int, default=2, help="epochs of each loop; the first is a warm-up when >= 2")
@@ -216,9 +234,6 @@ def parse_args(argv=None):
     p.add_argument("--compile-timeout", type=int, default=300)
     p.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
     p.add_argument("--json", type=Path, help="also dump the raw results here")
-    p.add_argument("--study-db", type=Path, help="an Optuna sqlite db: add mean seconds per finished/pruned trial")
-    p.add_argument("--study-log", type=Path, help="the study's log (sums its per-epoch seconds per trial)")
-    p.add_argument("--study-note", default="", help="a sentence appended to the study-time lines")
     p.add_argument("--from-json", type=Path, help="re-render the table from an earlier --json dump (no measuring)")
     p.add_argument("--_compile-child", dest="compile_child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -231,7 +246,7 @@ def main(argv=None) -> int:
         return 0
     if args.from_json:
         res = json.loads(args.from_json.read_text())
-        table = report(res) + study_times(args.study_db, args.study_log, args.study_note)
+        table = report(res)
         print(table)
         if args.write:
             write_section("speed", table)
@@ -251,8 +266,16 @@ def main(argv=None) -> int:
     tr, va = data.split_indices(len(images), 0.2, 0)
     Xtr, Ytr, Xva, Yva, Cva = images[tr], masks[tr], images[va], masks[va], counts[va]
     cfg = UNetConfig(args.depth, args.upsample, args.base)
-    res = {"machine": info, "command": command, "n_train": len(tr), "n_val": len(va), "precision": precision,
-           "config": cfg.to_dict(), "batch": args.batch, "epochs": args.epochs}
+    res = {
+        "machine": info,
+        "command": command,
+        "n_train": len(tr),
+        "n_val": len(va),
+        "precision": precision,
+        "config": cfg.to_dict(),
+        "batch": args.batch,
+        "epochs": args.epochs,
+    }
     print(f"data: {len(tr)} train / {len(va)} val tiles; net {cfg}; harness precision {precision}", flush=True)
 
     # (a) harness: fit with the study's per-epoch score (seed counting, best offset)
@@ -264,8 +287,15 @@ def main(argv=None) -> int:
     with Phase(device) as mem_h:
         net = seeded_net(cfg, 0, device)
         res["n_params"] = count_parameters(net)
-        result = fit(net, TrainConfig(lr=2e-4, epochs=args.epochs, batch_size=args.batch, seed=0),
-                     Xtr, Ytr, Xva, Yva, score_fn=score)
+        result = fit(
+            net,
+            TrainConfig(lr=2e-4, epochs=args.epochs, batch_size=args.batch, seed=0),
+            Xtr,
+            Ytr,
+            Xva,
+            Yva,
+            score_fn=score,
+        )
     ep = [r.seconds for r in result.history]
     res["harness_epochs_s"] = ep
     res["harness_epoch_s"] = float(np.mean(ep[1:] if len(ep) > 1 else ep))
@@ -310,15 +340,21 @@ def main(argv=None) -> int:
     peak_h = res["peak_bf16_flops"] if precision == "bf16" else res["peak_fp32_flops"]
     res["harness_frac_peak"] = res["step_flops"] / res["harness_step_s"] / peak_h
     res["seed_frac_peak"] = res["step_flops"] / res["seed_step_s"] / res["peak_fp32_flops"]
-    print(f"step: harness {res['harness_step_s'] * 1e3:.1f} ms ({res['harness_samples_s']:.0f} tiles/s, "
-          f"{res['harness_frac_peak']:.1%} of {precision} mm peak), seed {res['seed_step_s'] * 1e3:.1f} ms; "
-          f"{res['step_flops'] / 1e9:.2f} GFLOP/step; peaks fp32 {res['peak_fp32_flops'] / 1e9:.0f}, "
-          f"bf16 {res['peak_bf16_flops'] / 1e9:.0f} GFLOP/s", flush=True)
+    print(
+        f"step: harness {res['harness_step_s'] * 1e3:.1f} ms ({res['harness_samples_s']:.0f} tiles/s, "
+        f"{res['harness_frac_peak']:.1%} of {precision} mm peak), seed {res['seed_step_s'] * 1e3:.1f} ms; "
+        f"{res['step_flops'] / 1e9:.2f} GFLOP/step; peaks fp32 {res['peak_fp32_flops'] / 1e9:.0f}, "
+        f"bf16 {res['peak_bf16_flops'] / 1e9:.0f} GFLOP/s",
+        flush=True,
+    )
 
     res["mem"] = {
-        "harness_rss_mb": mem_h.rss_mb, "seed_rss_mb": mem_s.rss_mb,
-        "harness_cuda_mb": mem_h.cuda_mb, "seed_cuda_mb": mem_s.cuda_mb,
-        "process_rss_peak_mb": rss_peak_mb(), "rss_after_harness_mb": mem_h.rss_total_mb,
+        "harness_rss_mb": mem_h.rss_mb,
+        "seed_rss_mb": mem_s.rss_mb,
+        "harness_cuda_mb": mem_h.cuda_mb,
+        "seed_cuda_mb": mem_s.cuda_mb,
+        "process_rss_peak_mb": rss_peak_mb(),
+        "rss_after_harness_mb": mem_h.rss_total_mb,
     }
     print(f"memory: {res['mem']}", flush=True)
 
@@ -326,7 +362,7 @@ def main(argv=None) -> int:
         res["compile"] = run_compile(args)
         print(f"compile: {res['compile']}", flush=True)
 
-    table = report(res) + study_times(args.study_db, args.study_log, args.study_note)
+    table = report(res)
     print("\n" + table)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=str))
@@ -334,52 +370,6 @@ def main(argv=None) -> int:
         write_section("speed", table)
         print(f"written to {BENCH}")
     return 0
-
-
-def study_times(db: Path | None, log: Path | None, note: str = "") -> str:
-    """Mean seconds per finished and per pruned trial of a study, from its db and/or its log."""
-    import sqlite3
-    from datetime import datetime
-
-    out = []
-    if db is not None and db.exists():
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        rows = con.execute("SELECT number, state, datetime_start, datetime_complete FROM trials").fetchall()
-        stopped = {n for (n,) in con.execute(
-            "SELECT t.number FROM trial_user_attributes a JOIN trials t USING (trial_id) WHERE a.key = 'stopped'")}
-        con.close()
-        by = {}
-        for number, state, t0, t1 in rows:
-            if number in stopped:
-                state = "STOPPED_BY_TIMEOUT"
-            if t0 and t1:
-                d = (datetime.fromisoformat(t1) - datetime.fromisoformat(t0)).total_seconds()
-                by.setdefault(state, []).append(d)
-        parts = [f"{len(v)} {k.lower()}: mean {np.mean(v):.0f} s (min {min(v):.0f}, max {max(v):.0f})"
-                 for k, v in sorted(by.items())]
-        running = sum(1 for r in rows if not r[3])
-        out.append(f"- from the study db `{db}` (trial datetime_start to datetime_complete, so including the "
-                   f"end-of-trial counting-grid scoring and checkpoint): " + "; ".join(parts)
-                   + (f"; {running} trial(s) without an end time (stopped by the timeout or running)" if running else "") + ".")
-    if log is not None and log.exists():
-        text = log.read_text()
-        secs = {}
-        for m in re.finditer(r"^  trial (\d+) epoch \d+/\d+: .*\(([\d.]+) s\)$", text, re.M):
-            secs.setdefault(int(m.group(1)), []).append(float(m.group(2)))
-        fin = [int(m.group(1)) for m in re.finditer(r"^trial (\d+)(?: \(seed baseline\))? finished", text, re.M)]
-        pru = [int(m.group(1)) for m in re.finditer(r"^trial (\d+)(?: \(seed baseline\))? pruned at epoch", text, re.M)]
-        def desc(ids):
-            v = [sum(secs.get(i, [0])) for i in ids]
-            e = [len(secs.get(i, [])) for i in ids]
-            med = np.median([x for i in ids for x in secs.get(i, [])]) if ids else 0
-            return (f"{len(ids)} trials, mean {np.mean(v):.0f} s of epochs ({np.mean(e):.1f} epochs, "
-                    f"{sum(v) / max(sum(e), 1):.1f} s per epoch on average, median epoch {med:.1f} s)") if ids else "none"
-        out.append(f"- from the study log `{log}` (sum of its per-epoch seconds): finished: {desc(fin)}; "
-                   f"pruned: {desc(pru)}.")
-    if not out:
-        return ""
-    return ("\n\nTime per trial of the default quick study (`python -m search.study`, quick profile, 1151/288 "
-            "tiles, 2 cores):\n\n" + "\n".join(out) + (f"\n\n{note}" if note else ""))
 
 
 def report(r: dict) -> str:
@@ -396,13 +386,13 @@ def report(r: dict) -> str:
         "## Per-epoch cost: harness vs seed-style loop (`benchmarks/epoch_speed.py`)",
         "",
         f"Command: `{r['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa']) or '-'}; "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
+        f"ISA {', '.join(m['isa']) or '-'}; "
         f"torch {m['torch']}, Python {m['python']}; device {m['device']}.  ",
         f"Data: embedded tiles, {r['n_train']} train / {r['n_val']} val (80/20, `data.split_indices` seed 0); "
         f"U-Net depth {r['config']['depth']}, {r['config']['upsample']}, base {r['config']['base']} "
         f"({r['n_params']:,} parameters); batch {r['batch']}; Adam 2e-4, BCE; same initial weights. "
-        f"{r['epochs']} epochs of each loop"
-        + (", the first (warm-up) excluded." if r["epochs"] > 1 else "."),
+        f"{r['epochs']} epochs of each loop" + (", the first (warm-up) excluded." if r["epochs"] > 1 else "."),
         "",
         "| | harness (`model.train.fit`) | seed-style (`benchmarks/seed_loop.py`) |",
         "|---|---|---|",
@@ -436,10 +426,6 @@ def report(r: dict) -> str:
         f"The seed-style epoch includes the seed's two loss passes, "
         f"{(r['seed_train_eval_s'] + r['seed_val_eval_s']) / r['seed_seconds']:.0%} of its time.",
         "",
-        "GPU: not measured (no GPU in this task). `python benchmarks/epoch_speed.py --device cuda --base 64` runs the "
-        "same code path (same fit, seed loop, FLOP counter and mm peaks; it adds torch.cuda.synchronize around "
-        "timings and reports torch.cuda.max_memory_allocated).",
-        "",
     ]
     c = r.get("compile")
     if c is not None:
@@ -447,14 +433,18 @@ def report(r: dict) -> str:
             lines.append(f"torch.compile (harness step, cold inductor cache): failed or too slow: {c['error']}.")
         else:
             gain = c["eager_step_s"] / c["compiled_step_s"]
+            break_even = c["build_s"] / max(c["eager_step_s"] - c["compiled_step_s"], 1e-9)
             lines.append(
                 f"torch.compile (harness step, {c['precision']}, cold inductor cache, child process): build "
                 f"{c['build_s']:.0f} s; step {c['compiled_step_s'] * 1e3:.1f} ms compiled vs "
                 f"{c['eager_step_s'] * 1e3:.1f} ms eager ({gain:.2f}x). "
-                + (f"Break-even after ~{c['build_s'] / max(c['eager_step_s'] - c['compiled_step_s'], 1e-9):.0f} "
-                   f"steps (~{c['build_s'] / max(c['eager_step_s'] - c['compiled_step_s'], 1e-9) * r['batch'] / r['n_train']:.0f} "
-                   f"epochs) per trial, since every trial builds a new net."
-                   if c["compiled_step_s"] < c["eager_step_s"] else "It does not pay: compiled is not faster.")
+                + (
+                    f"Break-even after ~{break_even:.0f} "
+                    f"steps (~{break_even * r['batch'] / r['n_train']:.0f} "
+                    f"epochs) per trial, since every trial builds a new net."
+                    if c["compiled_step_s"] < c["eager_step_s"]
+                    else "It does not pay: compiled is not faster."
+                )
             )
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@
     python benchmarks/search_gain.py --test other.npz --truth other.csv
 
 Retrains the best trial's configuration and the seed baseline's with fresh training seeds
-through the study's own objective (same split, same profile, same counting choice), scores
+through the study's own objective, ``search.objective.Objective`` (same split, same profile,
+same counting choice), scores
 each on the held-out test tiles with the counting setting that run chose on validation, and
 prints mean and spread per configuration and the gain. It also scores every complete trial
 of the study on the test tiles, and reports how well trial values rank configurations
@@ -27,14 +28,15 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
+from common import machine, write_section  # noqa: E402
 
 import data  # noqa: E402
-from common import machine, write_section  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.count import count_setting  # noqa: E402
 from model.train import pick_device, predict_prob  # noqa: E402
 from search import space, study  # noqa: E402
 from search.artifacts import ensure_study_dir, study_dir  # noqa: E402
+from search.objective import Objective, study_split  # noqa: E402
 from search.storage import find_storage, load_existing_study  # noqa: E402
 from search.verdict import baseline_trial, gain_line  # noqa: E402
 
@@ -64,13 +66,23 @@ def retrain(s: optuna.Study, params: dict, seed: int, split, device, label: str)
     scratch = optuna.create_study(study_name=f"{s.study_name}-{label}-seed{seed}", direction="minimize")
     ensure_study_dir(scratch)
     scratch.enqueue_trial(params)
-    objective = study.Objective(split, space.PROFILES[meta["profile"]], device, seed, meta["counting_objective"],
-                                study_dir(scratch), float("inf"))
+    objective = Objective(
+        split,
+        space.PROFILES[meta["profile"]],
+        device,
+        seed,
+        meta["counting_objective"],
+        study_dir(scratch),
+        float("inf"),
+    )
     t0 = time.perf_counter()
     scratch.optimize(objective, n_trials=1)
     trial = scratch.trials[0]
-    print(f"{label} seed {seed}: val {trial.value:.3f} with {trial.user_attrs['counting_name']} "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"{label} seed {seed}: val {trial.value:.3f} with {trial.user_attrs['counting_name']} "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return trial
 
 
@@ -95,12 +107,20 @@ def main(argv=None) -> int:
     storage = args.storage or find_storage(args.study_name)
     s = load_existing_study(args.study_name, storage)
     meta = s.user_attrs
-    split, _, rule = study.load_split(Path(meta["train_path"]), meta["seed"], meta["val_fraction"], meta["split"])
+    split, _, rule = study_split(Path(meta["train_path"]), meta["seed"], meta["val_fraction"], meta["split"])
 
     complete = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    rows = [{"trial": t.number, "value": t.value, "in_sample": t.user_attrs["val_mae_best_in_sample"],
-             "test": test_mae(t.user_attrs["checkpoint"], t.user_attrs["counting"], images, truth, device),
-             "counting": t.user_attrs["counting_name"], **t.params} for t in complete]
+    rows = [
+        {
+            "trial": t.number,
+            "value": t.value,
+            "in_sample": t.user_attrs["val_mae_best_in_sample"],
+            "test": test_mae(t.user_attrs["checkpoint"], t.user_attrs["counting"], images, truth, device),
+            "counting": t.user_attrs["counting_name"],
+            **t.params,
+        }
+        for t in complete
+    ]
     trials = pd.DataFrame(rows).set_index("trial")
     best, base = s.best_trial, baseline_trial(s)
 
@@ -109,18 +129,29 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             r = retrain(s, trial.params, seed, split, device, label)
             runs.setdefault(label, []).append(
-                {"seed": seed, "val": r.value, "test": test_mae(r.user_attrs["checkpoint"], r.user_attrs["counting"],
-                                                                images, truth, device)})
+                {
+                    "seed": seed,
+                    "val": r.value,
+                    "test": test_mae(r.user_attrs["checkpoint"], r.user_attrs["counting"], images, truth, device),
+                }
+            )
     stats = {k: (np.mean([r["test"] for r in v]), np.std([r["test"] for r in v], ddof=1)) for k, v in runs.items()}
     result = {
-        "study": args.study_name, "best_trial": best.number, "baseline_trial": base.number,
-        "best_mean": stats["best"][0], "best_sd": stats["best"][1],
-        "baseline_mean": stats["baseline"][0], "baseline_sd": stats["baseline"][1],
+        "study": args.study_name,
+        "best_trial": best.number,
+        "baseline_trial": base.number,
+        "best_mean": stats["best"][0],
+        "best_sd": stats["best"][1],
+        "baseline_mean": stats["baseline"][0],
+        "baseline_sd": stats["baseline"][1],
         "gain": stats["baseline"][0] - stats["best"][0],
-        "export_mae": float(trials.loc[best.number, "test"]), "baseline_export_mae": float(trials.loc[base.number, "test"]),
+        "export_mae": float(trials.loc[best.number, "test"]),
+        "baseline_export_mae": float(trials.loc[base.number, "test"]),
         "spearman": spearman(trials["value"], trials["test"]),
         "spearman_in_sample": spearman(trials["in_sample"], trials["test"]),
-        "n_complete": len(trials), "n_trials": len(s.trials), "seeds": args.seeds,
+        "n_complete": len(trials),
+        "n_trials": len(s.trials),
+        "seeds": args.seeds,
         "seconds": round(time.perf_counter() - started),
     }
     text = report(args, s, rule, trials, runs, result)
@@ -145,7 +176,8 @@ def report(args, s, rule, trials, runs, r) -> str:
         f"torch {m['torch']}, Python {m['python']}.  ",
         f"Study `{s.study_name}`: profile {s.user_attrs['profile']}, seed {s.user_attrs['seed']}, "
         f"objective {s.user_attrs['counting_objective']}; trials: "
-        + ", ".join(f"{n} {state}" for state, n in states.items()) + f". Split {rule}.  ",
+        + ", ".join(f"{n} {state}" for state, n in states.items())
+        + f". Split {rule}.  ",
         f"Test: `{args.test}` scored against `{args.truth}`. Total {r['seconds']} s.",
         "",
         "Every complete trial of the study, scored on the test tiles with its own counting setting:",
@@ -155,13 +187,15 @@ def report(args, s, rule, trials, runs, r) -> str:
     ]
     for n, t in trials.iterrows():
         params = ", ".join(f"{k}={t[k]:.3g}" if isinstance(t[k], float) else f"{k}={t[k]}" for k in s.trials[n].params)
-        lines.append(f"| {n} | {t['value']:.3f} | {t['in_sample']:.3f} | {t['test']:.3f} | `{t['counting']}` | {params} |")
+        lines.append(
+            f"| {n} | {t['value']:.3f} | {t['in_sample']:.3f} | {t['test']:.3f} | `{t['counting']}` | {params} |"
+        )
     lines += [
         "",
         f"Spearman correlation of trial value against test MAE: **{r['spearman']:.2f}** (the old in-sample value: "
         f"{r['spearman_in_sample']:.2f}), over {r['n_complete']} complete trials.",
         "",
-        f"Retrained through `search.study.Objective` with training seeds {', '.join(map(str, r['seeds']))}:",
+        f"Retrained through `search.objective.Objective` with training seeds {', '.join(map(str, r['seeds']))}:",
         "",
         "| configuration | " + " | ".join(f"seed {x} val / test" for x in r["seeds"]) + " | test mean | test sd |",
         "|---|" + "---|" * (len(r["seeds"]) + 2),

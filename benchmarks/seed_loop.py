@@ -1,7 +1,7 @@
 """A faithful seed-style training epoch: the baseline the harness is compared against.
 
 This is *not* product code. It reproduces what the original student's script did per epoch
-(see /work/shared/seed/FACTS.md and the write-up):
+(the published script of the original write-up; its details are listed in the README):
 
 * a plain ``Dataset`` whose ``__getitem__`` returns ``torch.tensor(x)/255`` and the mask, one
   item at a time (a 1-channel axis is added, which the seed's net also needed);
@@ -38,12 +38,10 @@ class CellDataset(Dataset):
         return x, y
 
 
-def seed_loaders(train_images, train_masks, val_images, val_masks, batch_size: int = 16,
-                 seed: int = 0):
+def seed_loaders(train_images, train_masks, val_images, val_masks, batch_size: int = 16, seed: int = 0):
     """Training loader (shuffled) and validation loader, as the seed built them."""
     g = torch.Generator().manual_seed(seed)
-    train = DataLoader(CellDataset(train_images, train_masks), batch_size=batch_size, shuffle=True,
-                       generator=g)
+    train = DataLoader(CellDataset(train_images, train_masks), batch_size=batch_size, shuffle=True, generator=g)
     val = DataLoader(CellDataset(val_images, val_masks), batch_size=batch_size)
     return train, val
 
@@ -64,8 +62,9 @@ def average_loss(net: nn.Module, loader: DataLoader, criterion, device: torch.de
     return total / n
 
 
-def seed_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader,
-               val_loader: DataLoader, device: torch.device) -> dict:
+def seed_epoch(
+    net: nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader, device: torch.device
+) -> dict:
     """One seed-style epoch; returns the losses and the seconds of each of its three parts."""
     criterion = nn.BCEWithLogitsLoss()
     _sync(device)
@@ -86,8 +85,14 @@ def seed_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoa
     val_loss = average_loss(net, val_loader, criterion, device)
     _sync(device)
     t3 = time.perf_counter()
-    return {"train_loss": train_loss, "val_loss": val_loss, "train_s": t1 - t0,
-            "train_eval_s": t2 - t1, "val_eval_s": t3 - t2, "seconds": t3 - t0}
+    return {
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "train_s": t1 - t0,
+        "train_eval_s": t2 - t1,
+        "val_eval_s": t3 - t2,
+        "seconds": t3 - t0,
+    }
 
 
 def seed_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from search.storage import default_url, open_storage  # noqa: E402
 
 STATES = optuna.trial.TrialState
@@ -33,8 +34,23 @@ STATES = optuna.trial.TrialState
 def run_study(workers: int, seconds: float, seed: int) -> dict:
     """Run one timed study with ``workers`` processes; returns its counts and rate."""
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
-        cmd = [sys.executable, "-m", "search.study", "--study-name", "bench", "--workers", str(workers),
-               "--profile", "quick", "--timeout", str(seconds), "--n-trials", "10000", "--seed", str(seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "search.study",
+            "--study-name",
+            "bench",
+            "--workers",
+            str(workers),
+            "--profile",
+            "quick",
+            "--timeout",
+            str(seconds),
+            "--n-trials",
+            "10000",
+            "--seed",
+            str(seed),
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -48,8 +64,11 @@ def run_study(workers: int, seconds: float, seed: int) -> dict:
     own = [t for t in trials if t.state in (STATES.COMPLETE, STATES.PRUNED) and not t.user_attrs.get("stopped")]
     complete = [t for t in trials if t.state == STATES.COMPLETE]
     return {
-        "workers": workers, "wall_s": wall, "finished": len(own),
-        "complete": len(complete), "pruned": sum(t.state == STATES.PRUNED for t in own),
+        "workers": workers,
+        "wall_s": wall,
+        "finished": len(own),
+        "complete": len(complete),
+        "pruned": sum(t.state == STATES.PRUNED for t in own),
         "stopped": sum(bool(t.user_attrs.get("stopped")) for t in trials),
         "failed": sum(t.state == STATES.FAIL for t in trials),
         "epochs": sum(len(t.intermediate_values) for t in trials),
@@ -59,13 +78,17 @@ def run_study(workers: int, seconds: float, seed: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| workers | wall s | finished trials (complete + pruned) | stopped at timeout | failed "
-             "| epochs trained | trials / hour | epochs / hour | best val MAE |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workers | wall s | finished trials (complete + pruned) | stopped at timeout | failed "
+        "| epochs trained | trials / hour | epochs / hour | best val MAE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['workers']} | {r['wall_s']:.0f} | {r['finished']} ({r['complete']} + {r['pruned']}) "
-                     f"| {r['stopped']} | {r['failed']} | {r['epochs']} | {r['per_hour']:.1f} "
-                     f"| {r['epochs'] / r['wall_s'] * 3600:.0f} | {r['best']:.3f} |")
+        lines.append(
+            f"| {r['workers']} | {r['wall_s']:.0f} | {r['finished']} ({r['complete']} + {r['pruned']}) "
+            f"| {r['stopped']} | {r['failed']} | {r['epochs']} | {r['per_hour']:.1f} "
+            f"| {r['epochs'] / r['wall_s'] * 3600:.0f} | {r['best']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -82,14 +105,19 @@ def main(argv=None) -> None:
         rows.append(run_study(n, args.minutes * 60, args.seed))
         print(table(rows[-1:]), flush=True)
     m = machine()
-    body = "\n".join([
-        "## Parallel workers: trials per hour", "",
-        f"`{command}` (under `flock /tmp/cpu.lock`); {m['cpu']}, {m['cores']} cores, torch {m['torch']}. "
-        f"Quick profile, embedded data, seed {args.seed}, one fresh study per row, {args.minutes:g} min each. "
-        "One worker uses every core's thread; N workers get cores // N threads each. Trials per hour "
-        "counts trials that ended on their own; the workers sample different configurations (their "
-        "samplers are seeded apart), so the trial mix, and with it the rate, differs between rows.", "",
-        table(rows)])
+    body = "\n".join(
+        [
+            "## Parallel workers: trials per hour",
+            "",
+            f"`{command}` (under `flock /tmp/cpu.lock`); {m['cpu']}, {m['cores']} cores, torch {m['torch']}. "
+            f"Quick profile, embedded data, seed {args.seed}, one fresh study per row, {args.minutes:g} min each. "
+            "One worker uses every core's thread; N workers get cores // N threads each. Trials per hour "
+            "counts trials that ended on their own; the workers sample different configurations (their "
+            "samplers are seeded apart), so the trial mix, and with it the rate, differs between rows.",
+            "",
+            table(rows),
+        ]
+    )
     print(body)
     if args.write:
         write_section("workers", body)

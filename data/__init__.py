@@ -7,10 +7,11 @@ fresh clone runs offline; see ``embedded/README.md``.
 
 from pathlib import Path
 
+from .errors import DataError
+from .files import fingerprint, load_counts_csv
 from .groups import find_overlap_groups
-from .load import (DataError, fingerprint, load_counts_csv, load_test,
-                   load_tile_ints, load_train)
-from .split import split_groups, split_indices
+from .load import load_test, load_tile_ints, load_train
+from .split import Split, load_split, source_groups, split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
 # from a clone, an editable install and any cwd.
@@ -31,6 +32,9 @@ __all__ = [
     "fingerprint",
     "split_indices",
     "split_groups",
+    "Split",
+    "load_split",
+    "source_groups",
     "EMBEDDED_DIR",
     "DEFAULT_TRAIN",
     "DEFAULT_TEST",

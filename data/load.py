@@ -1,4 +1,4 @@
-"""Load and validate the tile arrays and count files.
+"""Load and validate the tile arrays of npz archives.
 
 Every problem with an input file is reported as a :class:`DataError` whose
 message is a single line naming the file and what is wrong with it, so a
@@ -6,23 +6,14 @@ study fails early with an actionable message instead of deep inside
 training.
 """
 
-import hashlib
-import os
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-__all__ = [
-    "DataError",
-    "load_train",
-    "load_tile_ints",
-    "load_test",
-    "load_counts_csv",
-    "fingerprint",
-]
+from .errors import DataError, check_file
+
+__all__ = ["load_train", "load_tile_ints", "load_test"]
 
 # The U-Net halves the resolution up to 4 times; sizes that do not divide
 # evenly would break the skip connections.
@@ -46,49 +37,13 @@ _READ_ERRORS = (
 )
 
 
-class DataError(ValueError):
-    """An input data file is missing, unreadable or has invalid contents.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The offending file.
-    problem : str
-        What is wrong with it.
-
-    Notes
-    -----
-    ``str(err)`` is always one line, ``"<path>: <problem>"``, so it can be
-    logged or shown to a user as is.
-    """
-
-    def __init__(self, path, problem):
-        # Keep both in args so the error survives pickling (multiprocessing).
-        super().__init__(str(path), str(problem))
-        self.path = str(path)
-        self.problem = str(problem)
-
-    def __str__(self):
-        return " ".join(f"{self.path}: {self.problem}".split())
-
-
-def _check_file(path):
-    """Return `path` as a Path, or raise DataError if it is not a file."""
-    path = Path(os.fspath(path))
-    if not path.exists():
-        raise DataError(path, "file not found")
-    if not path.is_file():
-        raise DataError(path, "not a regular file")
-    return path
-
-
 def _read_npz(path, keys):
     """Read the arrays `keys` from the npz archive at `path`.
 
     Arrays are read inside the ``try`` because NpzFile only decompresses
     members on access: a truncated archive may open fine and fail later.
     """
-    path = _check_file(path)
+    path = check_file(path)
     try:
         # Own the file handle: np.load leaks it when given a path to a
         # broken zip.
@@ -105,31 +60,26 @@ def _read_npz_file(path, f, keys):
     magic = f.read(6)
     f.seek(0)
     if magic.startswith(b"\x93NUMPY"):
-        raise DataError(path, "not an .npz archive (it holds a single .npy "
-                              "array)")
+        raise DataError(path, "not an .npz archive (it holds a single .npy array)")
     if not magic.startswith(b"PK"):
-        raise DataError(path, "not a valid .npz archive (no zip signature; "
-                              "empty, text or another format?)")
+        raise DataError(path, "not a valid .npz archive (no zip signature; empty, text or another format?)")
     _check_member_sizes(path, f, keys)
     try:
         npz = np.load(f, allow_pickle=False)
     except _READ_ERRORS as err:
-        raise DataError(path, "not a valid .npz archive, corrupt or "
-                              f"truncated ({type(err).__name__}: {err})") from err
+        raise DataError(path, f"not a valid .npz archive, corrupt or truncated ({type(err).__name__}: {err})") from err
     with npz:
         missing = [k for k in keys if k not in npz.files]
         if missing:
             found = ", ".join(map(repr, npz.files)) or "none"
-            raise DataError(path, f"missing key(s) "
-                                  f"{', '.join(map(repr, missing))} "
-                                  f"(found: {found})")
+            raise DataError(path, f"missing key(s) {', '.join(map(repr, missing))} (found: {found})")
         try:
             return {k: np.asarray(npz[k]) for k in keys}
         except _READ_ERRORS as err:
             # Also reached for object arrays, refused by allow_pickle=False.
-            raise DataError(path, f"cannot read arrays, .npz archive corrupt, "
-                                  f"truncated or pickled "
-                                  f"({type(err).__name__}: {err})") from err
+            raise DataError(
+                path, f"cannot read arrays, .npz archive corrupt, truncated or pickled ({type(err).__name__}: {err})"
+            ) from err
 
 
 def _check_member_sizes(path, f, keys):
@@ -147,9 +97,12 @@ def _check_member_sizes(path, f, keys):
     wanted = {f"{k}.npy" for k in keys}
     for info in members:
         if info.filename in wanted and info.file_size > MAX_MEMBER_BYTES:
-            raise DataError(path, f"array {info.filename[:-4]!r} would take "
-                                  f"{info.file_size / 2**30:.1f} GiB uncompressed, "
-                                  f"over the {MAX_MEMBER_BYTES / 2**30:g} GiB limit")
+            raise DataError(
+                path,
+                f"array {info.filename[:-4]!r} would take "
+                f"{info.file_size / 2**30:.1f} GiB uncompressed, "
+                f"over the {MAX_MEMBER_BYTES / 2**30:g} GiB limit",
+            )
 
 
 def _check_stack(path, key, arr):
@@ -161,14 +114,12 @@ def _check_stack(path, key, arr):
     if arr.ndim == 4 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 3:
-        raise DataError(path, f"{key} must be 3-D (N, H, W) or (N, H, W, 1), "
-                              f"got shape {arr.shape}")
+        raise DataError(path, f"{key} must be 3-D (N, H, W) or (N, H, W, 1), got shape {arr.shape}")
     if 0 in arr.shape:
         raise DataError(path, f"{key} is empty, shape {arr.shape}")
     h, w = arr.shape[1:]
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-        raise DataError(path, f"{key} tiles are {h}x{w}; height and width "
-                              f"must be multiples of {SIZE_MULTIPLE}")
+        raise DataError(path, f"{key} tiles are {h}x{w}; height and width must be multiples of {SIZE_MULTIPLE}")
     return arr
 
 
@@ -180,29 +131,26 @@ def _check_images(path, X):
     if not np.issubdtype(X.dtype, np.integer):
         # Floats are refused rather than guessed at: they may be 0..1 or
         # 0..255 scaled, and a wrong guess silently ruins training.
-        raise DataError(path, f"X must be uint8 or integers in 0..255, got "
-                              f"dtype {X.dtype} (float images are not "
-                              "accepted)")
+        raise DataError(
+            path, f"X must be uint8 or integers in 0..255, got dtype {X.dtype} (float images are not accepted)"
+        )
     lo, hi = X.min(), X.max()
     if lo < 0 or hi > 255:
-        raise DataError(path, f"X values must be in 0..255, got range "
-                              f"{lo}..{hi}")
+        raise DataError(path, f"X values must be in 0..255, got range {lo}..{hi}")
     return X.astype(np.uint8)
 
 
 def _check_masks(path, y):
     """Validate a soft-mask stack and return it as float32 (N, H, W)."""
     y = _check_stack(path, "y", y)
-    if not (np.issubdtype(y.dtype, np.floating)
-            or np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+    if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
         raise DataError(path, f"y must be numeric, got dtype {y.dtype}")
     # Check before casting: float64 values beyond float32 would become inf.
     if not np.isfinite(y).all():
         raise DataError(path, "y contains NaN or inf values")
     lo, hi = y.min(), y.max()
     if lo < 0 or hi > 1:
-        raise DataError(path, f"y values must be in [0, 1], got range "
-                              f"[{lo}, {hi}]")
+        raise DataError(path, f"y values must be in [0, 1], got range [{lo}, {hi}]")
     return y.astype(np.float32)
 
 
@@ -237,12 +185,10 @@ def load_train(path):
     X = _check_images(path, arrays["X"])
     y = _check_masks(path, arrays["y"])
     if X.shape != y.shape:
-        raise DataError(path, f"X and y shapes do not match: {X.shape} vs "
-                              f"{y.shape}")
+        raise DataError(path, f"X and y shapes do not match: {X.shape} vs {y.shape}")
     if X.shape[1] != X.shape[2]:
         # Augmentation rotates tiles by 90 degrees, which needs square tiles.
-        raise DataError(path, f"training tiles must be square, got "
-                              f"{X.shape[1]}x{X.shape[2]}")
+        raise DataError(path, f"training tiles must be square, got {X.shape[1]}x{X.shape[2]}")
     return X, y
 
 
@@ -272,15 +218,15 @@ def load_tile_ints(path, key, n):
     DataError
         If ``key`` is present but not ``n`` non-negative integers.
     """
-    path = _check_file(path)
+    path = check_file(path)
     with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
         if key not in npz.files:
             return None
     values = _read_npz(path, [key])[key]
-    if (values.shape != (n,) or not np.issubdtype(values.dtype, np.integer)
-            or (values < 0).any()):
-        raise DataError(path, f"{key!r} must hold {n} non-negative integers, got "
-                              f"{values.dtype} array of shape {values.shape}")
+    if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
+        raise DataError(
+            path, f"{key!r} must hold {n} non-negative integers, got {values.dtype} array of shape {values.shape}"
+        )
     return values.astype(np.int64)
 
 
@@ -303,105 +249,3 @@ def load_test(path):
         On any of the problems listed for ``X`` in :func:`load_train`.
     """
     return _check_images(path, _read_npz(path, ["X"])["X"])
-
-
-def load_counts_csv(path, n=None):
-    """Load per-tile counts from an ``index,count`` CSV.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        CSV in the competition submission format: a header ``index,count``
-        and one row per tile, indices 0..N-1 in order. Extra columns are
-        ignored.
-    n : int, optional
-        Expected number of rows, e.g. the number of test tiles.
-
-    Returns
-    -------
-    counts : ndarray of int64, shape (N,)
-        Non-negative counts, ``counts[i]`` belonging to tile ``i``.
-
-    Raises
-    ------
-    DataError
-        If the file is missing, unparsable or empty, lacks a column, has
-        missing, non-integer or negative counts, indices other than
-        0..N-1 in order, or a row count different from `n`.
-    """
-    path = _check_file(path)
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "CSV file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(path, f"cannot parse CSV ({type(err).__name__}: "
-                              f"{err})") from err
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in ("index", "count") if c not in df.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))}"
-                              f" (found: {', '.join(map(repr, df.columns))})")
-    if len(df) == 0:
-        raise DataError(path, "CSV has a header but no rows")
-    counts = _integer_column(path, df["count"], "count")
-    index = _integer_column(path, df["index"], "index")
-    if not np.array_equal(index, np.arange(len(df))):
-        raise DataError(path, f"index must be 0..{len(df) - 1} in order")
-    if (counts < 0).any():
-        raise DataError(path, "count values must be non-negative")
-    if n is not None and len(counts) != n:
-        raise DataError(path, f"expected {n} rows, got {len(counts)}")
-    return counts
-
-
-def _integer_column(path, col, name):
-    """Return a CSV column as int64, refusing blanks and fractions.
-
-    Whole-valued floats (``3.0``) are accepted since spreadsheets and
-    pandas often write counts that way.
-    """
-    values = pd.to_numeric(col, errors="coerce")
-    if values.isna().any():
-        row = int(np.flatnonzero(values.isna().to_numpy())[0])
-        raise DataError(path, f"{name} has a missing or non-integer value at "
-                              f"row {row}: {col.iloc[row]!r}")
-    values = values.to_numpy()
-    if not np.issubdtype(values.dtype, np.integer):
-        if not (np.isfinite(values).all() and (values == np.round(values)).all()):
-            raise DataError(path, f"{name} values must be integers")
-    return values.astype(np.int64)
-
-
-def fingerprint(path, chunk_size=1 << 20):
-    """Return the SHA-256 hex digest of a file's bytes.
-
-    Recorded with a study so results can be traced to the exact data and
-    a changed file is noticed on resume.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        File to hash; read in chunks so large files use little memory.
-    chunk_size : int, optional
-        Bytes read at a time.
-
-    Returns
-    -------
-    digest : str
-        64 lowercase hex characters.
-
-    Raises
-    ------
-    DataError
-        If the file is missing or cannot be read.
-    """
-    path = _check_file(path)
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(chunk_size), b""):
-                h.update(chunk)
-    except OSError as err:
-        raise DataError(path, f"cannot read file ({err})") from err
-    return h.hexdigest()

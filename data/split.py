@@ -1,8 +1,14 @@
-"""Seeded train/validation split of tile indices."""
+"""Seeded train/validation splits: of tile indices, and of a training file into a study's split."""
+
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["split_indices", "split_groups"]
+from .errors import DataError
+from .groups import find_overlap_groups
+from .load import load_tile_ints, load_train
+
+__all__ = ["Split", "load_split", "split_groups", "split_indices", "source_groups"]
 
 
 def split_indices(n, val_fraction=0.2, seed=0):
@@ -45,8 +51,7 @@ def split_indices(n, val_fraction=0.2, seed=0):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise ValueError(f"n must be an integer, got {n!r}")
     if n < 2:
-        raise ValueError(f"need at least 2 tiles to split into train and "
-                         f"validation, got {n}")
+        raise ValueError(f"need at least 2 tiles to split into train and validation, got {n}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     # Round half up (not banker's rounding) so sizes are easy to predict.
@@ -103,3 +108,74 @@ def split_groups(groups, val_fraction=0.2, seed=0):
     n_val_groups = min(int(np.searchsorted(np.cumsum(sizes), target)) + 1, len(ids) - 1)
     in_val = np.isin(groups, order[:n_val_groups])
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+@dataclass
+class Split:
+    """A study's fixed training and validation tiles.
+
+    ``val_counts`` are the true validation counts stored in the file, or None when it has
+    none (they are then counted from ``val_masks``); ``val_groups`` the source image of
+    each validation tile.
+    """
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    val_counts: np.ndarray | None
+    val_groups: np.ndarray
+
+
+def source_groups(path, images, by="image"):
+    """The source image of every tile, and a sentence on the rule that gave it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training archive; its ``groups`` array is used when present.
+    images : ndarray, shape (N, H, W)
+        Its tiles, grouped by shared rows or columns of pixels when it has no ``groups``.
+    by : {"image", "tile"}
+        ``"tile"`` makes every tile its own group (a per-tile split).
+
+    Returns
+    -------
+    groups : ndarray of int64, shape (N,)
+    rule : str
+    """
+    if by == "tile":
+        return np.arange(len(images)), "per tile (--split tile): tiles of one image on both sides"
+    stored = load_tile_ints(path, "groups", len(images))
+    if stored is not None:
+        return stored, f"by source image ('groups' array: {len(np.unique(stored))} images)"
+    found = find_overlap_groups(images)
+    return found, (
+        f"by source image, found from shared rows/columns of pixels ({found.max() + 1} groups in {len(images)} tiles)"
+    )
+
+
+def load_split(path, seed=0, val_fraction=0.2, by="image"):
+    """Load a training archive and split it, no source image on both sides (unless ``by="tile"``).
+
+    Returns
+    -------
+    split : Split
+    rule : str
+        How tiles were grouped (see :func:`source_groups`).
+
+    Raises
+    ------
+    DataError
+        For a bad file, or one that cannot be split (a single source image, too few tiles).
+    """
+    images, masks = load_train(path)
+    counts = load_tile_ints(path, "counts", len(images))
+    groups, rule = source_groups(path, images, by)
+    try:
+        train_idx, val_idx = split_groups(groups, val_fraction, seed)
+    except ValueError as exc:
+        raise DataError(path, f"cannot split into training and validation tiles: {exc}") from None
+    val_counts = None if counts is None else counts[val_idx]
+    split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx], val_counts, groups[val_idx])
+    return split, rule

@@ -15,7 +15,7 @@ This is the one place the ``offset`` parameter is defined. Every counter adds
   it includes the background label 0 (one too many on every tile).
 * Negative offsets subtract a constant. Counts are then clipped at 0: a tile
   cannot hold fewer than no cells, and a negative count is not a valid
-  prediction (``_with_offset``).
+  prediction (``add_offset``).
 
 Counters
 --------
@@ -41,8 +41,7 @@ import numbers
 import cv2
 import numpy as np
 
-__all__ = ["COUNTERS", "count_cells", "count_components", "count_watershed", "count_errors",
-           "mae_by_setting"]
+__all__ = ["COUNTERS", "count_cells", "count_components", "count_setting", "count_watershed"]
 
 # Gaussian sigma (px) applied to the distance map before peak detection. The
 # raw distance map of a pixelated disc has ridges and plateaus that give many
@@ -89,7 +88,7 @@ def _check_values(**params):
             raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-def _with_offset(counts, offset):
+def add_offset(counts, offset):
     """Add ``offset`` to raw counts, clipped at 0 (see the module docstring)."""
     return np.maximum(np.asarray(counts, dtype=np.int64).reshape(-1) + offset, 0)
 
@@ -117,7 +116,7 @@ def count_components(prob, threshold=0.5, offset=0, connectivity=8):
     _check_values(threshold=threshold, offset=offset, connectivity=connectivity)
     masks = (_as_batch(prob) > threshold).astype(np.uint8)
     counts = [cv2.connectedComponents(m, connectivity=connectivity)[0] - 1 for m in masks]
-    return _with_offset(counts, offset)
+    return add_offset(counts, offset)
 
 
 def _peak_markers(dist, min_distance):
@@ -143,8 +142,8 @@ def _grow_markers(mask, markers):
     map) and labels the image frame as boundary, hiding border contact.
     """
     _, nearest = cv2.distanceTransformWithLabels(
-        (markers == 0).astype(np.uint8), cv2.DIST_L2, 5,
-        labelType=cv2.DIST_LABEL_CCOMP)
+        (markers == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP
+    )
     # cv2 numbers marker blobs its own way; map its ids back to ours.
     to_marker = np.zeros(nearest.max() + 1, dtype=np.int32)
     on_marker = markers > 0
@@ -184,8 +183,7 @@ def _count_tile(mask, min_distance, min_area, edge_fraction):
     return int(keep.sum())
 
 
-def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fraction=0.2,
-                    offset=0):
+def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fraction=0.2, offset=0):
     """Count nuclei, splitting touching ones at distance-transform peaks.
 
     Parameters
@@ -213,11 +211,12 @@ def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fracti
     counts : ndarray of int64, shape (N,)
         Nuclei per tile plus ``offset``, at least 0.
     """
-    _check_values(threshold=threshold, min_distance=min_distance, min_area=min_area,
-                  edge_fraction=edge_fraction, offset=offset)
+    _check_values(
+        threshold=threshold, min_distance=min_distance, min_area=min_area, edge_fraction=edge_fraction, offset=offset
+    )
     masks = (_as_batch(prob) > threshold).astype(np.uint8)
     counts = [_count_tile(m, min_distance, min_area, edge_fraction) for m in masks]
-    return _with_offset(counts, offset)
+    return add_offset(counts, offset)
 
 
 COUNTERS = {"components": count_components, "watershed": count_watershed}
@@ -251,8 +250,7 @@ def count_cells(prob, method="components", **params):
     accepted = [p for p in inspect.signature(counter).parameters if p != "prob"]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; "
-                         f"accepted: {accepted}")
+        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {accepted}")
     return counter(prob, **params)
 
 
@@ -272,50 +270,3 @@ def count_setting(prob, setting):
     """
     params = dict(setting)
     return count_cells(prob, params.pop("counter"), **params)
-
-
-def count_errors(prob, true_counts, settings):
-    """Signed count error of every counting setting on every tile.
-
-    Settings that differ only in ``offset`` share one counting pass, since the offset is
-    added (and the count clipped at 0) after counting.
-
-    Parameters
-    ----------
-    prob : ndarray, shape (N, H, W)
-        Nucleus probabilities in [0, 1].
-    true_counts : array_like, shape (N,)
-    settings : list of dict
-        Counting settings as in :func:`count_setting`.
-
-    Returns
-    -------
-    errors : ndarray of float64, shape (len(settings), N)
-        Predicted minus true count.
-    """
-    true_counts = np.asarray(true_counts, dtype=np.float64)
-    raw = {}
-    errors = np.empty((len(settings), len(true_counts)))
-    for row, setting in enumerate(settings):
-        without_offset = {k: v for k, v in setting.items() if k != "offset"}
-        key = tuple(sorted(without_offset.items()))
-        if key not in raw:
-            raw[key] = count_setting(prob, {**without_offset, "offset": 0})
-        errors[row] = _with_offset(raw[key], setting.get("offset", 0)) - true_counts
-    return errors
-
-
-def mae_by_setting(prob, true_counts, settings):
-    """Mean absolute and mean signed count error of every counting setting.
-
-    Parameters
-    ----------
-    prob, true_counts, settings
-        As in :func:`count_errors`.
-
-    Returns
-    -------
-    scores : list of (mae, bias) float pairs, in the order of ``settings``.
-    """
-    errors = count_errors(prob, true_counts, settings)
-    return [(float(mae), float(bias)) for mae, bias in zip(np.abs(errors).mean(1), errors.mean(1))]

@@ -73,8 +73,9 @@ def pick_tiles(true_counts: np.ndarray, n: int) -> np.ndarray:
     return order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int))]
 
 
-def overlay_figure(images: np.ndarray, prob: np.ndarray, threshold: float, true_counts: np.ndarray,
-                   pred_counts: np.ndarray, n: int = 6) -> Figure:
+def overlay_figure(
+    images: np.ndarray, prob: np.ndarray, threshold: float, true_counts: np.ndarray, pred_counts: np.ndarray, n: int = 6
+) -> Figure:
     """Tiles with the outline of their predicted mask and the true and predicted counts.
 
     Parameters
@@ -119,8 +120,14 @@ def count_scatter_figure(true_counts: np.ndarray, pred_counts: np.ndarray, title
     low = min(0, int(pred_counts.min(initial=0)))
     ax.plot([low, top], [low, top], color="grey", linestyle="--", linewidth=1)
     mae = float(np.abs(pred_counts - true_counts).mean()) if len(true_counts) else float("nan")
-    ax.set(xlabel="true count", ylabel="predicted count", title=f"{title}\nMAE {mae:.3f} on {len(true_counts)} tiles",
-           xlim=(low - 0.5, top + 0.5), ylim=(low - 0.5, top + 0.5), aspect="equal")
+    ax.set(
+        xlabel="true count",
+        ylabel="predicted count",
+        title=f"{title}\nMAE {mae:.3f} on {len(true_counts)} tiles",
+        xlim=(low - 0.5, top + 0.5),
+        ylim=(low - 0.5, top + 0.5),
+        aspect="equal",
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -173,8 +173,7 @@ def predict(net: torch.nn.Module, x: torch.Tensor, precision: str = "fp32", batc
     return torch.cat(out)
 
 
-def predict_prob(net: torch.nn.Module, images: np.ndarray, tta: bool = False,
-                 precision: str = "auto") -> np.ndarray:
+def predict_prob(net: torch.nn.Module, images: np.ndarray, tta: bool = False, precision: str = "auto") -> np.ndarray:
     """(N,H,W) nucleus probabilities for uint8 images.
 
     With ``tta`` the probabilities are averaged over the 8 flips/rotations of each tile,
@@ -212,6 +211,22 @@ def train_step(net, opt, xb, yb, config: TrainConfig, precision: str, generator)
     return loss.detach()
 
 
+def train_epoch(
+    net, opt, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, precision: str, generator
+) -> float:
+    """One shuffled pass over the training tiles, stepping the schedule; returns the mean loss."""
+    net.train()
+    order = torch.randperm(len(x), generator=generator).to(x.device)
+    total = torch.zeros((), device=x.device)
+    for i in range(0, len(order), config.batch_size):
+        idx = order[i : i + config.batch_size]
+        # Summed on the device: no host sync per step.
+        total += train_step(net, opt, x[idx], y[idx], config, precision, generator) * len(idx)
+        if scheduler is not None:
+            scheduler.step()
+    return float(total) / len(order)
+
+
 def fit(
     net: UNet,
     config: TrainConfig,
@@ -224,9 +239,8 @@ def fit(
 ) -> FitResult:
     """Train ``net`` for ``config.epochs`` epochs and keep the last epoch's weights.
 
-    The last epoch is kept, not the best-scoring one: picking the luckiest epoch on
-    validation makes the validation score optimistic (use ``schedule="cosine"`` to end on a
-    settled one).
+    Not the best-scoring epoch: picking the luckiest one makes the validation score optimistic
+    (``schedule="cosine"`` ends on a settled one).
 
     Parameters
     ----------
@@ -239,11 +253,10 @@ def fit(
     val_images, val_masks : ndarray, optional
         Validation tiles, predicted after every epoch.
     score_fn : callable, optional
-        Maps (N,H,W) validation probabilities to a score, lower is better (the validation
-        count-MAE), reported in each :class:`EpochReport`.
+        Maps (N,H,W) validation probabilities to the score each :class:`EpochReport` carries.
     on_epoch : callable, optional
-        Called with an :class:`EpochReport` after each epoch; an exception raised there stops
-        training and propagates (this is how a search prunes).
+        Called with each :class:`EpochReport`; an exception raised there stops training and
+        propagates (this is how a search prunes).
     """
     device = next(net.parameters()).device
     precision = resolve_precision(config.precision, device)
@@ -257,20 +270,12 @@ def fit(
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
-        total = torch.zeros((), device=device)
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            # Summed on the device: no host sync per step.
-            total += train_step(net, opt, x_train[idx], y_train[idx], config, precision, generator) * len(idx)
-            if scheduler is not None:
-                scheduler.step()
+        train_loss = train_epoch(net, opt, scheduler, x_train, y_train, config, precision, generator)
         val_loss = val_score = float("nan")
         if val is not None:
             val_loss, prob = validate(net, *val, config.loss, precision)
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
-        report = EpochReport(epoch, float(total) / len(order), val_loss, val_score, time.perf_counter() - t0)
+        report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
         history.append(report)
         if on_epoch is not None:
             on_epoch(report)

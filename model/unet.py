@@ -73,16 +73,12 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         widths = [config.base * 2**i for i in range(config.depth + 1)]
-        self.down = nn.ModuleList(
-            double_conv(c_in, c_out) for c_in, c_out in zip([1] + widths[:-2], widths[:-1])
-        )
+        self.down = nn.ModuleList(double_conv(c_in, c_out) for c_in, c_out in zip([1] + widths[:-2], widths[:-1]))
         self.bottom = double_conv(widths[-2], widths[-1])
         self.up = nn.ModuleList(
             up_layer(widths[i + 1], widths[i], config.upsample) for i in reversed(range(config.depth))
         )
-        self.merge = nn.ModuleList(
-            double_conv(2 * widths[i], widths[i]) for i in reversed(range(config.depth))
-        )
+        self.merge = nn.ModuleList(double_conv(2 * widths[i], widths[i]) for i in reversed(range(config.depth)))
         self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
         self.pool = nn.MaxPool2d(2)
 

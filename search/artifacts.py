@@ -73,7 +73,7 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
         The running trial; the files go to its study's store (:func:`artifact_dir`).
     result : FitResult
         The trial's training result (learning curve, best-epoch validation probabilities).
-    split : search.study.Split
+    split : data.Split
         The study's split (validation tiles and true counts).
     counting : dict
         The trial's chosen counting setting.
@@ -83,13 +83,14 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
     store = open_artifact_store(trial.study)
     pred = count_setting(result.val_prob, counting)
     # Per-tile counts let the report draw true against predicted without the data or the net.
-    trial.set_user_attr("val_counts", {"true": [int(c) for c in split.val_counts],
-                                       "pred": [int(c) for c in pred]})
+    trial.set_user_attr("val_counts", {"true": [int(c) for c in split.val_counts], "pred": [int(c) for c in pred]})
     with tempfile.TemporaryDirectory() as tmp:
         figures = [
             save_png(learning_curve_figure(result.history), Path(tmp) / LEARNING_CURVE),
-            save_png(overlay_figure(split.val_images, result.val_prob, counting["threshold"],
-                                    split.val_counts, pred), Path(tmp) / VAL_OVERLAY),
+            save_png(
+                overlay_figure(split.val_images, result.val_prob, counting["threshold"], split.val_counts, pred),
+                Path(tmp) / VAL_OVERLAY,
+            ),
         ]
         # upload_artifact copies the file into the store, so the temporary files can go.
         for path in [*figures, Path(checkpoint) / WEIGHTS, Path(checkpoint) / CONFIG]:

@@ -5,8 +5,8 @@
     python -m search.export --refit --tta --out submission.csv
 
 The trial's checkpoint predicts the test tiles and its counting setting counts them. ``--refit``
-first retrains the trial's configuration on all training tiles (train + validation); ``--tta`` averages predictions over the 8 flips/rotations. The run is logged
-beside the CSV as JSON.
+first retrains the trial's configuration on all training tiles (train + validation); ``--tta``
+averages predictions over the 8 flips/rotations. The run is logged beside the CSV as JSON.
 """
 
 from __future__ import annotations
@@ -25,27 +25,28 @@ from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
+from search import cli
 from search.artifacts import FOLDER_ATTR
 from search.errors import UsageError
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
-from search.study import resolve_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m search.export",
-                                description="Write submission.csv (index,count) from a study's best trial.")
-    p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: $CELLCOUNT_STORAGE, else studies/<name>.db, or "
-                   "studies/<name>.journal.log when only that exists)")
+    p = cli.parser(
+        "python -m search.export",
+        "Write submission.csv (index,count) from a study's best trial.",
+        "studies/<name>.db, or studies/<name>.journal.log when only that exists",
+    )
     p.add_argument("--trial", type=int, help="export this trial number instead of the best one")
-    p.add_argument("--test", type=Path, default=data.DEFAULT_TEST,
-                   help="test npz with X (default: the embedded test tiles)")
+    p.add_argument(
+        "--test", type=Path, default=data.DEFAULT_TEST, help="test npz with X (default: the embedded test tiles)"
+    )
     p.add_argument("--out", type=Path, default=Path("submission.csv"), help="CSV to write (default: %(default)s)")
     p.add_argument("--truth", type=Path, help="index,count CSV of true counts: print MAE and bias")
-    p.add_argument("--refit", action="store_true",
-                   help="retrain the trial's configuration on train + validation tiles first")
+    p.add_argument(
+        "--refit", action="store_true", help="retrain the trial's configuration on train + validation tiles first"
+    )
     p.add_argument("--tta", action="store_true", help="average predictions over flips and rotations")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     return p.parse_args(argv)
 
 
@@ -57,13 +58,13 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     if number is None:
         return study.best_trial
     if number not in complete:
-        raise UsageError(f"trial {number} of study {study.study_name!r} did not finish "
-                         f"(finished: {sorted(complete)})")
+        raise UsageError(f"trial {number} of study {study.study_name!r} did not finish (finished: {sorted(complete)})")
     return complete[number]
 
 
-def check_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict,
-                     test_path: Path, images: np.ndarray) -> None:
+def check_checkpoint(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, test_path: Path, images: np.ndarray
+) -> None:
     """Refuse a checkpoint that another study or trial wrote, or test tiles of another size.
 
     A checkpoint records its study folder, trial number, parameters and training tile size
@@ -72,13 +73,18 @@ def check_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, confi
     """
     recorded = (config.get("study_folder"), config.get("trial"), config.get("params"))
     if recorded != (study.user_attrs.get(FOLDER_ATTR), trial.number, trial.params):
-        raise UsageError(f"checkpoint {trial.user_attrs['checkpoint']} does not belong to trial {trial.number} of "
-                         f"study {study.study_name!r} (it records trial {config.get('trial')} of "
-                         f"{config.get('study_folder')}); run the trial again or export another one")
+        raise UsageError(
+            f"checkpoint {trial.user_attrs['checkpoint']} does not belong to trial {trial.number} of "
+            f"study {study.study_name!r} (it records trial {config.get('trial')} of "
+            f"{config.get('study_folder')}); run the trial again or export another one"
+        )
     tile = list(images.shape[1:])
     if tile != config["tile_size"]:
-        raise data.DataError(test_path, f"tiles are {tile[0]}x{tile[1]}, but trial {trial.number} was trained "
-                                        f"on {config['tile_size'][0]}x{config['tile_size'][1]} tiles")
+        raise data.DataError(
+            test_path,
+            f"tiles are {tile[0]}x{tile[1]}, but trial {trial.number} was trained "
+            f"on {config['tile_size'][0]}x{config['tile_size'][1]} tiles",
+        )
 
 
 def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, device) -> tuple:
@@ -91,12 +97,21 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
     train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
     net = seeded_net(unet, train.seed, device)
-    print(f"refit: trial {trial.number}'s configuration on all {len(images)} tiles for {train.epochs} epochs",
-          flush=True)
-    result = fit(net, train, images, masks, on_epoch=lambda r: print(
-        f"  refit epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f} ({r.seconds:.1f} s)", flush=True))
-    directory = save_checkpoint(Path(trial.user_attrs["checkpoint"]) / "refit", result.state_dict, unet,
-                                {**config, "refit": True})
+    print(
+        f"refit: trial {trial.number}'s configuration on all {len(images)} tiles for {train.epochs} epochs", flush=True
+    )
+    result = fit(
+        net,
+        train,
+        images,
+        masks,
+        on_epoch=lambda r: print(
+            f"  refit epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f} ({r.seconds:.1f} s)", flush=True
+        ),
+    )
+    directory = save_checkpoint(
+        Path(trial.user_attrs["checkpoint"]) / "refit", result.state_dict, unet, {**config, "refit": True}
+    )
     net.load_state_dict(result.state_dict)
     return net.eval(), directory
 
@@ -108,11 +123,11 @@ def export(args) -> dict:
     trial = pick_trial(study, args.trial)
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None
-    device = resolve_device(args.device)
+    device = cli.resolve_device(args.device)
     try:
         net, config = load_checkpoint(trial.user_attrs.get("checkpoint", ""), device)
     except FileNotFoundError as exc:
-        raise UsageError(f"trial {trial.number}: {exc}")
+        raise UsageError(f"trial {trial.number}: {exc}") from None
     check_checkpoint(study, trial, config, args.test, images)
     checkpoint = trial.user_attrs["checkpoint"]
     if args.refit:
@@ -123,14 +138,24 @@ def export(args) -> dict:
     atomic_write(args.out, lambda p: submission.to_csv(p, index=False))
 
     log = {
-        "study": args.study_name, "storage": safe_url(storage_url), "trial": trial.number,
-        "val_count_mae": trial.value, "params": trial.params, "counting": counting,
-        "checkpoint": str(checkpoint), "refit": args.refit, "tta": args.tta,
-        "test": str(args.test), "test_fingerprint": data.fingerprint(args.test), "n_test": len(images),
+        "study": args.study_name,
+        "storage": safe_url(storage_url),
+        "trial": trial.number,
+        "val_count_mae": trial.value,
+        "params": trial.params,
+        "counting": counting,
+        "checkpoint": str(checkpoint),
+        "refit": args.refit,
+        "tta": args.tta,
+        "test": str(args.test),
+        "test_fingerprint": data.fingerprint(args.test),
+        "n_test": len(images),
         "submission": str(args.out),
     }
-    print(f"trial {trial.number} (val MAE {trial.value:.3f}, {trial.user_attrs['counting_name']}"
-          f"{', refit' if args.refit else ''}{', TTA' if args.tta else ''}): wrote {len(counts)} counts to {args.out}")
+    print(
+        f"trial {trial.number} (val MAE {trial.value:.3f}, {trial.user_attrs['counting_name']}"
+        f"{', refit' if args.refit else ''}{', TTA' if args.tta else ''}): wrote {len(counts)} counts to {args.out}"
+    )
     if truth is not None:
         error = counts - truth
         log.update(truth=str(args.truth), test_mae=float(np.abs(error).mean()), test_bias=float(error.mean()))
@@ -142,12 +167,7 @@ def export(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        export(args)
-    except (UsageError, data.DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.run_command(lambda: export(args))
 
 
 if __name__ == "__main__":

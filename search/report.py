@@ -24,9 +24,10 @@ import optuna.visualization.matplotlib as ovm
 import pandas as pd
 
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
-from search.verdict import baseline_line, gain_line
+from search import cli
 from search.errors import UsageError
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
+from search.verdict import baseline_line, gain_line
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -46,11 +47,12 @@ class ReportFigure:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m search.report",
-                                description="Write an HTML report (with PNG figures) of a study.")
-    p.add_argument("--study-name", default="cells", help="study name (default: %(default)s)")
-    p.add_argument("--storage", help="Optuna storage URL (default: $CELLCOUNT_STORAGE, else studies/<name>.db, or "
-                   "studies/<name>.journal.log when only that exists)")
+    p = cli.parser(
+        "python -m search.report",
+        "Write an HTML report (with PNG figures) of a study.",
+        "studies/<name>.db, or studies/<name>.journal.log when only that exists",
+        device=False,
+    )
     p.add_argument("--out", type=Path, help="folder to write (default: reports/<name>)")
     return p.parse_args(argv)
 
@@ -77,23 +79,27 @@ def common_params(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
 def offset_groups(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[float]]:
     """Each trial's MAE with its sampled counting at every offset, grouped by offset."""
     prefix = "val_mae_offset_"
-    keys = sorted({k for t in trials for k in t.user_attrs if k.startswith(prefix)},
-                  key=lambda k: int(k[len(prefix):]))
-    return {k[len(prefix):]: [t.user_attrs[k] for t in trials if k in t.user_attrs] for k in keys}
+    keys = sorted(
+        {k for t in trials for k in t.user_attrs if k.startswith(prefix)}, key=lambda k: int(k[len(prefix) :])
+    )
+    return {k[len(prefix) :]: [t.user_attrs[k] for t in trials if k in t.user_attrs] for k in keys}
 
 
 def top_trials(study: optuna.Study, n: int = TOP_N) -> pd.DataFrame:
     """The ``n`` best complete trials: score, counting setting, training facts and parameters."""
     trials = sorted(study.get_trials(deepcopy=False, states=(COMPLETE,)), key=lambda t: t.value)[:n]
-    rows = [{
-        "trial": t.number,
-        "val count-MAE": t.value,
-        "baseline": "yes" if t.user_attrs.get("baseline") else "",
-        "standard error": t.user_attrs.get("value_se"),
-        "counting": t.user_attrs.get("counting_name", ""),
-        "train s": t.user_attrs.get("train_seconds"),
-        **t.params,
-    } for t in trials]
+    rows = [
+        {
+            "trial": t.number,
+            "val count-MAE": t.value,
+            "baseline": "yes" if t.user_attrs.get("baseline") else "",
+            "standard error": t.user_attrs.get("value_se"),
+            "counting": t.user_attrs.get("counting_name", ""),
+            "train s": t.user_attrs.get("train_seconds"),
+            **t.params,
+        }
+        for t in trials
+    ]
     return pd.DataFrame(rows)
 
 
@@ -110,19 +116,37 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
     complete = study.get_trials(deepcopy=False, states=(COMPLETE,))
     best = study.best_trial
     figures = [
-        ReportFigure("optimization_history.png", "Optimisation history",
-               "Each complete trial's validation count-MAE and the best so far."),
-        ReportFigure("param_importances.png", "Parameter importances",
-               "How much each parameter explains the validation count-MAE (Optuna's default evaluator)."),
-        ReportFigure("parallel_coordinate.png", "Parallel coordinates",
-               "Every complete trial's parameters, coloured by its validation count-MAE."),
-        ReportFigure("mae_by_depth_upsample_offset.png", "Count-MAE by depth, upsampling and offset",
-               "The objective against the sampled depth, upsampling and offset. With the tuned objective "
-               "a trial's score uses its best counting offset, so see also the next figure."),
-        ReportFigure("mae_by_offset.png", "Count-MAE by counting offset",
-               "Each complete trial's MAE with its sampled counter at every offset."),
-        ReportFigure("best_counts.png", f"Best trial {best.number}: true against predicted counts",
-               "Validation tiles, counted with the best trial's counting setting."),
+        ReportFigure(
+            "optimization_history.png",
+            "Optimisation history",
+            "Each complete trial's validation count-MAE and the best so far.",
+        ),
+        ReportFigure(
+            "param_importances.png",
+            "Parameter importances",
+            "How much each parameter explains the validation count-MAE (Optuna's default evaluator).",
+        ),
+        ReportFigure(
+            "parallel_coordinate.png",
+            "Parallel coordinates",
+            "Every complete trial's parameters, coloured by its validation count-MAE.",
+        ),
+        ReportFigure(
+            "mae_by_depth_upsample_offset.png",
+            "Count-MAE by depth, upsampling and offset",
+            "The objective against the sampled depth, upsampling and offset. With the tuned objective "
+            "a trial's score uses its best counting offset, so see also the next figure.",
+        ),
+        ReportFigure(
+            "mae_by_offset.png",
+            "Count-MAE by counting offset",
+            "Each complete trial's MAE with its sampled counter at every offset.",
+        ),
+        ReportFigure(
+            "best_counts.png",
+            f"Best trial {best.number}: true against predicted counts",
+            "Validation tiles, counted with the best trial's counting setting.",
+        ),
     ]
     draw = {f.name: f for f in figures}
     varying = varying_params(complete)
@@ -135,19 +159,26 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
         warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
         plans = {
             "optimization_history.png": lambda: _axes_figure(
-                ovm.plot_optimization_history(study, target_name=TARGET_NAME)),
-            "param_importances.png": None if len(complete) < 2 or not varying else lambda: _axes_figure(
-                ovm.plot_param_importances(study, params=varying, target_name=TARGET_NAME)),
+                ovm.plot_optimization_history(study, target_name=TARGET_NAME)
+            ),
+            "param_importances.png": None
+            if len(complete) < 2 or not varying
+            else lambda: _axes_figure(ovm.plot_param_importances(study, params=varying, target_name=TARGET_NAME)),
             "parallel_coordinate.png": lambda: _axes_figure(
                 ovm.plot_parallel_coordinate(study, params=common_params(complete), target_name=TARGET_NAME),
-                size=(14, 6)),  # one axis per parameter: the default size overlaps their labels
+                size=(14, 6),
+            ),  # one axis per parameter: the default size overlaps their labels
             "mae_by_depth_upsample_offset.png": lambda: _axes_figure(
-                ovm.plot_slice(study, params=[p for p in SLICE_PARAMS if p in best.params],
-                               target_name=TARGET_NAME)),
-            "mae_by_offset.png": None if not offsets else lambda: plots.box_figure(
-                offsets, "Count-MAE by offset (sampled counter)", "offset", "val count-MAE"),
-            "best_counts.png": None if not counts else lambda: plots.count_scatter_figure(
-                counts["true"], counts["pred"], f"trial {best.number}: {best.user_attrs.get('counting_name', '')}"),
+                ovm.plot_slice(study, params=[p for p in SLICE_PARAMS if p in best.params], target_name=TARGET_NAME)
+            ),
+            "mae_by_offset.png": None
+            if not offsets
+            else lambda: plots.box_figure(offsets, "Count-MAE by offset (sampled counter)", "offset", "val count-MAE"),
+            "best_counts.png": None
+            if not counts
+            else lambda: plots.count_scatter_figure(
+                counts["true"], counts["pred"], f"trial {best.number}: {best.user_attrs.get('counting_name', '')}"
+            ),
         }
         reasons = {
             "param_importances.png": "needs at least 2 complete trials whose parameters differ",
@@ -174,10 +205,16 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
         ("study", study.study_name),
         ("storage", safe_url(storage_url)),
         ("trials", ", ".join(f"{n} {state}" for state, n in states.items())),
-        ("best trial", f"{best.number}: val count-MAE {best.value:.3f} (standard error "
-                       f"{best.user_attrs.get('value_se', float('nan')):.3f}) with {best.user_attrs.get('counting_name', '?')}"),
-        ("data", f"{meta.get('train_path')} (seed {meta.get('seed')}, validation fraction {meta.get('val_fraction')}, "
-                 f"split {meta.get('split_rule', 'per tile')})"),
+        (
+            "best trial",
+            f"{best.number}: val count-MAE {best.value:.3f} (standard error "
+            f"{best.user_attrs.get('value_se', float('nan')):.3f}) with {best.user_attrs.get('counting_name', '?')}",
+        ),
+        (
+            "data",
+            f"{meta.get('train_path')} (seed {meta.get('seed')}, validation fraction {meta.get('val_fraction')}, "
+            f"split {meta.get('split_rule', 'per tile')})",
+        ),
         ("profile", f"{meta.get('profile')}, counting objective {meta.get('counting_objective')}"),
         ("seed baseline", baseline_line(study)),
         ("gain over the baseline", gain_line(study)),
@@ -190,29 +227,33 @@ def figure_html(figure: ReportFigure) -> str:
     if figure.path is None:
         return head + f'<p class="skipped">Not drawn: {html.escape(figure.skipped or "")}.</p>\n'
     data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
-    return head + (f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}" '
-                   f'data-file="{figure.path.name}">\n')
+    return head + (
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}" data-file="{figure.path.name}">\n'
+    )
 
 
 def render_html(study: optuna.Study, storage_url: str, figures: list[ReportFigure], table: pd.DataFrame) -> str:
     """The whole report page."""
-    summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                      for k, v in summary_rows(study, storage_url))
+    summary = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows(study, storage_url)
+    )
     title = f"Study {study.study_name}: validation count-MAE"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
-        "img{max-width:100%}.skipped{color:#a60}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<table>{summary}</table>",
-        *[figure_html(f) for f in figures],
-        f"<h2>Top {len(table)} trials</h2>",
-        table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", classes="top-trials"),
-        "</body></html>",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left}"
+            "img{max-width:100%}.skipped{color:#a60}</style></head><body>",
+            f"<h1>{html.escape(title)}</h1>",
+            f"<table>{summary}</table>",
+            *[figure_html(f) for f in figures],
+            f"<h2>Top {len(table)} trials</h2>",
+            table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", classes="top-trials"),
+            "</body></html>",
+        ]
+    )
 
 
 def write_report(study: optuna.Study, storage_url: str, out: Path) -> Path:
@@ -227,19 +268,20 @@ def write_report(study: optuna.Study, storage_url: str, out: Path) -> Path:
     return page
 
 
+def report(args) -> Path:
+    """Write the report of ``args.study_name``; returns the page's path."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_study_name(args.study_name)  # it names files: studies/<name>.db, reports/<name>
+    storage_url = given_storage(args.storage) or find_storage(args.study_name)
+    study = load_finished_study(args.study_name, storage_url)
+    page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)
+    print(f"wrote {page}")
+    return page
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        check_study_name(args.study_name)  # it names files: studies/<name>.db, reports/<name>
-        storage_url = given_storage(args.storage) or find_storage(args.study_name)
-        study = load_finished_study(args.study_name, storage_url)
-        page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {page}")
-    return 0
+    return cli.run_command(lambda: report(args))
 
 
 if __name__ == "__main__":

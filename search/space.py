@@ -71,8 +71,14 @@ def seed_epochs(profile: Profile) -> int:
 
 def seed_baseline(profile: Profile, mode: str = "tuned") -> dict:
     """The seed's configuration as trial parameters (its counting too when ``mode`` samples it)."""
-    params = {"lr": 2e-4, "epochs": seed_epochs(profile), "depth": 4, "upsample": "interp",
-              "schedule": "constant", "augment": False}
+    params = {
+        "lr": 2e-4,
+        "epochs": seed_epochs(profile),
+        "depth": 4,
+        "upsample": "interp",
+        "schedule": "constant",
+        "augment": False,
+    }
     return {**params, **SEED_COUNTING} if mode == "sampled" else params
 
 
@@ -82,8 +88,14 @@ def warm_start(profile: Profile) -> dict:
     A CPU study affords only a few trials; starting TPE from a known-good region (Optuna's
     ``enqueue_trial``) beats spending them all on random start-up points.
     """
-    return {"lr": 2e-3, "epochs": profile.epochs[1], "depth": 4, "upsample": "interp",
-            "schedule": "cosine", "augment": True}
+    return {
+        "lr": 2e-3,
+        "epochs": profile.epochs[1],
+        "depth": 4,
+        "upsample": "interp",
+        "schedule": "cosine",
+        "augment": True,
+    }
 
 
 def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
@@ -107,8 +119,14 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
 
 def train_options(params: dict) -> dict:
     """The ``TrainConfig`` keyword arguments of trial parameters."""
-    return {"lr": params["lr"], "epochs": params["epochs"], "schedule": params["schedule"],
-            "augment": params["augment"], "batch_size": BATCH_SIZE, "loss": LOSS}
+    return {
+        "lr": params["lr"],
+        "epochs": params["epochs"],
+        "schedule": params["schedule"],
+        "augment": params["augment"],
+        "batch_size": BATCH_SIZE,
+        "loss": LOSS,
+    }
 
 
 def with_offsets(setting: dict) -> list[dict]:

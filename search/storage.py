@@ -12,8 +12,8 @@ Storage URLs (``--storage``):
 Database storages record a heartbeat for each running trial; a trial whose worker died (no
 heartbeat for twice the interval) is failed and queued again. Optuna 5.0's journal storage has
 no heartbeat, so a trial whose worker process on this machine is gone is failed and queued
-again by the next worker that looks (``reap_dead_local_trials``), and the journal's lock is an
-flock (``FlockLock``) that a killed worker cannot leave behind.
+again by the next worker that looks (``search.workers.reap_dead_local_trials``), and the
+journal's lock is an flock (``FlockLock``) that a killed worker cannot leave behind.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def default_url(study_name: str, workers: int = 1) -> str:
 def journal_path(url: str) -> str | None:
     """The journal file a storage URL names, or None for a database URL."""
     if url.startswith(JOURNAL_SCHEME):
-        return url[len(JOURNAL_SCHEME):]
+        return url[len(JOURNAL_SCHEME) :]
     if url.endswith(".log") and "://" not in url:
         return url
     return None
@@ -111,12 +111,14 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         try:
             return JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(path)))
         except OSError as exc:
-            raise UsageError(f"cannot open journal {path}: {exc.strerror or exc}")
+            raise UsageError(f"cannot open journal {path}: {exc.strerror or exc}") from None
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UsageError(f"--storage {safe_url(url)!r} is not a storage URL (e.g. sqlite:///studies/cells.db, "
-                         "journal:///studies/cells.journal.log or postgresql://user@host/db)")
+        raise UsageError(
+            f"--storage {safe_url(url)!r} is not a storage URL (e.g. sqlite:///studies/cells.db, "
+            "journal:///studies/cells.journal.log or postgresql://user@host/db)"
+        ) from None
     kwargs = {}
     if parsed.get_backend_name() == "sqlite":
         Path(parsed.database or ".").parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +128,11 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         # The driver the 'postgres' extra installs; SQLAlchemy 2.0 would pick psycopg2 by default.
         parsed = parsed.set(drivername="postgresql+psycopg")
     if heartbeat:
-        kwargs.update(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                      heartbeat_stale_trial_callback=RetryWithoutWorker(max_retry=MAX_RETRY))
+        kwargs.update(
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=RetryWithoutWorker(max_retry=MAX_RETRY),
+        )
     try:
         with warnings.catch_warnings():
             # The heartbeat arguments are marked experimental; the notice is noise here.
@@ -135,7 +140,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
             return RDBStorage(parsed.render_as_string(hide_password=False), **kwargs)
     except Exception as exc:  # driver missing, server unreachable, bad credentials, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"cannot open storage {safe_url(url)}: {reason.replace(url, safe_url(url))}")
+        raise UsageError(f"cannot open storage {safe_url(url)}: {reason.replace(url, safe_url(url))}") from None
 
 
 class FlockLock:
@@ -168,23 +173,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
-    try:
-        # The state is the field after the parenthesised command name, which may hold spaces.
-        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        pass  # no /proc here, or the process is gone: os.kill decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 class RetryWithoutWorker(RetryHeartbeatStaleTrialCallback):
     """Queue a dead worker's trial again, without its ``worker`` attribute.
 
@@ -199,40 +187,16 @@ class RetryWithoutWorker(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
-def reap_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose worker process on this host is gone, and queue them again.
-
-    Works on every storage, immediately (no grace period); the heartbeat covers other hosts.
-    Returns the numbers of the trials failed.
-    """
-    host = socket.gethostname()
-    retry = RetryWithoutWorker(max_retry=MAX_RETRY)
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        try:
-            # The state change is the claim: of two workers reaping at once, one wins.
-            if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry(study, study._storage.get_trial(trial._trial_id))
-        reaped.append(trial.number)
-    return reaped
-
-
 def find_storage(study_name: str) -> str:
     """The default storage a study run would have used: its SQLite file, else its journal file."""
     for workers in (1, 2):
         url = default_url(study_name, workers)
         if Path(journal_path(url) or url.removeprefix("sqlite:///")).is_file():
             return url
-    raise UsageError(f"no study database studies/{study_name}.db or studies/{study_name}.journal.log here: "
-                     "run python -m search.study first, or give --storage")
+    raise UsageError(
+        f"no study database studies/{study_name}.db or studies/{study_name}.journal.log here: "
+        "run python -m search.study first, or give --storage"
+    )
 
 
 def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
@@ -240,4 +204,4 @@ def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:
-        raise UsageError(f"no study {study_name!r} in {safe_url(storage_url)}")
+        raise UsageError(f"no study {study_name!r} in {safe_url(storage_url)}") from None

@@ -40,8 +40,9 @@ def gain(study: optuna.Study) -> dict | None:
         return None
     if "val_errors" not in base.user_attrs or "val_errors" not in best.user_attrs:
         return None
-    result = stats.compare(np.array(best.user_attrs["val_errors"]), np.array(base.user_attrs["val_errors"]),
-                           np.array(groups))
+    result = stats.compare(
+        np.array(best.user_attrs["val_errors"]), np.array(base.user_attrs["val_errors"]), np.array(groups)
+    )
     return {**result, "best": best.number, "baseline": base.number}
 
 
@@ -51,10 +52,14 @@ def gain_line(study: optuna.Study) -> str:
     if g is None:
         return "no comparison with the seed baseline yet (it has not finished)"
     if g["best"] == g["baseline"]:
-        return (f"the seed baseline (trial {g['baseline']}) is the best trial: the search found nothing better; "
-                "keep the seed's configuration")
-    head = (f"best trial {g['best']} against the seed baseline (trial {g['baseline']}): {g['diff']:+.3f} MAE, "
-            f"standard error {g['se']:.3f} (95% interval {g['low']:+.3f} to {g['high']:+.3f}, over validation images)")
+        return (
+            f"the seed baseline (trial {g['baseline']}) is the best trial: the search found nothing better; "
+            "keep the seed's configuration"
+        )
+    head = (
+        f"best trial {g['best']} against the seed baseline (trial {g['baseline']}): {g['diff']:+.3f} MAE, "
+        f"standard error {g['se']:.3f} (95% interval {g['low']:+.3f} to {g['high']:+.3f}, over validation images)"
+    )
     if g["significant"] and g["diff"] < 0:
         return head + ": a significant gain"
     return head + ": NOT a significant gain; the seed baseline is the safe choice"

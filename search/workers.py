@@ -1,25 +1,29 @@
 """Several worker processes on one study, and a run loop that stops at exactly the target.
 
-``spawn`` starts ``--workers N`` copies of ``python -m search.study`` that share one storage,
+``spawn_and_wait`` starts ``--workers N`` copies of ``python -m search.study`` that share one storage,
 one GPU each when several are visible, else a share of the CPU threads. ``run_until_target``
 replaces ``study.optimize``'s own stopping rule: a worker starts a trial only while finished plus
 running trials stay below the target, and ``TrialGuard`` fails the rare trial started in the
 same instant by two workers, so the study ends with exactly the target of finished trials.
+``reap_dead_local_trials`` fails and requeues the trials of workers on this machine that died.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 import torch
 
-from search.storage import STORAGE_ENV, WORKER_ATTR, reap_dead_local_trials, worker_id
+from search.cli import Failed
+from search.storage import MAX_RETRY, STORAGE_ENV, WORKER_ATTR, RetryWithoutWorker, worker_id
 
 STATES = optuna.trial.TrialState
 FINISHED = (STATES.COMPLETE, STATES.PRUNED)
@@ -52,7 +56,7 @@ def _forward(stream, prefix: str) -> None:
         sys.stdout.flush()
 
 
-class WorkersFailed(Exception):
+class WorkersFailed(Failed):
     """A worker process exited with an error."""
 
 
@@ -131,8 +135,11 @@ class TrialGuard:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         # Trial numbers are issued atomically: earlier finished or running trials have priority.
-        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, STATES.RUNNING))
-                   if t.number < trial.number]
+        earlier = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, STATES.RUNNING))
+            if t.number < trial.number
+        ]
         if len(earlier) >= self.target:
             reason = "not run: other workers had already filled the study's target"
             trial.set_user_attr("fail_reason", reason)
@@ -147,6 +154,49 @@ class TrialGuard:
             raise
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        # The state is the field after the parenthesised command name, which may hold spaces.
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass  # no /proc here, or the process is gone: os.kill decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def reap_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker process on this host is gone, and queue them again.
+
+    Works on every storage, immediately (no grace period); the heartbeat covers other hosts.
+    Returns the numbers of the trials failed.
+    """
+    host = socket.gethostname()
+    retry = RetryWithoutWorker(max_retry=MAX_RETRY)
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            # The state change is the claim: of two workers reaping at once, one wins.
+            if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry(study, study._storage.get_trial(trial._trial_id))
+        reaped.append(trial.number)
+    return reaped
+
+
 def _fail_stale(study: optuna.Study) -> None:
     """Fail and requeue trials of dead workers: local ones at once, others after the heartbeat grace."""
     for number in reap_dead_local_trials(study):
@@ -156,8 +206,15 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def run_until_target(study: optuna.Study, objective, target: int, timeout: float,
-                     catch: tuple, callbacks: list, should_stop=lambda: False) -> None:
+def run_until_target(
+    study: optuna.Study,
+    objective,
+    target: int,
+    timeout: float,
+    catch: tuple,
+    callbacks: list,
+    should_stop=lambda: False,
+) -> None:
     """Run trials one at a time until the study has ``target`` finished trials or time is up.
 
     Parameters

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 from search import space
-from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,6 +8,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
+from conftest import disc_tiles
 from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import get_note, wsgi
 
@@ -15,8 +16,6 @@ from model.plots import count_scatter_figure, learning_curve_figure, overlay_fig
 from model.train import EpochReport
 from search import study
 from search.artifacts import TRIAL_ARTIFACTS, artifact_dir
-
-from conftest import disc_tiles
 
 PNG = b"\x89PNG"
 
@@ -53,13 +52,17 @@ def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profil
             assert sorted(by_name) == sorted(TRIAL_ARTIFACTS)
             assert by_name["learning-curve.png"]["mimetype"] == "image/png"
             for name in ("learning-curve.png", "val-overlay.png"):
-                body = get(f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
-                           f"{by_name[name]['artifact_id']}")
+                body = get(f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/{by_name[name]['artifact_id']}")
                 assert body.startswith(PNG), name
-            config = json.loads(get(f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
-                                    f"{by_name['config.json']['artifact_id']}"))
+            config = json.loads(
+                get(
+                    f"{root}/artifacts/{summary['study_id']}/{trial['trial_id']}/"
+                    f"{by_name['config.json']['artifact_id']}"
+                )
+            )
             assert config["counting"] == next(
-                json.loads(a["value"]) for a in trial["user_attrs"] if a["key"] == "counting")
+                json.loads(a["value"]) for a in trial["user_attrs"] if a["key"] == "counting"
+            )
         # The note names the data and the profile, and after the baseline trial its score.
         note = detail["note"]["body"]
         baseline = optuna.load_study(study_name="cells", storage=storage).trials[0]
@@ -95,8 +98,9 @@ def test_figures_are_pngs(tmp_path):
     figures = {
         "curve": learning_curve_figure(history),
         # An all-zero map has no outline to draw: must not fail.
-        "overlay": overlay_figure(images, np.where(np.arange(5)[:, None, None] > 0, masks, 0), 0.5, counts,
-                                  counts + 1, n=4),
+        "overlay": overlay_figure(
+            images, np.where(np.arange(5)[:, None, None] > 0, masks, 0), 0.5, counts, counts + 1, n=4
+        ),
         "scatter": count_scatter_figure(counts, counts + 1, "t"),
     }
     for name, fig in figures.items():

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from model.count import COUNTERS, count_cells, count_components, count_setting, count_watershed, mae_by_setting
+from model.count import COUNTERS, count_cells, count_components, count_setting, count_watershed
+from model.scoring import mae_by_setting
 
 SIZE = 64
 
@@ -13,7 +14,7 @@ def discs(*centres, radius=6.0, value=1.0, size=SIZE):
     rows, cols = np.mgrid[:size, :size]
     prob = np.zeros((size, size), dtype=np.float32)
     for r, c in centres:
-        prob[(rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2] = value
+        prob[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = value
     return prob
 
 
@@ -152,6 +153,7 @@ def test_bad_value_raises(method, params, match):
 
 
 def test_good_numpy_scalar_values_accepted():
-    counts = count_cells(discs((32, 32)), "watershed", threshold=np.float32(0.5),
-                         min_distance=np.int64(2), offset=np.int64(0))
+    counts = count_cells(
+        discs((32, 32)), "watershed", threshold=np.float32(0.5), min_distance=np.int64(2), offset=np.int64(0)
+    )
     assert counts.tolist() == [1]

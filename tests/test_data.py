@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import data
-from data import (DataError, fingerprint, load_counts_csv, load_test, load_tile_ints,
-                  load_train, split_indices)
+from data import DataError, fingerprint, load_counts_csv, load_test, load_tile_ints, load_train, split_indices
 
 N, H, W = 3, 16, 16
 
@@ -29,11 +28,11 @@ def _npz(tmp_path, name, **arrays):
 
 def _raises(path, keyword):
     """pytest.raises for a DataError naming `path` and mentioning `keyword`."""
-    return pytest.raises(
-        DataError, match=rf"{re.escape(path.name)}.*{keyword}")
+    return pytest.raises(DataError, match=rf"{re.escape(path.name)}.*{keyword}")
 
 
 # --- load_train: good input -------------------------------------------------
+
 
 def test_load_train_valid(tmp_path):
     path = _npz(tmp_path, "ok.npz", X=_images(), y=_masks(), extra=np.ones(2))
@@ -50,16 +49,14 @@ def test_load_train_accepts_str_path(tmp_path):
 
 
 def test_load_train_converts_integer_images_and_masks(tmp_path):
-    path = _npz(tmp_path, "ints.npz", X=_images(dtype=np.int64),
-                y=(_masks() > 0.5).astype(np.uint8))
+    path = _npz(tmp_path, "ints.npz", X=_images(dtype=np.int64), y=(_masks() > 0.5).astype(np.uint8))
     X, y = load_train(path)
     assert X.dtype == np.uint8 and y.dtype == np.float32
     assert set(np.unique(y)) <= {0.0, 1.0}
 
 
 def test_load_train_drops_trailing_channel(tmp_path):
-    path = _npz(tmp_path, "chan.npz", X=_images()[..., None],
-                y=_masks()[..., None])
+    path = _npz(tmp_path, "chan.npz", X=_images()[..., None], y=_masks()[..., None])
     X, y = load_train(path)
     assert X.shape == y.shape == (N, H, W)
 
@@ -70,32 +67,22 @@ BAD_TRAIN = {
     "missing_y": (dict(X=_images()), "missing key.*'y'"),
     "missing_X": (dict(y=_masks()), "missing key.*'X'"),
     "rank2": (dict(X=_images()[0], y=_masks()[0]), "3-D"),
-    "rank4": (dict(X=_images()[..., None].repeat(3, -1), y=_masks()),
-              "3-D"),
+    "rank4": (dict(X=_images()[..., None].repeat(3, -1), y=_masks()), "3-D"),
     "empty_n": (dict(X=_images(n=0), y=_masks(n=0)), "empty"),
-    "empty_w": (dict(X=np.zeros((N, H, 0), np.uint8),
-                     y=np.zeros((N, H, 0), np.float32)), "empty"),
+    "empty_w": (dict(X=np.zeros((N, H, 0), np.uint8), y=np.zeros((N, H, 0), np.float32)), "empty"),
     "len_mismatch": (dict(X=_images(n=3), y=_masks(n=2)), "do not match"),
-    "shape_mismatch": (dict(X=_images(w=32), y=_masks(w=16)),
-                       "do not match"),
+    "shape_mismatch": (dict(X=_images(w=32), y=_masks(w=16)), "do not match"),
     "not_square": (dict(X=_images(w=32), y=_masks(w=32)), "must be square"),
-    "float_X": (dict(X=_images().astype(np.float32), y=_masks()),
-                "float images"),
-    "X_out_of_range": (dict(X=_images(dtype=np.int16) + 300, y=_masks()),
-                       "0..255"),
-    "X_negative": (dict(X=_images(dtype=np.int16) - 1, y=_masks()),
-                   "0..255"),
-    "nan_y": (dict(X=_images(), y=np.where(_masks() > 0.5, np.nan,
-                                           _masks())), "NaN"),
-    "inf_y": (dict(X=_images(), y=np.where(_masks() > 0.5, np.inf,
-                                           _masks())), "NaN or inf"),
+    "float_X": (dict(X=_images().astype(np.float32), y=_masks()), "float images"),
+    "X_out_of_range": (dict(X=_images(dtype=np.int16) + 300, y=_masks()), "0..255"),
+    "X_negative": (dict(X=_images(dtype=np.int16) - 1, y=_masks()), "0..255"),
+    "nan_y": (dict(X=_images(), y=np.where(_masks() > 0.5, np.nan, _masks())), "NaN"),
+    "inf_y": (dict(X=_images(), y=np.where(_masks() > 0.5, np.inf, _masks())), "NaN or inf"),
     "y_above_1": (dict(X=_images(), y=_masks() * 2), r"\[0, 1\]"),
     "y_negative": (dict(X=_images(), y=_masks() - 0.5), r"\[0, 1\]"),
     "y_strings": (dict(X=_images(), y=np.full((N, H, W), "a")), "numeric"),
-    "size_not_16": (dict(X=_images(h=20), y=_masks(h=20)),
-                    "multiples of 16"),
-    "width_not_16": (dict(X=_images(w=40), y=_masks(w=40)),
-                     "multiples of 16"),
+    "size_not_16": (dict(X=_images(h=20), y=_masks(h=20)), "multiples of 16"),
+    "width_not_16": (dict(X=_images(w=40), y=_masks(w=40)), "multiples of 16"),
 }
 
 
@@ -173,7 +160,7 @@ def test_truncated_npz(tmp_path, keep):
     X = rng.integers(0, 256, (4, 64, 64), dtype=np.uint8)
     path = _npz(tmp_path, "cut.npz", X=X, y=rng.random(X.shape))
     raw = path.read_bytes()
-    path.write_bytes(raw[:int(len(raw) * keep)])
+    path.write_bytes(raw[: int(len(raw) * keep)])
     with _raises(path, "(corrupt|truncated)"):
         load_train(path)
 
@@ -183,11 +170,10 @@ def test_corrupt_member_data(tmp_path):
     # and only fails when the array is read lazily.
     rng = np.random.default_rng(1)
     path = tmp_path / "bitrot.npz"
-    np.savez_compressed(path, X=rng.integers(0, 256, (4, 64, 64), np.uint8),
-                        y=rng.random((4, 64, 64)))
+    np.savez_compressed(path, X=rng.integers(0, 256, (4, 64, 64), np.uint8), y=rng.random((4, 64, 64)))
     raw = bytearray(path.read_bytes())
     mid = len(raw) // 4
-    raw[mid:mid + 64] = bytes(64)
+    raw[mid : mid + 64] = bytes(64)
     path.write_bytes(bytes(raw))
     with _raises(path, "(corrupt|truncated)"):
         load_train(path)
@@ -215,20 +201,24 @@ def test_error_is_one_line_and_a_value_error(tmp_path):
 
 # --- load_test --------------------------------------------------------------
 
+
 def test_load_test_valid_and_ignores_y(tmp_path):
     path = _npz(tmp_path, "test.npz", X=_images())
     X = load_test(path)
     assert X.dtype == np.uint8 and X.shape == (N, H, W)
 
 
-@pytest.mark.parametrize("arrays, keyword", [
-    (dict(y=_masks()), "missing key.*'X'"),
-    (dict(X=_images()[0]), "3-D"),
-    (dict(X=_images(n=0)), "empty"),
-    (dict(X=_images().astype(np.float64)), "float images"),
-    (dict(X=_images(dtype=np.int32) + 256), "0..255"),
-    (dict(X=_images(h=24)), "multiples of 16"),
-])
+@pytest.mark.parametrize(
+    "arrays, keyword",
+    [
+        (dict(y=_masks()), "missing key.*'X'"),
+        (dict(X=_images()[0]), "3-D"),
+        (dict(X=_images(n=0)), "empty"),
+        (dict(X=_images().astype(np.float64)), "float images"),
+        (dict(X=_images(dtype=np.int32) + 256), "0..255"),
+        (dict(X=_images(h=24)), "multiples of 16"),
+    ],
+)
 def test_load_test_rejects(tmp_path, arrays, keyword):
     path = _npz(tmp_path, "bad_test.npz", **arrays)
     with _raises(path, keyword):
@@ -236,6 +226,7 @@ def test_load_test_rejects(tmp_path, arrays, keyword):
 
 
 # --- load_counts_csv ----------------------------------------------------------
+
 
 def _csv(tmp_path, text, name="counts.csv"):
     path = tmp_path / name
@@ -255,19 +246,22 @@ def test_counts_whole_floats_accepted(tmp_path):
     np.testing.assert_array_equal(load_counts_csv(path), [3, 4])
 
 
-@pytest.mark.parametrize("text, keyword", [
-    ("", "empty"),
-    ("index,count\n", "no rows"),
-    ("index,n\n0,1\n", "missing column.*'count'"),
-    ("id,count\n0,1\n", "missing column.*'index'"),
-    ("index,count\n0,1.5\n1,2\n", "integers"),
-    ("index,count\n0,abc\n1,2\n", "non-integer"),
-    ("index,count\n0,\n1,2\n", "missing"),
-    ("index,count\n0,1\n1,-2\n", "non-negative"),
-    ("index,count\n1,1\n2,2\n", "0..1 in order"),
-    ("index,count\n1,1\n0,2\n", "in order"),
-    ("index,count\n0,1\n0,2\n", "in order"),
-])
+@pytest.mark.parametrize(
+    "text, keyword",
+    [
+        ("", "empty"),
+        ("index,count\n", "no rows"),
+        ("index,n\n0,1\n", "missing column.*'count'"),
+        ("id,count\n0,1\n", "missing column.*'index'"),
+        ("index,count\n0,1.5\n1,2\n", "integers"),
+        ("index,count\n0,abc\n1,2\n", "non-integer"),
+        ("index,count\n0,\n1,2\n", "missing"),
+        ("index,count\n0,1\n1,-2\n", "non-negative"),
+        ("index,count\n1,1\n2,2\n", "0..1 in order"),
+        ("index,count\n1,1\n0,2\n", "in order"),
+        ("index,count\n0,1\n0,2\n", "in order"),
+    ],
+)
 def test_counts_rejects(tmp_path, text, keyword):
     path = _csv(tmp_path, text, name="bad_counts.csv")
     with _raises(path, keyword):
@@ -281,6 +275,7 @@ def test_counts_wrong_length(tmp_path):
 
 
 # --- fingerprint --------------------------------------------------------------
+
 
 def test_fingerprint_tracks_content(tmp_path):
     path = _npz(tmp_path, "fp.npz", X=_images())
@@ -301,6 +296,7 @@ def test_fingerprint_same_bytes_same_digest(tmp_path):
 
 # --- split_indices ------------------------------------------------------------
 
+
 def test_split_deterministic_and_seeded():
     a = split_indices(100, seed=3)
     b = split_indices(100, seed=3)
@@ -314,8 +310,7 @@ def test_split_deterministic_and_seeded():
 def test_split_partition(n):
     train, val = split_indices(n, 0.2, seed=0)
     assert len(np.intersect1d(train, val)) == 0
-    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])),
-                                  np.arange(n))
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
     assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
     assert len(train) >= 1 and len(val) >= 1
 
@@ -329,8 +324,7 @@ def test_split_sizes():
     assert len(split_indices(10, val_fraction=0.99)[0]) == 1
 
 
-@pytest.mark.parametrize("n, frac", [(1, 0.2), (0, 0.2), (10, 0.0),
-                                     (10, 1.0), (10, -0.1), (2.5, 0.2)])
+@pytest.mark.parametrize("n, frac", [(1, 0.2), (0, 0.2), (10, 0.0), (10, 1.0), (10, -0.1), (2.5, 0.2)])
 def test_split_rejects(n, frac):
     with pytest.raises(ValueError):
         split_indices(n, frac)
@@ -338,10 +332,10 @@ def test_split_rejects(n, frac):
 
 # --- embedded dataset ---------------------------------------------------------
 
+
 def test_embedded_paths_are_absolute_and_present():
     assert data.EMBEDDED_DIR.is_absolute()
-    for path in (data.DEFAULT_TRAIN, data.DEFAULT_TEST,
-                 data.DEFAULT_TEST_COUNTS, data.DEFAULT_TEST_TRUTH):
+    for path in (data.DEFAULT_TRAIN, data.DEFAULT_TEST, data.DEFAULT_TEST_COUNTS, data.DEFAULT_TEST_TRUTH):
         assert path.is_file(), path
     assert (data.EMBEDDED_DIR / "README.md").is_file()
     assert (data.EMBEDDED_DIR / "LICENSE").is_file()
@@ -364,8 +358,11 @@ def test_load_tile_counts_optional_and_checked(tmp_path):
     good = tmp_path / "good.npz"
     np.savez(good, X=X, y=y, counts=np.array([0, 2, 5], np.int32))
     np.testing.assert_array_equal(load_tile_ints(good, "counts", 3), [0, 2, 5])
-    for name, counts in [("short", np.array([1, 2])), ("negative", np.array([1, -1, 0])),
-                         ("float", np.array([1.5, 2.0, 0.0]))]:
+    for name, counts in [
+        ("short", np.array([1, 2])),
+        ("negative", np.array([1, -1, 0])),
+        ("float", np.array([1.5, 2.0, 0.0])),
+    ]:
         bad = tmp_path / f"{name}.npz"
         np.savez(bad, X=X, y=y, counts=counts)
         with pytest.raises(DataError, match=f"{name}.npz.*counts"):
@@ -392,6 +389,7 @@ def test_load_tile_groups_optional_and_checked(tmp_path):
 
 # --- split_groups ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(5))
 def test_grouped_split_never_puts_one_group_on_both_sides(seed):
     rng = np.random.default_rng(seed)
@@ -413,11 +411,13 @@ def test_grouped_split_needs_two_groups():
 
 # --- find_overlap_groups ----------------------------------------------------------
 
+
 def _cut(image, size, step):
     """Overlapping size x size windows of ``image``, ``step`` px apart in both directions."""
     h, w = image.shape
-    return [image[r:r + size, c:c + size] for r in range(0, h - size + 1, step)
-            for c in range(0, w - size + 1, step)]
+    return [
+        image[r : r + size, c : c + size] for r in range(0, h - size + 1, step) for c in range(0, w - size + 1, step)
+    ]
 
 
 def test_overlap_groups_finds_tiles_of_one_image():

@@ -7,8 +7,8 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import disc_tiles
+
 from search import export, study
 from search.storage import open_storage
 
@@ -58,7 +58,9 @@ def test_errors_exit_2(finished_study, in_tmp, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, (args, err)
     # A checkpoint lost since the study ran is named, not a traceback.
-    ckpt = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs["checkpoint"]
+    ckpt = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs[
+        "checkpoint"
+    ]
     (in_tmp / ckpt / "config.json").unlink()
     assert export.main(["--test", str(test)]) == 2
     assert "checkpoint file missing" in capsys.readouterr().err
@@ -74,15 +76,20 @@ def test_study_without_finished_trial(in_tmp, capsys):
 
 def test_same_name_in_another_storage_keeps_its_own_checkpoints(tiny_files, finished_study, in_tmp, capsys):
     train, test, _ = tiny_files
-    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1",
-                       "--storage", "studies/cells.journal.log"]) == 0
+    assert (
+        study.main(
+            ["--train", str(train), "--profile", "tiny", "--n-trials", "1", "--storage", "studies/cells.journal.log"]
+        )
+        == 0
+    )
     ours = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials[0]
     theirs = optuna.load_study(study_name="cells", storage=open_storage("studies/cells.journal.log")).trials[0]
     assert ours.user_attrs["checkpoint"] != theirs.user_attrs["checkpoint"]
     assert export.main(["--test", str(test), "--trial", "0"]) == 0
     # Another study's weights in this trial's folder are refused, not exported.
-    shutil.copytree(in_tmp / theirs.user_attrs["checkpoint"], in_tmp / ours.user_attrs["checkpoint"],
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        in_tmp / theirs.user_attrs["checkpoint"], in_tmp / ours.user_attrs["checkpoint"], dirs_exist_ok=True
+    )
     capsys.readouterr()
     assert export.main(["--test", str(test), "--trial", "0", "--out", "other.csv"]) == 2
     err = capsys.readouterr().err.strip()

@@ -9,8 +9,14 @@ import pytest
 
 from search import report, space
 
-FIGURES = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png",
-           "mae_by_depth_upsample_offset.png", "mae_by_offset.png", "best_counts.png")
+FIGURES = (
+    "optimization_history.png",
+    "param_importances.png",
+    "parallel_coordinate.png",
+    "mae_by_depth_upsample_offset.png",
+    "mae_by_offset.png",
+    "best_counts.png",
+)
 
 
 def fake_objective(trial, with_counts=True):
@@ -33,8 +39,9 @@ def fake_objective(trial, with_counts=True):
 
 def fake_study(n_trials, name="cells", with_counts=True):
     Path("studies").mkdir(exist_ok=True)
-    s = optuna.create_study(study_name=name, storage=f"sqlite:///studies/{name}.db",
-                            sampler=optuna.samplers.RandomSampler(seed=0))
+    s = optuna.create_study(
+        study_name=name, storage=f"sqlite:///studies/{name}.db", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     s.set_user_attr("train_path", "train.npz")
     s.set_user_attr("val_groups", list(range(30)))
     s.enqueue_trial(space.seed_baseline(space.PROFILES["quick"]), user_attrs={"baseline": True})
@@ -55,7 +62,7 @@ def test_report_has_every_figure_and_the_top_trials(in_tmp, capsys):
     page = (out / "report.html").read_text()
     assert img_files(page) == list(FIGURES)
     assert "Top 6 trials" in page and page.count("<tr>") >= 6 + 6  # summary rows + table rows
-    assert "seed baseline" in page and "src=\"http" not in page  # self-contained
+    assert "seed baseline" in page and 'src="http' not in page  # self-contained
     assert "significant gain" in page or "is the best trial" in page
     assert "wrote reports/cells/report.html" in capsys.readouterr().out
 
@@ -79,12 +86,18 @@ def test_old_trials_without_counts_still_report(in_tmp):
     assert "best_counts.png" not in img_files(page) and "per-tile validation counts" in page
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (lambda: None, [], "no study database studies/cells.db"),
-    (lambda: fake_study(1, name="other"), ["--storage", "sqlite:///studies/other.db"], "no study 'cells'"),
-    (lambda: optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db"), [],
-     "has no finished trial yet"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda: None, [], "no study database studies/cells.db"),
+        (lambda: fake_study(1, name="other"), ["--storage", "sqlite:///studies/other.db"], "no study 'cells'"),
+        (
+            lambda: optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db"),
+            [],
+            "has no finished trial yet",
+        ),
+    ],
+)
 def test_nothing_to_report_exits_2_with_one_line(in_tmp, capsys, setup, args, message):
     (in_tmp / "studies").mkdir()
     setup()

@@ -53,9 +53,14 @@ def _study(best_errors, base_errors, groups):
     s = optuna.create_study()
     s.set_user_attr("val_groups", [int(g) for g in groups])
     for errors, attrs in ((base_errors, {"baseline": True}), (best_errors, {})):
-        s.add_trial(optuna.trial.create_trial(
-            value=float(np.abs(errors).mean()), params={}, distributions={},
-            user_attrs={**attrs, "val_errors": [int(e) for e in errors]}))
+        s.add_trial(
+            optuna.trial.create_trial(
+                value=float(np.abs(errors).mean()),
+                params={},
+                distributions={},
+                user_attrs={**attrs, "val_errors": [int(e) for e in errors]},
+            )
+        )
     return s
 
 

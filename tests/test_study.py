@@ -9,11 +9,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
+from conftest import disc_tiles
 from optuna_dashboard import wsgi
 
-from conftest import disc_tiles
 from model.train import EpochReport
-from search import export, report, space, study
+from search import export, objective, report, space, study
 from search.storage import open_storage
 
 STATES = optuna.trial.TrialState
@@ -55,9 +55,21 @@ def test_study_completes_resumes_and_records(tiny_files, tiny_profile, in_tmp, c
         assert set(t.params) == {"lr", "epochs", "depth", "upsample", "schedule", "augment"}
         assert t.user_attrs["offset"] == t.user_attrs["counting"]["offset"]
     attrs = baseline.user_attrs
-    assert set(attrs) >= {"val_mae_offset_-1", "val_mae_offset_+0", "val_mae_offset_+1",
-                          "val_mae_offset_+2", "train_seconds", "device", "value_se", "val_errors",
-                          "n_params", "checkpoint", "counting", "counting_scores", "val_mae_seed_counting"}
+    assert set(attrs) >= {
+        "val_mae_offset_-1",
+        "val_mae_offset_+0",
+        "val_mae_offset_+1",
+        "val_mae_offset_+2",
+        "train_seconds",
+        "device",
+        "value_se",
+        "val_errors",
+        "n_params",
+        "checkpoint",
+        "counting",
+        "counting_scores",
+        "val_mae_seed_counting",
+    }
     assert len(attrs["counting_scores"]) == len(space.counting_grid())
     # The shown counting is the best on all validation tiles; the value scores that choice out of
     # sample, from the per-tile errors it records.
@@ -99,7 +111,7 @@ def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, c
 
 
 def test_diverged_trial_fails_alone(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    real_fit = study.fit
+    real_fit = objective.fit
     calls = []
 
     def fit_diverging_once(net, train, *args, on_epoch, **kwargs):
@@ -108,7 +120,7 @@ def test_diverged_trial_fails_alone(tiny_files, tiny_profile, in_tmp, monkeypatc
             on_epoch(EpochReport(1, float("nan"), float("nan"), float("nan"), 0.0))
         return real_fit(net, train, *args, on_epoch=on_epoch, **kwargs)
 
-    monkeypatch.setattr(study, "fit", fit_diverging_once)
+    monkeypatch.setattr(objective, "fit", fit_diverging_once)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "3") == 0
     trials = load().trials
@@ -142,19 +154,22 @@ def test_dashboard_server_lists_study_with_all_parameters(tiny_files, tiny_profi
         server.shutdown()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--n-trials", "0"], "--n-trials must be at least 1"),
-    (["--timeout", "-5"], "--timeout must be positive"),
-    (["--device", "tpu9"], "--device"),
-    (["--storage", "nosuchdb://x"], "cannot open storage"),
-    (["--storage", "not a url"], "not a storage URL"),
-    (["--storage", "postgresql://u:pw@127.0.0.1:1/x"], "cannot open storage postgresql://u:***@127.0.0.1:1/x"),
-    (["--workers", "0"], "--workers must be at least 1"),
-    (["--workers", "-2"], "--workers must be at least 1"),
-    (["--n-trials", "-1"], "--n-trials must be at least 1"),
-    (["--heartbeat", "0"], "--heartbeat must be at least 1"),
-    (["--workers", "2", "--storage", "sqlite:///studies/x.db"], "cannot share SQLite"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-trials", "0"], "--n-trials must be at least 1"),
+        (["--timeout", "-5"], "--timeout must be positive"),
+        (["--device", "tpu9"], "--device"),
+        (["--storage", "nosuchdb://x"], "cannot open storage"),
+        (["--storage", "not a url"], "not a storage URL"),
+        (["--storage", "postgresql://u:pw@127.0.0.1:1/x"], "cannot open storage postgresql://u:***@127.0.0.1:1/x"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "-2"], "--workers must be at least 1"),
+        (["--n-trials", "-1"], "--n-trials must be at least 1"),
+        (["--heartbeat", "0"], "--heartbeat must be at least 1"),
+        (["--workers", "2", "--storage", "sqlite:///studies/x.db"], "cannot share SQLite"),
+    ],
+)
 def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, message):
     train, _, _ = tiny_files
     assert run_study(train, *args) == 2
@@ -193,7 +208,7 @@ def test_study_with_another_objective_exits_2(tiny_files, tiny_profile, in_tmp, 
 
 
 def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
-    real_fit = study.fit
+    real_fit = objective.fit
     calls = []
 
     def fit_interrupted_in_trial_1(net, train, *args, on_epoch, **kwargs):
@@ -202,7 +217,7 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
             raise KeyboardInterrupt
         return real_fit(net, train, *args, on_epoch=on_epoch, **kwargs)
 
-    monkeypatch.setattr(study, "fit", fit_interrupted_in_trial_1)
+    monkeypatch.setattr(objective, "fit", fit_interrupted_in_trial_1)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "3") == 130
     assert "run the same command to resume" in capsys.readouterr().err
@@ -214,7 +229,7 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
 
 
 class Clock:
-    """Stands in for ``study.time``: a monotonic clock a test can move past the study's deadline."""
+    """Stands in for ``time`` in the study and its objective: a clock a test moves past the deadline."""
 
     def __init__(self):
         self.skew = 0.0
@@ -224,14 +239,15 @@ class Clock:
 
 
 def fit_hitting_deadline_in_epoch(epoch, clock):
-    """``study.fit`` that moves ``clock`` past the deadline during epoch ``epoch``."""
-    real_fit = study.fit
+    """``fit`` that moves ``clock`` past the deadline during epoch ``epoch``."""
+    real_fit = objective.fit
 
     def fit(*args, on_epoch, **kwargs):
         def report(r):
             if r.epoch == epoch:
                 clock.skew = 1e6
             on_epoch(r)
+
         return real_fit(*args, on_epoch=report, **kwargs)
 
     return fit
@@ -270,7 +286,8 @@ def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys):
 def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_tmp, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(study, "time", clock)
-    monkeypatch.setattr(study, "fit", fit_hitting_deadline_in_epoch(2, clock))  # the baseline trains 2 epochs
+    monkeypatch.setattr(objective, "time", clock)
+    monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(2, clock))  # the baseline trains 2 epochs
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2") == 0
     trial, warm = load().trials
@@ -280,9 +297,10 @@ def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_
 
 
 def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
-    real_fit, clock = study.fit, Clock()
+    real_fit, clock = objective.fit, Clock()
     monkeypatch.setattr(study, "time", clock)
-    monkeypatch.setattr(study, "fit", fit_hitting_deadline_in_epoch(1, clock))
+    monkeypatch.setattr(objective, "time", clock)
+    monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(1, clock))
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 0
     stopped, warm, queued = load().trials
@@ -293,15 +311,16 @@ def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_prof
     out = capsys.readouterr().out
     assert "no finished trial yet: the timeout stopped a trial" in out
     # The stopped trial did not count: the same command runs it again, to the end.
-    monkeypatch.setattr(study, "fit", real_fit)
+    monkeypatch.setattr(objective, "fit", real_fit)
     assert run_study(train, "--n-trials", "2") == 0
     trials = load().trials
     assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
     assert trials[2].params == stopped.params and trials[2].user_attrs["baseline"]
 
 
-def test_no_complete_trial_never_says_run_again_when_that_does_nothing(tiny_files, tiny_profile, in_tmp,
-                                                                        monkeypatch, capsys):
+def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
+    tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
+):
     monkeypatch.setattr(study, "make_pruner", lambda name, profile: PruneAll())
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 0
@@ -311,15 +330,15 @@ def test_no_complete_trial_never_says_run_again_when_that_does_nothing(tiny_file
 
 
 def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    real_fit = study.fit
+    real_fit = objective.fit
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study, "fit", interrupted)
+    monkeypatch.setattr(objective, "fit", interrupted)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 130
-    monkeypatch.setattr(study, "fit", real_fit)
+    monkeypatch.setattr(objective, "fit", real_fit)
     assert run_study(train, "--n-trials", "2") == 0
     trials = load().trials  # the warm start, queued at creation, runs first
     assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
@@ -329,8 +348,11 @@ def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, i
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "cells db"])
 def test_study_name_must_stay_inside_studies(tiny_files, tiny_profile, in_tmp, capsys, name):
     train, _, _ = tiny_files
-    for main in (lambda: run_study(train, "--study-name", name, "--n-trials", "1"),
-                 lambda: export.main(["--study-name", name]), lambda: report.main(["--study-name", name])):
+    for main in (
+        lambda: run_study(train, "--study-name", name, "--n-trials", "1"),
+        lambda: export.main(["--study-name", name]),
+        lambda: report.main(["--study-name", name]),
+    ):
         assert main() == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--study-name" in err and "letters, digits" in err

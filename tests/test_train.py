@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import disc_tiles
+
 from model.train import (
     EpochReport,
     TrainConfig,
@@ -115,8 +115,10 @@ def test_cosine_schedule_decays_to_zero(train_set):
 
 
 def test_cosine_schedule_changes_training(train_set):
-    runs = [fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=2, batch_size=4, schedule=s), *train_set).state_dict
-            for s in ("constant", "cosine")]
+    runs = [
+        fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=2, batch_size=4, schedule=s), *train_set).state_dict
+        for s in ("constant", "cosine")
+    ]
     assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="linear")
@@ -145,8 +147,9 @@ def test_same_init_different_train_seed_differs(train_set):
 
 def test_augment_changes_what_is_trained_on(train_set):
     # Same initial weights and seed: augmentation must change what the net is trained on.
-    runs = [fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=1, batch_size=4, augment=a), *train_set)
-            for a in (False, True)]
+    runs = [
+        fit(tiny_net(0), TrainConfig(lr=1e-2, epochs=1, batch_size=4, augment=a), *train_set) for a in (False, True)
+    ]
     assert all(np.isfinite(r.history[0].train_loss) for r in runs)
     assert not all(torch.equal(runs[0].state_dict[k], runs[1].state_dict[k]) for k in runs[0].state_dict)
 

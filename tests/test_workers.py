@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 
-from search import storage, study, workers
+from search import objective, storage, study, workers
 
 STATES = optuna.trial.TrialState
 WORKER = Path(__file__).with_name("tiny_worker.py")
@@ -35,8 +35,13 @@ def finished(s):
 
 def start_worker(train, *extra, env=None):
     """A tiny-profile study process whose output is read line by line."""
-    return subprocess.Popen([sys.executable, str(WORKER), *tiny_args(train, *extra)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *tiny_args(train, *extra)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for_line(proc, text):
@@ -69,11 +74,27 @@ def postgres():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = base / "data"
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", f"--pwfile={base / 'pw'}",
-                    "-A", "scram-sha-256"], check=True, capture_output=True)
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "start", "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "postgres", f"--pwfile={base / 'pw'}", "-A", "scram-sha-256"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
@@ -85,6 +106,7 @@ def postgres():
 def fresh_db(postgres):
     """The server's URL with a new empty database."""
     import sqlalchemy
+
     name = f"t{uuid.uuid4().hex}"
     engine = sqlalchemy.create_engine(postgres, isolation_level="AUTOCOMMIT")
     with engine.connect() as c:
@@ -93,6 +115,7 @@ def fresh_db(postgres):
     return postgres.rsplit("/", 1)[0] + "/" + name
 
 
+@pytest.mark.slow  # subprocesses or a PostgreSQL server
 def test_workers_share_a_journal_and_stop_at_exactly_the_target(tiny_files, in_tmp, monkeypatch, capsys):
     monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, str(WORKER)])
     monkeypatch.setitem(study.space.PROFILES, "tiny", sys.modules["tiny_worker"].TINY)
@@ -107,17 +130,22 @@ def test_workers_share_a_journal_and_stop_at_exactly_the_target(tiny_files, in_t
     assert "optuna-dashboard studies/cells.journal.log " in out
 
 
-def test_journal_url_and_worker_threads(tmp_path):
+def test_journal_url(tmp_path):
     assert storage.journal_path("journal:///studies/a.log") == "studies/a.log"
     assert storage.journal_path("journal:////abs/a.log") == "/abs/a.log"
     assert storage.journal_path("x/a.log") == "x/a.log"
     assert storage.journal_path("sqlite:///a.db") is None
     assert storage.default_url("c", 2) == "journal:///studies/c.journal.log"
-    assert workers.worker_threads(2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.parametrize("cores, n, threads", [(8, 1, 8), (8, 2, 4), (8, 3, 2), (2, 4, 1), (None, 2, 1)])
+def test_workers_split_the_cores_and_never_get_zero_threads(monkeypatch, cores, n, threads):
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: cores)
+    assert workers.worker_threads(n) == threads
 
 
 def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    real_fit, calls = study.fit, []
+    real_fit, calls = objective.fit, []
 
     def fit_oom_once(*args, **kwargs):
         calls.append(1)
@@ -125,7 +153,7 @@ def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_t
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(study, "fit", fit_oom_once)
+    monkeypatch.setattr(objective, "fit", fit_oom_once)
     train, _, _ = tiny_files
     assert study.main(tiny_args(train, "--n-trials", "2")) == 0
     trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
@@ -133,6 +161,7 @@ def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_t
     assert trials[1].user_attrs["fail_reason"].startswith("out of GPU memory: CUDA out of memory")
 
 
+@pytest.mark.slow  # subprocesses or a PostgreSQL server
 @pytest.mark.parametrize("store, reap", [("sqlite:///studies/cells.db", False), ("studies/cells.journal.log", True)])
 def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_tmp, monkeypatch, store, reap):
     """SIGKILL mid-trial: heartbeat (database) or dead-process check (journal) fails and requeues it."""
@@ -155,6 +184,7 @@ def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_
     assert len(finished(s)) == 3
 
 
+@pytest.mark.slow  # subprocesses or a PostgreSQL server
 def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, fresh_db):
     train, _, _ = tiny_files
     # The study is created first (README: start one worker, then the others), then grown by two at once.
@@ -171,6 +201,7 @@ def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, f
     assert all("Traceback" not in o for o in out)
 
 
+@pytest.mark.slow  # subprocesses or a PostgreSQL server
 def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, fresh_db, capsys):
     train, _, _ = tiny_files
     assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
@@ -180,8 +211,11 @@ def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, f
     assert PASSWORD not in captured.out + captured.err
     assert "postgres:***@" in captured.out and "postgres:***@" in captured.err
     s = optuna.load_study(study_name="cells", storage=fresh_db)
-    stored = repr(s.user_attrs) + repr(s._storage.get_study_system_attrs(s._study_id)) + "".join(
-        repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
+    stored = (
+        repr(s.user_attrs)
+        + repr(s._storage.get_study_system_attrs(s._study_id))
+        + "".join(repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
+    )
     assert PASSWORD not in stored
 
 
@@ -234,10 +268,10 @@ def test_a_zombie_worker_counts_as_dead():
                 break
             time.sleep(0.05)
         assert proc_state(proc.pid) == "Z"
-        assert not storage._pid_alive(proc.pid)
+        assert not workers._pid_alive(proc.pid)
     finally:
         proc.wait()
-    assert storage._pid_alive(os.getpid())
+    assert workers._pid_alive(os.getpid())
 
 
 @needs_proc
@@ -266,7 +300,7 @@ def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
     trial = s.ask()
     trial.set_user_attr(storage.WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
     trial.set_user_attr("baseline", True)
-    assert storage.reap_dead_local_trials(s) == [0]
+    assert workers.reap_dead_local_trials(s) == [0]
     retry = s.trials[1]
     assert retry.state == STATES.WAITING and retry.user_attrs == {"baseline": True}
     # The heartbeat's retry on a database storage drops it too.

@@ -1,6 +1,6 @@
 """`python -m search.study` with the tests' tiny profile, for tests that need a separate process.
 
-    python tests/tiny_worker.py --train train.npz --profile tiny ...
+python tests/tiny_worker.py --train train.npz --profile tiny ...
 """
 
 import os
@@ -12,23 +12,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search import space, study  # noqa: E402
+from search import objective, space, study  # noqa: E402
 
 TINY = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3)
 
 
-
 def hang_after_first_epoch():
     """Make every trial hang after its first epoch, so a test can kill the process mid-trial."""
-    real_fit = study.fit
+    real_fit = objective.fit
 
     def fit(*args, on_epoch, **kwargs):
         def report(r):
             on_epoch(r)
             time.sleep(600)
+
         return real_fit(*args, on_epoch=report, **kwargs)
 
-    study.fit = fit
+    objective.fit = fit
 
 
 if __name__ == "__main__":

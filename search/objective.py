@@ -1,0 +1,209 @@
+"""The objective of a study: train one configuration, count its validation tiles, score it honestly.
+
+Per trial: train the sampled configuration and keep its last epoch; count the validation tiles
+(cut from other source images than the training tiles) with every counting setting; choose the
+setting out of sample and record the value's standard error over validation images. Per-epoch
+scores are reported for pruning; the study's timeout stops a trial between epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+import data
+from model.checkpoint import save_checkpoint
+from model.count import count_setting
+from model.scoring import count_errors, mae_by_setting
+from model.train import TrainConfig, fit, seeded_net
+from model.unet import UNetConfig, count_parameters
+from search import space, stats
+from search.artifacts import log_trial_artifacts, study_dir
+
+
+class StudyTimeout(Exception):
+    """Raised in a trial that the study's timeout stops before its last epoch: the trial fails."""
+
+
+def study_split(path: Path, seed: int, val_fraction: float, by: str) -> tuple[data.Split, str, str]:
+    """The study's split, where its true counts come from and how tiles were grouped."""
+    split, rule = data.load_split(path, seed, val_fraction, by)
+    source = "stored counts"
+    if split.val_counts is None:
+        # Competition archives ship masks only: count the true masks with the default counter.
+        split.val_counts = count_setting(split.val_masks, {"counter": "watershed"})
+        source = "counted from the true masks (watershed defaults)"
+    return split, source, rule
+
+
+@dataclass
+class Scored:
+    """How a trained trial counts its validation tiles, and its value."""
+
+    counting: dict  # the setting used from now on (the export's)
+    errors: np.ndarray  # per-tile errors that make the value
+    grid_errors: np.ndarray  # (settings, tiles) errors of every counting setting
+
+    @property
+    def value(self) -> float:
+        return float(np.abs(self.errors).mean())
+
+
+class Objective:
+    """Train one sampled configuration and return its validation count-MAE."""
+
+    def __init__(self, split, profile, device, seed, mode, out_dir, deadline):
+        self.split, self.profile, self.device = split, profile, device
+        self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
+        self.grid = space.counting_grid()
+
+    def epoch_score(self, sampled: dict | None):
+        """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
+        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(None)
+        return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
+
+    def score(self, prob: np.ndarray, sampled: dict | None) -> Scored:
+        """Count the validation tiles with every setting; the value is scored out of sample.
+
+        Tuned: the setting is chosen on half of the validation images and scored on the other
+        half (both ways round), so the value is not the luckiest of the grid; the setting kept
+        is the best on all of them. Sampled: the sampled setting, as it is.
+        """
+        errors = count_errors(prob, self.split.val_counts, self.grid)
+        if self.mode == "sampled":
+            row = self.grid.index(sampled)
+            return Scored(sampled, errors[row], errors)
+        crossfit, chosen = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
+        return Scored(self.grid[chosen], crossfit, errors)
+
+    def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
+        """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
+
+        def callback(r):
+            print(
+                f"  trial {trial.number} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
+                f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)",
+                flush=True,
+            )
+            if not math.isfinite(r.train_loss):
+                reason = f"training loss became {r.train_loss} at epoch {r.epoch}"
+                trial.set_user_attr("fail_reason", reason)
+                raise FloatingPointError(reason)
+            trial.report(r.val_mae, r.epoch)
+            # After the last epoch the trial is done: finish it, whatever the time.
+            if r.epoch < epochs and time.monotonic() > self.deadline:
+                raise stop_at_timeout(trial, params, r.epoch, epochs)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
+
+        return callback
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = space.suggest(trial, self.profile, self.mode)
+        sampled = space.counting_of(params) if self.mode == "sampled" else None
+        unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
+        train = TrainConfig(**space.train_options(params), seed=self.seed)
+        net = seeded_net(unet, self.seed, self.device)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("n_params", count_parameters(net))
+        s = self.split
+        result = fit(
+            net,
+            train,
+            s.train_images,
+            s.train_masks,
+            s.val_images,
+            s.val_masks,
+            score_fn=self.epoch_score(sampled),
+            on_epoch=self.on_epoch(trial, params, train.epochs),
+        )
+        scored = self.score(result.val_prob, sampled)
+        record_scores(trial, scored, self.grid, s.val_groups)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
+        trial.set_user_attr(
+            "learning_curve",
+            [
+                {
+                    "epoch": r.epoch,
+                    "train_loss": round(r.train_loss, 5),
+                    "val_loss": round(r.val_loss, 5),
+                    "val_mae": round(r.val_mae, 4),
+                }
+                for r in result.history
+            ],
+        )
+        ckpt = save_checkpoint(
+            self.out_dir / f"trial-{trial.number:04d}",
+            result.state_dict,
+            unet,
+            {
+                "train": train.to_dict(),
+                "params": params,
+                "counting": scored.counting,
+                "val_mae": scored.value,
+                **checkpoint_record(trial, s),
+            },
+        )
+        trial.set_user_attr("checkpoint", str(ckpt))
+        log_trial_artifacts(trial, result, s, scored.counting, ckpt)  # figures + checkpoint for the dashboard
+        return scored.value
+
+
+def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups: np.ndarray) -> None:
+    """Record the trial's counting and its scores as user attributes (shown by the dashboard)."""
+    counting, errors = scored.counting, scored.errors
+    mae = np.abs(scored.grid_errors).mean(1)
+    by_name = {space.setting_name(g): round(float(m), 4) for g, m in zip(grid, mae)}
+    trial.set_user_attr("counting", counting)
+    trial.set_user_attr("counting_name", space.setting_name(counting))
+    # The brief's fifth parameter: chosen after training unless sampled, and shown either way.
+    trial.set_user_attr("offset", counting["offset"])
+    trial.set_user_attr("value_se", round(stats.mae_se(errors, groups), 4))
+    trial.set_user_attr("val_bias", round(float(errors.mean()), 4))
+    trial.set_user_attr("val_errors", [int(e) for e in errors])
+    trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
+    trial.set_user_attr("val_mae_seed_counting", by_name[space.setting_name(space.SEED_COUNTING)])
+    for setting in space.with_offsets(counting):
+        trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
+    trial.set_user_attr("counting_scores", by_name)
+
+
+def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) -> StudyTimeout:
+    """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
+
+    The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
+    the baseline or the warm start if it was) runs first when the study resumes.
+    """
+    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
+    trial.set_user_attr("stopped", "study timeout reached")
+    trial.set_user_attr("fail_reason", reason)
+    attrs = {"requeued_from": trial.number}
+    attrs.update({k: True for k in ("baseline", "warm_start") if trial.user_attrs.get(k)})
+    trial.study.enqueue_trial(params, user_attrs=attrs)
+    return StudyTimeout(reason)
+
+
+class QuietTimeout(logging.Filter):
+    """Drops Optuna's traceback of a trial stopped by the timeout: ``print_trial`` says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StudyTimeout))
+
+
+QUIET_TIMEOUT = QuietTimeout()  # one instance: adding it again on every run is then a no-op
+
+
+def checkpoint_record(trial: optuna.Trial, split: data.Split) -> dict:
+    """What the export checks a checkpoint against: its study, trial and training tile size."""
+    return {
+        "study": trial.study.study_name,
+        "study_folder": study_dir(trial.study).name,
+        "trial": trial.number,
+        "tile_size": list(split.train_images.shape[1:]),
+    }
