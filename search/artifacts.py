@@ -98,10 +98,11 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
 
 
 class StudyNote:
-    """The study's dashboard note: data, profile and, once it has finished, the seed baseline.
+    """The study's dashboard note: data, split, profile, the seed baseline and the gain over it.
 
     Call :meth:`ensure` when a run starts (it writes the note of a new study); as a study callback
-    it rewrites the note when the baseline trial ends, adding its score.
+    it rewrites the note when the baseline or a new best trial ends, so edits made in the dashboard
+    last only until then.
 
     Parameters
     ----------
@@ -148,7 +149,7 @@ class StudyNote:
         save_note(study, self.body(study))
 
     def ensure(self, study: optuna.Study) -> None:
-        """Write the note unless the study has one: a note edited in the dashboard is kept."""
+        """Write the note unless the study has one (a resumed study keeps its note until a rewrite)."""
         if not get_note(study):
             self.write(study)
 

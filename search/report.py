@@ -111,11 +111,9 @@ def _axes_figure(axes, size: tuple[float, float] | None = None):
     return fig
 
 
-def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
-    """Draw every report figure into ``out``; a figure the study cannot support is skipped with a reason."""
-    complete = study.get_trials(deepcopy=False, states=(COMPLETE,))
-    best = study.best_trial
-    figures = [
+def report_figures(best: optuna.trial.FrozenTrial) -> list[ReportFigure]:
+    """The figures of the report, in order, not drawn yet."""
+    return [
         ReportFigure(
             "optimization_history.png",
             "Optimisation history",
@@ -134,13 +132,14 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
         ReportFigure(
             "mae_by_depth_upsample_offset.png",
             "Count-MAE by depth, upsampling and offset",
-            "The objective against the sampled depth, upsampling and offset. With the tuned objective "
-            "a trial's score uses its best counting offset, so see also the next figure.",
+            "The objective against the sampled depth and upsampling, and the offset when it is sampled "
+            "(--objective sampled); with the tuned objective the offset is chosen after training, so see "
+            "the next figure.",
         ),
         ReportFigure(
             "mae_by_offset.png",
             "Count-MAE by counting offset",
-            "Each complete trial's MAE with its sampled counter at every offset.",
+            "Each complete trial's validation MAE with its chosen counter at every offset.",
         ),
         ReportFigure(
             "best_counts.png",
@@ -148,43 +147,54 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
             "Validation tiles, counted with the best trial's counting setting.",
         ),
     ]
-    draw = {f.name: f for f in figures}
+
+
+def figure_plans(study: optuna.Study, best: optuna.trial.FrozenTrial) -> tuple[dict, dict]:
+    """How to draw each figure (None when the study cannot support it), and why one is skipped."""
+    complete = study.get_trials(deepcopy=False, states=(COMPLETE,))
     varying = varying_params(complete)
     counts = best.user_attrs.get("val_counts")
     offsets = offset_groups(complete)
+    plans = {
+        "optimization_history.png": lambda: _axes_figure(ovm.plot_optimization_history(study, target_name=TARGET_NAME)),
+        "param_importances.png": None
+        if len(complete) < 2 or not varying
+        else lambda: _axes_figure(ovm.plot_param_importances(study, params=varying, target_name=TARGET_NAME)),
+        "parallel_coordinate.png": lambda: _axes_figure(
+            ovm.plot_parallel_coordinate(study, params=common_params(complete), target_name=TARGET_NAME),
+            size=(14, 6),
+        ),  # one axis per parameter: the default size overlaps their labels
+        "mae_by_depth_upsample_offset.png": lambda: _axes_figure(
+            ovm.plot_slice(study, params=[p for p in SLICE_PARAMS if p in best.params], target_name=TARGET_NAME)
+        ),
+        "mae_by_offset.png": None
+        if not offsets
+        else lambda: plots.box_figure(offsets, "Count-MAE by offset (chosen counter)", "offset", "val count-MAE"),
+        "best_counts.png": None
+        if not counts
+        else lambda: plots.count_scatter_figure(
+            counts["true"], counts["pred"], f"trial {best.number}: {best.user_attrs.get('counting_name', '')}"
+        ),
+    }
+    reasons = {
+        "param_importances.png": "needs at least 2 complete trials whose parameters differ",
+        "mae_by_offset.png": "no trial recorded its MAE by offset",
+        "best_counts.png": f"trial {best.number} did not record its per-tile validation counts",
+    }
+    return plans, reasons
+
+
+def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
+    """Draw every report figure into ``out``; a figure the study cannot support is skipped with a reason."""
+    best = study.best_trial
+    figures = report_figures(best)
+    draw = {f.name: f for f in figures}
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental; the notice is noise here.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # A single trial gives an axis of one value; matplotlib widens it and says so.
         warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
-        plans = {
-            "optimization_history.png": lambda: _axes_figure(
-                ovm.plot_optimization_history(study, target_name=TARGET_NAME)
-            ),
-            "param_importances.png": None
-            if len(complete) < 2 or not varying
-            else lambda: _axes_figure(ovm.plot_param_importances(study, params=varying, target_name=TARGET_NAME)),
-            "parallel_coordinate.png": lambda: _axes_figure(
-                ovm.plot_parallel_coordinate(study, params=common_params(complete), target_name=TARGET_NAME),
-                size=(14, 6),
-            ),  # one axis per parameter: the default size overlaps their labels
-            "mae_by_depth_upsample_offset.png": lambda: _axes_figure(
-                ovm.plot_slice(study, params=[p for p in SLICE_PARAMS if p in best.params], target_name=TARGET_NAME)
-            ),
-            "mae_by_offset.png": None
-            if not offsets
-            else lambda: plots.box_figure(offsets, "Count-MAE by offset (sampled counter)", "offset", "val count-MAE"),
-            "best_counts.png": None
-            if not counts
-            else lambda: plots.count_scatter_figure(
-                counts["true"], counts["pred"], f"trial {best.number}: {best.user_attrs.get('counting_name', '')}"
-            ),
-        }
-        reasons = {
-            "param_importances.png": "needs at least 2 complete trials whose parameters differ",
-            "mae_by_offset.png": "no trial recorded its MAE by offset",
-            "best_counts.png": f"trial {best.number} did not record its per-tile validation counts",
-        }
+        plans, reasons = figure_plans(study, best)
         for name, plan in plans.items():
             if plan is None:
                 draw[name].skipped = reasons[name]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import sys
 import time
 import warnings
@@ -24,26 +23,18 @@ import optuna
 import torch
 
 import data
-from search import cli, space, workers
-from search.artifacts import StudyNote, artifact_dir, ensure_study_dir, study_dir
+from search import cli, prepare, space, workers
+from search.artifacts import StudyNote, artifact_dir, study_dir
 from search.errors import UsageError
 from search.objective import QUIET_TIMEOUT, Objective, StudyTimeout, study_split
 from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
 from search.verdict import baseline_trial, gain_line
 
-OBJECTIVE = "val_count_mae"
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
-VAL_FRACTION = 0.2
-BASELINE_STATES = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = cli.parser(
-        "python -m search.study",
-        "Run or resume an Optuna study that searches U-Net training and cell-counting settings; "
-        "objective: validation count-MAE (lower is better).",
-        "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1",
-    )
+def add_worker_options(p: argparse.ArgumentParser) -> None:
+    """Options for several processes and machines sharing a study."""
     p.add_argument(
         "--workers",
         type=int,
@@ -60,6 +51,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     # Set by --workers on the processes it starts: which worker this is.
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+
+
+def add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """Options for how trials are scored: the counting objective and the split."""
+    p.add_argument(
+        "--objective",
+        choices=("tuned", "sampled"),
+        default="tuned",
+        help="tuned: choose each trial's counting setting on validation after training "
+        "and score it out of sample (chosen on half of the validation images, scored on "
+        "the other half, both ways round); sampled: sample the counting setting as "
+        "parameters (default: %(default)s)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("image", "tile"),
+        default="image",
+        help="image: no source image on both sides of the train/validation split (its "
+        "'groups' array, else tiles linked by shared rows or columns of pixels); tile: "
+        "a per-tile split, which lets validation reward memorising (default: %(default)s)",
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = cli.parser(
+        "python -m search.study",
+        "Run or resume an Optuna study that searches U-Net training and cell-counting settings; "
+        "objective: validation count-MAE (lower is better).",
+        "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1",
+    )
+    add_worker_options(p)
     p.add_argument(
         "--train",
         type=Path,
@@ -95,40 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=0, help="seeds the split, the sampler and every trial's training (default: 0)"
     )
-    p.add_argument(
-        "--objective",
-        choices=("tuned", "sampled"),
-        default="tuned",
-        help="tuned: choose each trial's counting setting on validation after training "
-        "and score it out of sample (chosen on half of the validation images, scored on "
-        "the other half, both ways round); sampled: sample the counting setting as "
-        "parameters (default: %(default)s)",
-    )
-    p.add_argument(
-        "--split",
-        choices=("image", "tile"),
-        default="image",
-        help="image: no source image on both sides of the train/validation split (its "
-        "'groups' array, else tiles linked by shared rows or columns of pixels); tile: "
-        "a per-tile split, which lets validation reward memorising (default: %(default)s)",
-    )
+    add_scoring_options(p)
     return p.parse_args(argv)
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # Few startup trials: a CPU study only affords a dozen trials or so.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, group=True)
-
-
-def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=profile.epochs[1])
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    # Warm-up of 4 epochs: long cosine schedules decay late and look worse early on.
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
 
 
 class StopAfterFailures:
@@ -165,103 +155,12 @@ def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         print(f"trial {trial.number}{tag} {trial.state.name.lower()}: {reason}", flush=True)
 
 
-def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
-    """Create the study, or check that resuming it is consistent; returns it and its profile."""
-    device = cli.resolve_device(args.device)
-    fingerprint = data.fingerprint(args.train)
-    if args.study_name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        meta = study.user_attrs
-        if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
-            raise UsageError(f"study {args.study_name!r} exists with another objective; pick another --study-name")
-        if meta["train_fingerprint"] != fingerprint:
-            raise UsageError(
-                f"{args.train} differs from the data the study {args.study_name!r} started with "
-                f"({meta['train_path']}); use another --study-name"
-            )
-        if args.profile and args.profile != meta["profile"]:
-            raise UsageError(f"study {args.study_name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
-        if (meta["seed"], meta["counting_objective"], meta["split"]) != (args.seed, args.objective, args.split):
-            raise UsageError(
-                f"study {args.study_name!r} was started with --seed {meta['seed']} "
-                f"--objective {meta['counting_objective']} --split {meta['split']}; "
-                "resume with the same values"
-            )
-        profile = space.PROFILES[meta["profile"]]
-        why = "recorded in the study"
-        print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
-    else:
-        profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
-        why = "chosen" if args.profile else f"default for {device.type}"
-        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
-        study.set_metric_names([OBJECTIVE])
-        for key, value in {
-            "objective": OBJECTIVE,
-            "train_path": str(args.train),
-            "train_fingerprint": fingerprint,
-            "profile": profile.name,
-            "seed": args.seed,
-            "val_fraction": VAL_FRACTION,
-            "counting_objective": args.objective,
-            "split": args.split,
-        }.items():
-            study.set_user_attr(key, value)
-        print(
-            f"new study {args.study_name!r}; first trials: the seed's own configuration (baseline), "
-            "then the harness's warm start (cosine schedule, augmentation)",
-            flush=True,
-        )
-    ensure_study_dir(study)
-    ensure_baseline(study, profile, args.objective)
-    if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
-        study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
-    print(
-        f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
-        f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}",
-        flush=True,
-    )
-    return study, profile
-
-
-def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
-    """Queue the seed baseline unless a baseline trial finished, runs or waits.
-
-    Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
-    the study would otherwise never get one.
-    """
-    trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
-    if not any(t.user_attrs.get("baseline") for t in trials):
-        study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
-
-
-def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:
-    """The sampler's seed: ``seed + trials so far``, with random bits mixed in when shared.
-
-    One process on SQLite (the default) stays reproducible: the same --seed gives the same
-    trials. Processes sharing a study (--workers, a journal or a database that other machines
-    may use, or trials running elsewhere) could see the same state at the same instant and
-    draw the same configurations, so each mixes in random bits of its own.
-    """
-    base = seed + len(study.trials)
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if worker_index is None and is_sqlite(storage_url) and not running:
-        return base
-    return base ^ secrets.randbits(32)
-
-
 def run(args, argv=()) -> optuna.Study:
     """Run the study in this process, or with ``--workers`` above 1 in that many child processes."""
-    if args.n_trials is not None and args.n_trials < 1:
-        raise UsageError("--n-trials must be at least 1")
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
-    if args.heartbeat < 1:
-        raise UsageError("--heartbeat must be at least 1 second")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    prepare.check_args(args)
     check_study_name(args.study_name)
     # The data is checked before anything is written: a bad file must not create the study.
-    split, source, rule = study_split(args.train, args.seed, VAL_FRACTION, args.split)
+    split, source, rule = study_split(args.train, args.seed, prepare.VAL_FRACTION, args.split)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -272,7 +171,7 @@ def run(args, argv=()) -> optuna.Study:
             "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL"
         )
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
-    study, profile = prepare_study(args, storage)
+    study, profile = prepare.prepare_study(args, storage)
     print(
         f"data: {args.train}: {len(split.train_images)} training, "
         f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}",
@@ -293,11 +192,20 @@ def run(args, argv=()) -> optuna.Study:
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
+    run_trials(study, args, profile, split, n_trials, storage_url, note)
+    if args.worker_index is None:  # the parent of several workers summarizes once for all
+        summarize(study, storage_url, n_trials)
+    return study
+
+
+def run_trials(study, args, profile, split, n_trials: int, storage_url: str, note: StudyNote) -> None:
+    """Run trials in this process until the study has ``n_trials`` finished ones or time is up."""
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     timeout = args.timeout or profile.timeout
     if done < n_trials:
-        study.sampler = make_sampler(args.sampler, sampler_seed(study, args.seed, args.worker_index, storage_url))
-        study.pruner = make_pruner(args.pruner, profile)
+        seed = prepare.sampler_seed(study, args.seed, args.worker_index, storage_url)
+        study.sampler = prepare.make_sampler(args.sampler, seed)
+        study.pruner = prepare.make_pruner(args.pruner, profile)
         objective = Objective(
             split,
             profile,
@@ -322,9 +230,6 @@ def run(args, argv=()) -> optuna.Study:
             callbacks=[print_trial, failures, note],
             should_stop=lambda: failures.failed >= failures.limit or time.monotonic() > objective.deadline,
         )
-    if args.worker_index is None:  # the parent of several workers summarizes once for all
-        summarize(study, storage_url, n_trials)
-    return study
 
 
 def no_complete_hint(study: optuna.Study, target: int) -> str:

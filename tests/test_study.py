@@ -13,7 +13,7 @@ from conftest import disc_tiles
 from optuna_dashboard import wsgi
 
 from model.train import EpochReport
-from search import export, objective, report, space, study
+from search import export, objective, prepare, report, space, study
 from search.storage import open_storage
 
 STATES = optuna.trial.TrialState
@@ -96,7 +96,7 @@ def test_study_completes_resumes_and_records(tiny_files, tiny_profile, in_tmp, c
 
 
 def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
-    monkeypatch.setattr(study, "make_pruner", lambda name, profile: PruneAfterFirst())
+    monkeypatch.setattr(prepare, "make_pruner", lambda name, profile: PruneAfterFirst())
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "3", "--objective", "sampled") == 0
     s = load()
@@ -321,7 +321,7 @@ def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_prof
 def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
     tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
 ):
-    monkeypatch.setattr(study, "make_pruner", lambda name, profile: PruneAll())
+    monkeypatch.setattr(prepare, "make_pruner", lambda name, profile: PruneAll())
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 0
     assert run_study(train, "--n-trials", "1") == 0
@@ -363,12 +363,12 @@ def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
     journal = "studies/s.journal.log"
     shared = optuna.create_study(storage=open_storage(journal))
     # Two machines looking at the same study state at the same instant draw different seeds.
-    assert len({study.sampler_seed(shared, 0, None, journal) for _ in range(4)}) == 4
-    assert len({study.sampler_seed(shared, 0, 1, journal) for _ in range(4)}) == 4
+    assert len({prepare.sampler_seed(shared, 0, None, journal) for _ in range(4)}) == 4
+    assert len({prepare.sampler_seed(shared, 0, 1, journal) for _ in range(4)}) == 4
     # One process on SQLite (the default) stays reproducible.
     single = optuna.create_study(storage="sqlite:///studies/s.db")
     single.enqueue_trial({})
-    assert study.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
+    assert prepare.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
 
 
 def test_single_process_study_is_reproducible(tiny_files, tiny_profile, in_tmp, monkeypatch):

@@ -1,0 +1,129 @@
+"""Create or resume a study: consistency checks, the seed baseline and warm start, sampler and pruner."""
+
+from __future__ import annotations
+
+import secrets
+
+import optuna
+
+import data
+from search import cli, space, workers
+from search.artifacts import ensure_study_dir
+from search.errors import UsageError
+from search.storage import is_sqlite
+
+OBJECTIVE = "val_count_mae"
+VAL_FRACTION = 0.2
+BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
+def check_args(args) -> None:
+    """Refuse numeric options out of range, in one line each."""
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UsageError("--n-trials must be at least 1")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.heartbeat < 1:
+        raise UsageError("--heartbeat must be at least 1 second")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Few startup trials: a CPU study only affords a dozen trials or so.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, group=True)
+
+
+def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=profile.epochs[1])
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    # Warm-up of 4 epochs: long cosine schedules decay late and look worse early on.
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
+
+
+def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
+    """Create the study, or check that resuming it is consistent; returns it and its profile."""
+    device = cli.resolve_device(args.device)
+    fingerprint = data.fingerprint(args.train)
+    if args.study_name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        meta = study.user_attrs
+        if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
+            raise UsageError(f"study {args.study_name!r} exists with another objective; pick another --study-name")
+        if meta["train_fingerprint"] != fingerprint:
+            raise UsageError(
+                f"{args.train} differs from the data the study {args.study_name!r} started with "
+                f"({meta['train_path']}); use another --study-name"
+            )
+        if args.profile and args.profile != meta["profile"]:
+            raise UsageError(f"study {args.study_name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
+        if (meta["seed"], meta["counting_objective"], meta["split"]) != (args.seed, args.objective, args.split):
+            raise UsageError(
+                f"study {args.study_name!r} was started with --seed {meta['seed']} "
+                f"--objective {meta['counting_objective']} --split {meta['split']}; "
+                "resume with the same values"
+            )
+        profile = space.PROFILES[meta["profile"]]
+        why = "recorded in the study"
+        print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
+    else:
+        profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
+        why = "chosen" if args.profile else f"default for {device.type}"
+        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
+        study.set_metric_names([OBJECTIVE])
+        for key, value in {
+            "objective": OBJECTIVE,
+            "train_path": str(args.train),
+            "train_fingerprint": fingerprint,
+            "profile": profile.name,
+            "seed": args.seed,
+            "val_fraction": VAL_FRACTION,
+            "counting_objective": args.objective,
+            "split": args.split,
+        }.items():
+            study.set_user_attr(key, value)
+        print(
+            f"new study {args.study_name!r}; first trials: the seed's own configuration (baseline), "
+            "then the harness's warm start (cosine schedule, augmentation)",
+            flush=True,
+        )
+    ensure_study_dir(study)
+    ensure_baseline(study, profile, args.objective)
+    if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
+        study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
+    print(
+        f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
+        f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}",
+        flush=True,
+    )
+    return study, profile
+
+
+def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
+    """Queue the seed baseline unless a baseline trial finished, runs or waits.
+
+    Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
+    the study would otherwise never get one.
+    """
+    trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
+    if not any(t.user_attrs.get("baseline") for t in trials):
+        study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
+
+
+def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:
+    """The sampler's seed: ``seed + trials so far``, with random bits mixed in when shared.
+
+    One process on SQLite (the default) stays reproducible: the same --seed gives the same
+    trials. Processes sharing a study (--workers, a journal or a database that other machines
+    may use, or trials running elsewhere) could see the same state at the same instant and
+    draw the same configurations, so each mixes in random bits of its own.
+    """
+    base = seed + len(study.trials)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if worker_index is None and is_sqlite(storage_url) and not running:
+        return base
+    return base ^ secrets.randbits(32)
