@@ -65,7 +65,7 @@ class Objective:
 
     def epoch_score(self, sampled: dict | None):
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
-        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(None)
+        settings = [sampled] if self.mode == "sampled" else space.monitor_settings()
         return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
 
     def score(self, prob: np.ndarray, sampled: dict | None) -> Scored:

@@ -134,16 +134,13 @@ def with_offsets(setting: dict) -> list[dict]:
     return [{**setting, "offset": o} for o in range(OFFSETS[0], OFFSETS[1] + 1)]
 
 
-def monitor_settings(sampled: dict | None) -> list[dict]:
+def monitor_settings() -> list[dict]:
     """A few counting settings whose best validation MAE tracks the tuned objective every epoch.
 
-    Every counter at its defaults (and the sampled setting, if any), each with every offset:
-    a trial whose net is good is not pruned merely because one counter suits it badly.
+    Every counter at its defaults, each with every offset: a trial whose net is good is not
+    pruned merely because one counter suits it badly.
     """
-    settings = [{"counter": c} for c in COUNTER_GRID]
-    if sampled is not None:
-        settings.insert(0, {k: v for k, v in sampled.items() if k != "offset"})
-    return [s for setting in settings for s in with_offsets(setting)]
+    return [s for counter in COUNTER_GRID for s in with_offsets({"counter": counter})]
 
 
 def counting_grid() -> list[dict]:

@@ -34,11 +34,11 @@ def gain(study: optuna.Study) -> dict | None:
     with the two trial numbers added; None while the baseline has not finished or a trial
     lacks its per-tile errors.
     """
-    base, best = baseline_trial(study), study.best_trial if study.get_trials(states=(COMPLETE,)) else None
-    groups = study.user_attrs.get("val_groups")
-    if base is None or best is None or groups is None:
+    base = baseline_trial(study)
+    if base is None:
         return None
-    if "val_errors" not in base.user_attrs or "val_errors" not in best.user_attrs:
+    best, groups = study.best_trial, study.user_attrs.get("val_groups")  # a complete baseline: a best exists
+    if groups is None or "val_errors" not in base.user_attrs or "val_errors" not in best.user_attrs:
         return None
     result = stats.compare(
         np.array(best.user_attrs["val_errors"]), np.array(base.user_attrs["val_errors"]), np.array(groups)
