@@ -5,6 +5,7 @@ import pytest
 import torch
 from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
+from model import plots
 from search import space
 
 
@@ -15,6 +16,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def small_figures(monkeypatch):
+    """Trial figures at a low resolution: the same drawing code, a fraction of the rendering time."""
+    monkeypatch.setattr(plots, "DPI", 30)
 
 
 def disc_tiles(n, size=32, seed=0):

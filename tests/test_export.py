@@ -8,15 +8,30 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import disc_tiles
+from tiny_worker import TINY
 
-from search import export, study
+from search import export, space, study
 from search.storage import open_storage
 
 
+@pytest.fixture(scope="module")
+def built_study(tmp_path_factory):
+    """One tiny finished study for the whole module (training is what costs): its folder."""
+    root = tmp_path_factory.mktemp("built")
+    X, y, counts = disc_tiles(20, seed=1)
+    np.savez_compressed(root / "train.npz", X=X, y=y, counts=counts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setitem(space.PROFILES, "tiny", TINY)
+        assert study.main(["--train", str(root / "train.npz"), "--profile", "tiny", "--n-trials", "2"]) == 0
+    return root
+
+
 @pytest.fixture
-def finished_study(tiny_files, tiny_profile, in_tmp):
-    train, test, truth = tiny_files
-    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "2"]) == 0
+def finished_study(built_study, tiny_files, tiny_profile, in_tmp):
+    """A copy of the built study in this test's folder, so a test may change it."""
+    shutil.copytree(built_study / "studies", in_tmp / "studies")
+    _, test, truth = tiny_files
     return test, truth
 
 

@@ -128,6 +128,7 @@ def test_diverged_trial_fails_alone(tiny_files, tiny_profile, in_tmp, monkeypatc
     assert "nan" in trials[1].user_attrs["fail_reason"]
 
 
+@pytest.mark.slow  # an optuna-dashboard server over a whole study
 def test_dashboard_server_lists_study_with_all_parameters(tiny_files, tiny_profile, in_tmp):
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2") == 0
@@ -371,6 +372,7 @@ def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
     assert prepare.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
 
 
+@pytest.mark.slow  # two whole studies
 def test_single_process_study_is_reproducible(tiny_files, tiny_profile, in_tmp, monkeypatch):
     train, _, _ = tiny_files
     runs = []
