@@ -30,6 +30,7 @@ def check_args(args) -> None:
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, grouped for the conditional counting parameters) or random search."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Few startup trials: a CPU study only affords a dozen trials or so.
@@ -37,6 +38,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
+    """The median pruner (default), Hyperband over the profile's epochs, or none."""
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=profile.epochs[1])
     if name == "none":
