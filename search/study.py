@@ -28,7 +28,7 @@ from search.artifacts import StudyNote, artifact_dir, study_dir
 from search.errors import UsageError
 from search.objective import QUIET_TIMEOUT, Objective, StudyTimeout, study_split
 from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
-from search.verdict import baseline_trial, gain_line
+from search.verdict import baseline_trial, gain, gain_line
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 
@@ -267,11 +267,13 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
         f"browse: optuna-dashboard {dashboard_target(storage_url)} "
         f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1"
     )
-    print(
-        f"export: python -m search.export --study-name {study.study_name}"
-        + (f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""),
-        flush=True,
+    export = f"python -m search.export --study-name {study.study_name}" + (
+        f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""
     )
+    print(f"export: {export}", flush=True)
+    g = gain(study)
+    if g is not None and g["best"] != g["baseline"] and not (g["significant"] and g["diff"] < 0):
+        print(f"export the safe choice, the seed baseline: {export} --trial {g['baseline']}", flush=True)
 
 
 def main(argv=None) -> int:

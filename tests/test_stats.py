@@ -4,7 +4,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search import stats
+from search import stats, study
 from search.verdict import gain, gain_line
 
 
@@ -50,15 +50,17 @@ def test_compare_flags_only_clear_differences():
 
 
 def _study(best_errors, base_errors, groups):
-    s = optuna.create_study()
+    s = optuna.create_study(study_name="cells")
     s.set_user_attr("val_groups", [int(g) for g in groups])
+    s.set_user_attr("folder", "cells-00000000")
+    shown = {"value_se": 0.1, "counting_name": "watershed +0", "val_mae_seed_counting": 3.0}
     for errors, attrs in ((base_errors, {"baseline": True}), (best_errors, {})):
         s.add_trial(
             optuna.trial.create_trial(
                 value=float(np.abs(errors).mean()),
                 params={},
                 distributions={},
-                user_attrs={**attrs, "val_errors": [int(e) for e in errors]},
+                user_attrs={**attrs, **shown, "val_errors": [int(e) for e in errors]},
             )
         )
     return s
@@ -73,6 +75,17 @@ def test_summary_calls_a_small_gain_not_significant():
     line = gain_line(_study(best, base, groups))
     assert gain(_study(best, base, groups))["diff"] < 0
     assert "NOT a significant gain" in line and "seed baseline is the safe choice" in line
+
+
+@pytest.mark.parametrize("gain_is_clear", [False, True])
+def test_summary_offers_the_baseline_export_only_when_the_gain_is_not_significant(in_tmp, capsys, gain_is_clear):
+    groups = np.repeat(np.arange(30), 4)
+    base = np.random.default_rng(4).integers(2, 6, size=120)
+    best = np.zeros(120, int) if gain_is_clear else base - (np.arange(120) < 3)
+    study.summarize(_study(best, base, groups), "sqlite:///studies/cells.db", 2)
+    out = capsys.readouterr().out
+    assert "export: python -m search.export --study-name cells" in out
+    assert ("--trial 0" in out) is not gain_is_clear
 
 
 def test_summary_calls_a_large_gain_significant():
