@@ -17,12 +17,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna_dashboard import get_note, save_note
 
 from model.checkpoint import CONFIG, WEIGHTS
-from model.count import count_setting
 from model.plots import learning_curve_figure, overlay_figure, save_png
 from search.verdict import baseline_line, gain_line
 
@@ -64,7 +64,9 @@ def open_artifact_store(study: optuna.Study) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(directory)
 
 
-def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting: dict, checkpoint: Path) -> None:
+def log_trial_artifacts(
+    trial: optuna.Trial, result: FitResult, split, counting: dict, pred: np.ndarray, checkpoint: Path
+) -> None:
     """Record a finished trial's validation counts and upload its figures and checkpoint.
 
     Parameters
@@ -72,16 +74,17 @@ def log_trial_artifacts(trial: optuna.Trial, result: FitResult, split, counting:
     trial : optuna.Trial
         The running trial; the files go to its study's store (:func:`artifact_dir`).
     result : FitResult
-        The trial's training result (learning curve, best-epoch validation probabilities).
+        The trial's training result (learning curve, last-epoch validation probabilities).
     split : data.Split
         The study's split (validation tiles and true counts).
     counting : dict
         The trial's chosen counting setting.
+    pred : ndarray of int, shape (N,)
+        The validation tiles counted with ``counting``.
     checkpoint : Path
         The folder :func:`model.checkpoint.save_checkpoint` wrote.
     """
     store = open_artifact_store(trial.study)
-    pred = count_setting(result.val_prob, counting)
     # Per-tile counts let the report draw true against predicted without the data or the net.
     trial.set_user_attr("val_counts", {"true": [int(c) for c in split.val_counts], "pred": [int(c) for c in pred]})
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,7 +68,7 @@ def check_checkpoint(
     """Refuse a checkpoint that another study or trial wrote, or test tiles of another size.
 
     A checkpoint records its study folder, trial number, parameters and training tile size
-    (``search.study.checkpoint_record``); a folder overwritten by another study, or a copied
+    (``search.objective.checkpoint_record``); a folder overwritten by another study, or a copied
     one, would otherwise be exported with exit code 0.
     """
     recorded = (config.get("study_folder"), config.get("trial"), config.get("params"))

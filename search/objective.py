@@ -49,6 +49,7 @@ class Scored:
     counting: dict  # the setting used from now on (the export's)
     errors: np.ndarray  # per-tile errors that make the value
     grid_errors: np.ndarray  # (settings, tiles) errors of every counting setting
+    row: int  # the row of ``counting`` in ``grid_errors``
 
     @property
     def value(self) -> float:
@@ -78,9 +79,9 @@ class Objective:
         errors = count_errors(prob, self.split.val_counts, self.grid)
         if self.mode == "sampled":
             row = self.grid.index(sampled)
-            return Scored(sampled, errors[row], errors)
+            return Scored(sampled, errors[row], errors, row)
         crossfit, chosen = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
-        return Scored(self.grid[chosen], crossfit, errors)
+        return Scored(self.grid[chosen], crossfit, errors, chosen)
 
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
@@ -151,7 +152,9 @@ class Objective:
             },
         )
         trial.set_user_attr("checkpoint", str(ckpt))
-        log_trial_artifacts(trial, result, s, scored.counting, ckpt)  # figures + checkpoint for the dashboard
+        # The counted validation tiles come from the grid's errors: no second counting pass.
+        predicted = (s.val_counts + scored.grid_errors[scored.row]).astype(np.int64)
+        log_trial_artifacts(trial, result, s, scored.counting, predicted, ckpt)  # figures + checkpoint
         return scored.value
 
 
