@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import optuna
@@ -24,7 +25,11 @@ from model.scoring import count_errors, mae_by_setting
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
-from search.artifacts import log_trial_artifacts, study_dir
+from search.artifacts import FOLDER_ATTR, log_trial_artifacts
+from search.finalists import SEED_ATTR, trial_label
+
+# What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
+REQUEUED_ATTRS = ("baseline", "warm_start", "finalist_of", SEED_ATTR)
 
 
 class StudyTimeout(Exception):
@@ -50,6 +55,7 @@ class Scored:
     errors: np.ndarray  # per-tile errors that make the value
     grid_errors: np.ndarray  # (settings, tiles) errors of every counting setting
     row: int  # the row of ``counting`` in ``grid_errors``
+    out_of_sample: bool = True  # False: one validation image, nothing held out
 
     @property
     def value(self) -> float:
@@ -57,12 +63,18 @@ class Scored:
 
 
 class Objective:
-    """Train one sampled configuration and return its validation count-MAE."""
+    """Train one sampled configuration and return its validation count-MAE.
 
-    def __init__(self, split, profile, device, seed, mode, out_dir, deadline):
+    ``seed`` seeds the training of every trial but one that carries its own ``train_seed``
+    attribute (a finalist run). ``deadline`` returns the ``time.monotonic()`` after which a
+    trial stops at the end of its epoch; it is read when a trial starts.
+    """
+
+    def __init__(self, split, profile, device, seed, mode, out_dir, deadline: Callable[[], float]):
         self.split, self.profile, self.device = split, profile, device
         self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
         self.grid = space.counting_grid()
+        self.stop_at = math.inf
 
     def epoch_score(self, sampled: dict | None):
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
@@ -80,25 +92,28 @@ class Objective:
         if self.mode == "sampled":
             row = self.grid.index(sampled)
             return Scored(sampled, errors[row], errors, row)
-        crossfit, chosen = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
-        return Scored(self.grid[chosen], crossfit, errors, chosen)
+        crossfit, chosen, out_of_sample = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
+        return Scored(self.grid[chosen], crossfit, errors, chosen, out_of_sample)
 
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
 
+        name = trial_label(trial)
+
         def callback(r):
             print(
-                f"  trial {trial.number} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
+                f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
                 f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)",
                 flush=True,
             )
             if not math.isfinite(r.train_loss):
                 reason = f"training loss became {r.train_loss} at epoch {r.epoch}"
                 trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr("diverged", True)  # the same seed would diverge again: no retry
                 raise FloatingPointError(reason)
             trial.report(r.val_mae, r.epoch)
             # After the last epoch the trial is done: finish it, whatever the time.
-            if r.epoch < epochs and time.monotonic() > self.deadline:
+            if r.epoch < epochs and time.monotonic() > self.stop_at:
                 raise stop_at_timeout(trial, params, r.epoch, epochs)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
@@ -108,9 +123,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = space.suggest(trial, self.profile, self.mode)
         sampled = space.counting_of(params) if self.mode == "sampled" else None
+        seed = trial.user_attrs.get(SEED_ATTR, self.seed)
+        started, self.stop_at = time.monotonic(), self.deadline()
         unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
-        train = TrainConfig(**space.train_options(params), seed=self.seed)
-        net = seeded_net(unet, self.seed, self.device)
+        train = TrainConfig(**space.train_options(params), seed=seed)
+        net = seeded_net(unet, seed, self.device)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("n_params", count_parameters(net))
         s = self.split
@@ -155,6 +172,8 @@ class Objective:
         # The counted validation tiles come from the grid's errors: no second counting pass.
         predicted = (s.val_counts + scored.grid_errors[scored.row]).astype(np.int64)
         log_trial_artifacts(trial, result, s, scored.counting, predicted, ckpt)  # figures + checkpoint
+        # The whole cost of the trial, counting and figures too: a finalist run of it costs as much.
+        trial.set_user_attr("trial_seconds", round(time.monotonic() - started, 1))
         return scored.value
 
 
@@ -167,7 +186,9 @@ def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups:
     trial.set_user_attr("counting_name", space.setting_name(counting))
     # The brief's fifth parameter: chosen after training unless sampled, and shown either way.
     trial.set_user_attr("offset", counting["offset"])
-    trial.set_user_attr("value_se", round(stats.mae_se(errors, groups), 4))
+    se = stats.mae_se(errors, groups)
+    trial.set_user_attr("value_se", None if se is None else round(se, 4))
+    trial.set_user_attr("value_out_of_sample", scored.out_of_sample)
     trial.set_user_attr("val_bias", round(float(errors.mean()), 4))
     trial.set_user_attr("val_errors", [int(e) for e in errors])
     trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
@@ -181,13 +202,13 @@ def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) 
     """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
 
     The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
-    the baseline or the warm start if it was) runs first when the study resumes.
+    the baseline, the warm start or the finalist run if it was) runs first when the study resumes.
     """
     reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
     trial.set_user_attr("stopped", "study timeout reached")
     trial.set_user_attr("fail_reason", reason)
     attrs = {"requeued_from": trial.number}
-    attrs.update({k: True for k in ("baseline", "warm_start") if trial.user_attrs.get(k)})
+    attrs.update({k: v for k, v in trial.user_attrs.items() if k in REQUEUED_ATTRS})
     trial.study.enqueue_trial(params, user_attrs=attrs)
     return StudyTimeout(reason)
 
@@ -206,7 +227,7 @@ def checkpoint_record(trial: optuna.Trial, split: data.Split) -> dict:
     """What the export checks a checkpoint against: its study, trial and training tile size."""
     return {
         "study": trial.study.study_name,
-        "study_folder": study_dir(trial.study).name,
+        "study_folder": trial.study.user_attrs[FOLDER_ATTR],
         "trial": trial.number,
         "tile_size": list(split.train_images.shape[1:]),
     }

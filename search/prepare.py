@@ -27,6 +27,10 @@ def check_args(args) -> None:
         raise UsageError("--heartbeat must be at least 1 second")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if args.finalists is not None and (args.finalists < 0 or args.finalists == 1):
+        raise UsageError("--finalists must be 0 (no finalist stage) or at least 2 (the best trial and the seed baseline)")
+    if args.finalist_seeds is not None and args.finalist_seeds < 1:
+        raise UsageError("--finalist-seeds must be at least 1")
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:

@@ -24,10 +24,10 @@ import optuna.visualization.matplotlib as ovm
 import pandas as pd
 
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
-from search import cli
+from search import cli, finalists
 from search.errors import UsageError
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
-from search.verdict import baseline_line, gain_line
+from search.verdict import baseline_line, finalist_rows, finalist_text, gain_line, table_cell
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -227,8 +227,20 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
         ),
         ("profile", f"{meta.get('profile')}, counting objective {meta.get('counting_objective')}"),
         ("seed baseline", baseline_line(study)),
-        ("gain over the baseline", gain_line(study)),
+        ("search: gain over the baseline", gain_line(study)),
     ]
+
+
+def finalists_html(study: optuna.Study) -> str:
+    """The finalist table and the verdict over seeds, as the summary prints them; empty before the stage."""
+    staged = finalists.results(study)
+    if not staged:
+        return ""
+    texts = finalist_text(staged, study.user_attrs.get("val_groups", []))
+    rows = [{k: table_cell(v) for k, v in row.items()} for row in finalist_rows(staged)]
+    table = pd.DataFrame(rows).to_html(index=False, classes="finalists")
+    intro, *after = [f"<p>{html.escape(t)}</p>" for t in texts if t]
+    return "\n".join(["<h2>Finalists</h2>", intro, table, *after]) + "\n"
 
 
 def figure_html(figure: ReportFigure) -> str:
@@ -258,6 +270,7 @@ def render_html(study: optuna.Study, storage_url: str, figures: list[ReportFigur
             "img{max-width:100%}.skipped{color:#a60}</style></head><body>",
             f"<h1>{html.escape(title)}</h1>",
             f"<table>{summary}</table>",
+            finalists_html(study),
             *[figure_html(f) for f in figures],
             f"<h2>Top {len(table)} trials</h2>",
             table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", classes="top-trials"),

@@ -1,15 +1,45 @@
-"""Honest trial values: counting chosen out of sample, and uncertainty over source images.
+"""Honest trial values: counting chosen out of sample, uncertainty over source images and training seeds.
 
-Everything here works on per-tile count errors and tile groups (source images); nothing
-knows about pixels or networks.
+Everything here works on per-tile count errors, counts and tile groups (source images); nothing
+knows about pixels or networks. Every interval first asks :func:`too_few` whether the data can
+support one: a bootstrap over one or two images, or a spread over one training seed, says nothing.
 """
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
 
 N_BOOT = 2000  # bootstrap resamples: the standard error's own noise is then about 1.6%
-Z95 = 1.96
+LEVEL = 0.95  # two-sided coverage of every interval
+MIN_IMAGES = 5  # validation images an interval needs: a bootstrap over fewer resamples almost nothing
+MIN_SEEDS = 2  # training seeds per finalist a spread over seeds needs
+
+
+def too_few(n_images: int, seeds: dict | None = None) -> str | None:
+    """Why no interval can be estimated from ``n_images`` images and these seeds, or None.
+
+    Parameters
+    ----------
+    n_images : int
+        Distinct validation images (source images) behind the errors.
+    seeds : dict, optional
+        Number of training seeds of each compared model, by a label naming it.
+
+    Returns
+    -------
+    str or None
+        A plain clause such as ``"1 validation image (an interval needs 5)"``.
+    """
+    reasons = []
+    if n_images < MIN_IMAGES:
+        reasons.append(f"{n_images} validation image{'s' * (n_images != 1)} (an interval needs {MIN_IMAGES})")
+    for label, n in (seeds or {}).items():
+        if n < MIN_SEEDS:
+            reasons.append(f"{n} training seed{'s' * (n != 1)} of {label} (a spread needs {MIN_SEEDS})")
+    return " and ".join(reasons) or None
 
 
 def halves(groups: np.ndarray, seed: int) -> np.ndarray:
@@ -22,7 +52,7 @@ def halves(groups: np.ndarray, seed: int) -> np.ndarray:
     return np.isin(groups, ids[1::2])
 
 
-def crossfit_errors(errors: np.ndarray, groups: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int]:
+def crossfit_errors(errors: np.ndarray, groups: np.ndarray, seed: int = 0) -> tuple[np.ndarray, int, bool]:
     """Per-tile errors of choosing the counting setting on one half of the images and applying it to the other.
 
     The lowest MAE over many settings on the same tiles is optimistic; choosing on half of the
@@ -43,17 +73,20 @@ def crossfit_errors(errors: np.ndarray, groups: np.ndarray, seed: int = 0) -> tu
         Each tile's error under the setting chosen on the other half.
     chosen : int
         The setting with the lowest MAE on all tiles (the one to use from now on).
+    out_of_sample : bool
+        False when a single image leaves nothing to hold out: ``crossfit`` is then the chosen
+        setting's own, optimistic, errors.
     """
     abs_errors = np.abs(errors)
     chosen = int(np.argmin(abs_errors.mean(1)))
     in_b = halves(groups, seed)
-    if in_b.all() or not in_b.any():  # a single image: nothing to hold out
-        return errors[chosen], chosen
+    if in_b.all() or not in_b.any():
+        return errors[chosen], chosen, False
     crossfit = np.empty(errors.shape[1])
     for scored in (in_b, ~in_b):
         pick = int(np.argmin(abs_errors[:, ~scored].mean(1)))
         crossfit[scored] = errors[pick, scored]
-    return crossfit, chosen
+    return crossfit, chosen, True
 
 
 def _group_sums(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,22 +106,138 @@ def bootstrap_means(values: np.ndarray, groups: np.ndarray, n_boot: int = N_BOOT
     return sums[pick].sum(1) / sizes[pick].sum(1)
 
 
-def mae_se(errors: np.ndarray, groups: np.ndarray) -> float:
-    """Standard error of the count-MAE over source images (group bootstrap)."""
+def mae_se(errors: np.ndarray, groups: np.ndarray) -> float | None:
+    """Standard error of the count-MAE over source images (group bootstrap); None with too few images."""
+    if too_few(len(np.unique(groups))):
+        return None
     return float(bootstrap_means(np.abs(errors), groups).std(ddof=1))
 
 
+def t_quantile(df: float, p: float = 0.5 + LEVEL / 2) -> float:
+    """Quantile ``p`` (above 0.5) of Student's t with ``df`` degrees of freedom, fractional allowed.
+
+    Found by bisection on the t density integrated numerically (trapezoids on 4001 points give
+    about six correct digits even for ``df=1``), so no statistics package is needed.
+    """
+    if not math.isfinite(df) or df > 1e6:
+        return NormalDist().inv_cdf(p)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        grid = np.linspace(0.0, x, 4001)
+        pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(grid**2 / df))
+        return 0.5 + float((pdf[1:] + pdf[:-1]).sum()) * (grid[1] - grid[0]) / 2
+
+    low, high = 0.0, NormalDist().inv_cdf(p)
+    while cdf(high) < p:
+        low, high = high, 2 * high
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def _interval(diff: float, variances: list[float], dofs: list[float]) -> dict:
+    """A t interval around ``diff`` whose variance is the sum of independent parts.
+
+    The degrees of freedom combine the parts' own (Welch-Satterthwaite): a part estimated from
+    two seeds has one, and widens the interval accordingly.
+    """
+    var = float(sum(variances))
+    denom = sum(v**2 / d for v, d in zip(variances, dofs) if v > 0)
+    df = var**2 / denom if denom > 0 else math.inf
+    se = math.sqrt(var)
+    half = t_quantile(df) * se
+    low, high = diff - half, diff + half
+    return {"diff": diff, "se": se, "df": df, "low": low, "high": high, "significant": bool(high < 0 or low > 0)}
+
+
 def compare(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray) -> dict:
-    """Paired comparison of two trials' count-MAE on the same tiles (a minus b).
+    """Paired comparison of two models' count-MAE on the same tiles (a minus b), over images only.
 
     Returns
     -------
     dict
-        ``diff`` (MAE of a minus MAE of b), ``se`` (group bootstrap), ``low`` and ``high`` (a 95%
-        normal interval) and ``significant`` (the interval excludes 0).
+        ``diff`` (MAE of a minus MAE of b) and, when :func:`too_few` allows, ``se`` (group
+        bootstrap), ``df``, ``low`` and ``high`` (a 95% interval) and ``significant`` (the
+        interval excludes 0); otherwise ``too_few``, the reason, and ``significant`` False.
     """
     paired = np.abs(errors_a) - np.abs(errors_b)
     diff = float(paired.mean())
-    se = float(bootstrap_means(paired, groups).std(ddof=1))
-    low, high = diff - Z95 * se, diff + Z95 * se
-    return {"diff": diff, "se": se, "low": low, "high": high, "significant": bool(high < 0 or low > 0)}
+    n_images = len(np.unique(groups))
+    reason = too_few(n_images)
+    if reason:
+        return {"diff": diff, "too_few": reason, "significant": False}
+    var = float(bootstrap_means(paired, groups).var(ddof=1))
+    return _interval(diff, [var], [n_images - 1])
+
+
+def ensemble_counts(counts: np.ndarray) -> np.ndarray:
+    """The rounded mean of several models' counts of the same tiles (halves round up).
+
+    Parameters
+    ----------
+    counts : array_like, shape (M, N)
+        Count of each of M models on each of N tiles.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,)
+
+    Notes
+    -----
+    Shifting every model's counts by the same integers shifts the result by them too, so
+    applied to signed errors (counts minus integer true counts) it gives the ensemble's errors.
+    """
+    return np.floor(np.asarray(counts, dtype=float).mean(0) + 0.5).astype(np.int64)
+
+
+def ensemble_mae(member_errors: np.ndarray) -> float:
+    """Count-MAE of the ensemble of models with these per-tile errors, shape (M, N)."""
+    return float(np.abs(ensemble_counts(member_errors)).mean())
+
+
+def seed_variance(member_errors: np.ndarray) -> float:
+    """Jackknife variance over training seeds of the ensemble's MAE on fixed tiles.
+
+    Leaving one model out at a time shows how much the ensemble's MAE depends on which seeds
+    were drawn. Needs at least 2 models.
+    """
+    m = len(member_errors)
+    loo = np.array([ensemble_mae(np.delete(member_errors, i, axis=0)) for i in range(m)])
+    return float((m - 1) / m * ((loo - loo.mean()) ** 2).sum())
+
+
+def compare_ensembles(
+    errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray, labels: tuple[str, str] = ("a", "b")
+) -> dict:
+    """Compare two seed ensembles' count-MAE (a minus b) over validation images and training seeds.
+
+    Parameters
+    ----------
+    errors_a, errors_b : ndarray, shapes (Ma, N) and (Mb, N)
+        Per-tile signed count errors of each model (one per training seed) of each ensemble.
+    groups : ndarray, shape (N,)
+        Source image of each tile.
+    labels : tuple of str
+        Names of the two ensembles, for the reason :func:`too_few` gives.
+
+    Returns
+    -------
+    dict
+        As :func:`compare`, with ``se_images`` (paired image bootstrap of the two ensembles'
+        errors) and ``se_seeds`` (jackknife over each ensemble's seeds) whose squares add up to
+        ``se**2``. Which seeds were drawn is as much a source of chance as which images were:
+        an interval over images alone calls a lucky seed a gain.
+    """
+    errors_a, errors_b = np.atleast_2d(errors_a), np.atleast_2d(errors_b)
+    ens_a, ens_b = ensemble_counts(errors_a), ensemble_counts(errors_b)
+    paired = np.abs(ens_a) - np.abs(ens_b)
+    diff = float(paired.mean())
+    n_images = len(np.unique(groups))
+    reason = too_few(n_images, dict(zip(labels, (len(errors_a), len(errors_b)))))
+    if reason:
+        return {"diff": diff, "too_few": reason, "significant": False}
+    parts = [float(bootstrap_means(paired, groups).var(ddof=1)), seed_variance(errors_a), seed_variance(errors_b)]
+    result = _interval(diff, parts, [n_images - 1, len(errors_a) - 1, len(errors_b) - 1])
+    return {**result, "se_images": math.sqrt(parts[0]), "se_seeds": math.sqrt(parts[1] + parts[2])}

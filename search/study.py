@@ -17,18 +17,20 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import optuna
 import torch
 
 import data
-from search import cli, prepare, space, workers
-from search.artifacts import StudyNote, artifact_dir, study_dir
+from search import cli, finalists, prepare, space, workers
+from search.artifacts import artifact_dir, study_dir
 from search.errors import UsageError
+from search.note import StudyNote
 from search.objective import QUIET_TIMEOUT, Objective, StudyTimeout, study_split
 from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
-from search.verdict import baseline_trial, gain, gain_line
+from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, seed_verdict
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 
@@ -96,7 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--timeout",
         type=float,
-        help="seconds for this run; a trial still running then is stopped "
+        help="seconds for this run, search and finalists together: the search stops when the finalist "
+        "runs still to do would take the rest, and a trial still running at the end is stopped "
         "(default: the profile's: quick 1080, full 14400)",
     )
     p.add_argument(
@@ -118,7 +121,30 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seed", type=int, default=0, help="seeds the split, the sampler and every trial's training (default: 0)"
     )
     add_scoring_options(p)
+    add_finalist_options(p)
     return p.parse_args(argv)
+
+
+def add_finalist_options(p: argparse.ArgumentParser) -> None:
+    """Options for the finalist stage: how many configurations are trained again, with how many seeds."""
+    p.add_argument(
+        "--finalists",
+        type=int,
+        help="configurations trained again with fresh seeds after the search: the best, the seed "
+        "baseline, then runners-up; 0 skips the stage (default: the profile's: quick 2, full 3)",
+    )
+    p.add_argument(
+        "--finalist-seeds",
+        type=int,
+        help="fresh training seeds per finalist: the size of the ensemble the export averages "
+        "(default: the profile's: quick 2, full 3)",
+    )
+
+
+def stage_size(args, profile: space.Profile) -> tuple[int, int]:
+    """Finalists and seeds per finalist of this run: the options, else the profile's."""
+    k = profile.finalists if args.finalists is None else args.finalists
+    return k, profile.finalist_seeds if args.finalist_seeds is None else args.finalist_seeds
 
 
 class StopAfterFailures:
@@ -134,25 +160,31 @@ class StopAfterFailures:
             study.stop()
 
 
+def se_text(attrs: dict) -> str:
+    """A trial's standard error for printing: n/a when too few validation images gave none."""
+    return "n/a" if attrs.get("value_se") is None else f"{attrs['value_se']:.3f}"
+
+
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """One line per finished trial."""
+    """One line per finished trial or finalist run."""
     a = trial.user_attrs
-    tag = " (seed baseline)" if a.get("baseline") else ""
+    tag = f"{finalists.trial_label(trial)}{' (seed baseline)' if a.get('baseline') else ''}"
     if trial.state == optuna.trial.TrialState.COMPLETE:
+        best = f"; best so far: trial {study.best_trial.number} ({study.best_value:.3f})"
+        best = "" if finalists.run_key(trial) else best  # a finalist run is no search trial
         print(
-            f"trial {trial.number}{tag} finished: val MAE {trial.value:.3f} +- {a['value_se']:.3f} with "
-            f"{a['counting_name']} ({a['train_seconds']:.0f} s); best so far: trial "
-            f"{study.best_trial.number} ({study.best_value:.3f})",
+            f"{tag} finished: val MAE {trial.value:.3f} +- {se_text(a)} with "
+            f"{a['counting_name']} ({a['train_seconds']:.0f} s){best}",
             flush=True,
         )
     elif trial.state == optuna.trial.TrialState.PRUNED:
         steps = trial.intermediate_values
         last = f" at epoch {max(steps)} (val MAE {steps[max(steps)]:.3f})" if steps else ""
         why = a.get("stopped", "pruned")
-        print(f"trial {trial.number}{tag} {why}{last}", flush=True)
+        print(f"{tag} {why}{last}", flush=True)
     else:
         reason = a.get("fail_reason", "see the log above")
-        print(f"trial {trial.number}{tag} {trial.state.name.lower()}: {reason}", flush=True)
+        print(f"{tag} {trial.state.name.lower()}: {reason}", flush=True)
 
 
 def run(args, argv=()) -> optuna.Study:
@@ -192,30 +224,52 @@ def run(args, argv=()) -> optuna.Study:
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
-    run_trials(study, args, profile, split, n_trials, storage_url, note)
+    timeout = args.timeout or profile.timeout
+    deadline = time.monotonic() + timeout
+    k, n_seeds = stage_size(args, profile)
+    print(
+        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_seeds} fresh seeds; the search stops "
+        "when the finalist runs still to do would need the rest"
+        if k
+        else f"budget {timeout:.0f} s for the search (no finalist stage)",
+        flush=True,
+    )
+    search_until = search_deadline(study, args, profile, deadline)
+    run_trials(study, args, profile, split, n_trials, storage_url, note, search_until)
+    run_finalists(study, args, profile, split, note, deadline)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
         summarize(study, storage_url, n_trials)
     return study
 
 
-def run_trials(study, args, profile, split, n_trials: int, storage_url: str, note: StudyNote) -> None:
-    """Run trials in this process until the study has ``n_trials`` finished ones or time is up."""
+def search_deadline(study: optuna.Study, args, profile: space.Profile, deadline: float) -> Callable[[], float]:
+    """When the search must stop for the finalist runs still to do to fit before ``deadline``.
+
+    Each run is expected to take as long as its configuration's search trial took; several
+    workers share the runs. Read before each trial, so the reserve follows the best trial.
+    """
+    k, n_seeds = stage_size(args, profile)
+
+    def at() -> float:
+        if k == 0:
+            return deadline
+        plan = finalists.make_plan(study, k, n_seeds, args.seed)
+        return deadline - finalists.missing_seconds(study, plan, finalists.open_finalists(study)) / args.workers
+
+    return at
+
+
+def run_trials(study, args, profile, split, n_trials: int, storage_url: str, note: StudyNote, deadline) -> None:
+    """Run trials in this process until the study has ``n_trials`` finished ones or ``deadline()`` has passed."""
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    timeout = args.timeout or profile.timeout
-    if done < n_trials:
+    if done < n_trials and time.monotonic() < deadline():
         seed = prepare.sampler_seed(study, args.seed, args.worker_index, storage_url)
         study.sampler = prepare.make_sampler(args.sampler, seed)
         study.pruner = prepare.make_pruner(args.pruner, profile)
         objective = Objective(
-            split,
-            profile,
-            cli.resolve_device(args.device),
-            args.seed,
-            args.objective,
-            study_dir(study),
-            time.monotonic() + timeout,
+            split, profile, cli.resolve_device(args.device), args.seed, args.objective, study_dir(study), deadline
         )
-        print(f"running up to {n_trials - done} trials (study target {n_trials}), timeout {timeout:.0f} s", flush=True)
+        print(f"running up to {n_trials - done} trials (study target {n_trials})", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
         # Optuna's own report of a trial the timeout stopped is a traceback; print_trial says it in a line.
@@ -225,11 +279,37 @@ def run_trials(study, args, profile, split, n_trials: int, storage_url: str, not
             study,
             objective,
             n_trials,
-            timeout,
+            deadline,
             catch=(FloatingPointError, StudyTimeout),
             callbacks=[print_trial, failures, note],
-            should_stop=lambda: failures.failed >= failures.limit or time.monotonic() > objective.deadline,
+            should_stop=lambda: failures.failed >= failures.limit or time.monotonic() > deadline(),
         )
+
+
+def run_finalists(study, args, profile, split, note: StudyNote, deadline: float) -> None:
+    """The second stage: the finalists trained with fresh seeds, until every run is done or ``deadline``."""
+    k, n_seeds = stage_size(args, profile)
+    if k == 0:
+        return
+    workers.wait_until_idle(study, deadline)  # every worker then plans the same finalists
+    plan = finalists.make_plan(study, k, n_seeds, args.seed)
+    if not plan:
+        return
+    staged = finalists.open_finalists(study, create=True)
+    finalists.queue_missing(staged, plan)
+    done = sum(len(f.runs) for f in finalists.results(study))
+    names = ", ".join(f"trial {f['trial']} ({f['role']})" for f in plan)
+    print(f"finalists: {names}; seeds {plan[0]['seeds']}: {done} of {k * n_seeds} runs done", flush=True)
+    objective = Objective(
+        split, profile, cli.resolve_device(args.device), args.seed, args.objective, study_dir(staged), lambda: deadline
+    )
+    workers.run_queue(
+        staged,
+        finalists.FinalistRun(objective),
+        deadline,
+        catch=(FloatingPointError, StudyTimeout, finalists.NotRun),
+        callbacks=[print_trial, lambda _, trial: note.write(study) if trial.state.is_finished() else None],
+    )
 
 
 def no_complete_hint(study: optuna.Study, target: int) -> str:
@@ -245,14 +325,14 @@ def no_complete_hint(study: optuna.Study, target: int) -> str:
 
 
 def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
-    """The best trial beside the baseline, whether the gain is real, and how to browse and export."""
+    """The best trial beside the baseline, the finalists' verdict over seeds, and how to browse and export."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         print(f"no finished trial yet: {no_complete_hint(study, target)}", flush=True)
         return
     best = study.best_trial
     print(
-        f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {best.user_attrs['value_se']:.3f} "
+        f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {se_text(best.user_attrs)} "
         f"(standard error over validation images) with {best.user_attrs['counting_name']}; params {best.params}"
     )
     baseline = baseline_trial(study)
@@ -262,7 +342,10 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
             f"{baseline.user_attrs['val_mae_seed_counting']:.3f} with the seed's own counting "
             f"({space.setting_name(space.SEED_COUNTING)})"
         )
-    print(gain_line(study))
+    print(f"search: {gain_line(study)}")
+    staged, groups = finalists.results(study), study.user_attrs.get("val_groups", [])
+    if staged:
+        print("\n" + "\n".join(finalist_lines(staged, groups)) + "\n")
     print(
         f"browse: optuna-dashboard {dashboard_target(storage_url)} "
         f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1"
@@ -270,10 +353,12 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     export = f"python -m search.export --study-name {study.study_name}" + (
         f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""
     )
-    print(f"export: {export}", flush=True)
-    g = gain(study)
-    if g is not None and g["best"] != g["baseline"] and not (g["significant"] and g["diff"] < 0):
-        print(f"export the safe choice, the seed baseline: {export} --trial {g['baseline']}", flush=True)
+    v = seed_verdict(staged, groups)
+    what = f"trial {best.number} alone" if v is None else f"the ensemble of trial {v['winner'].trial}'s runs"
+    print(f"export: {export}   ({what})", flush=True)
+    safe = safe_choice(study, staged, groups)
+    if safe is not None:
+        print(f"export the safe choice, {safe[0]}: {export} {safe[1]}", flush=True)
 
 
 def main(argv=None) -> int:

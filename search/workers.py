@@ -10,6 +10,7 @@ same instant by two workers, so the study ends with exactly the target of finish
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import torch
@@ -210,7 +212,7 @@ def run_until_target(
     study: optuna.Study,
     objective,
     target: int,
-    timeout: float,
+    deadline: Callable[[], float],
     catch: tuple,
     callbacks: list,
     should_stop=lambda: False,
@@ -223,18 +225,17 @@ def run_until_target(
         The study and its objective (wrapped here in a ``TrialGuard``).
     target : int
         Finished (complete or pruned) trials the study should end with, all workers together.
-    timeout : float
-        Seconds for this worker; no trial starts after it.
+    deadline : callable
+        Returns the ``time.monotonic()`` after which no trial starts; read before each one.
     catch, callbacks
         As for ``study.optimize``; ``SurplusTrial`` and CUDA out-of-memory are added to ``catch``.
     should_stop : callable
         Checked after each trial: True ends the run (e.g. too many failures).
     """
-    deadline = time.monotonic() + timeout
     guarded = TrialGuard(objective, target)
     catch = (*catch, SurplusTrial, torch.cuda.OutOfMemoryError)
     waiting = False
-    while time.monotonic() < deadline and not should_stop():
+    while time.monotonic() < deadline() and not should_stop():
         _fail_stale(study)
         finished, running = counts(study)
         if finished >= target:
@@ -244,7 +245,34 @@ def run_until_target(
             if not waiting:
                 print(f"waiting: {running} trials running elsewhere would reach the target {target}", flush=True)
             waiting = True
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline() - time.monotonic())))
             continue
         waiting = False
         study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)
+
+
+def wait_until_idle(study: optuna.Study, deadline: float) -> None:
+    """Wait while trials of ``study`` run elsewhere (or until ``deadline``), failing those of dead workers."""
+    while time.monotonic() < deadline:
+        _fail_stale(study)
+        if not study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
+            return
+        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def run_queue(study: optuna.Study, objective, deadline: float, catch: tuple, callbacks: list) -> None:
+    """Run the study's queued trials one at a time until none is left or ``deadline`` has passed.
+
+    While nothing waits but trials run elsewhere, it waits too: a worker that dies leaves its
+    trial queued again (by the reaper or the heartbeat), and this worker then runs it.
+    """
+    guarded = TrialGuard(objective, math.inf)  # the worker record and out-of-memory handling, no target
+    catch = (*catch, torch.cuda.OutOfMemoryError)
+    while time.monotonic() < deadline:
+        _fail_stale(study)
+        if study.get_trials(deepcopy=False, states=(STATES.WAITING,)):
+            study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)
+        elif study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        else:
+            return

@@ -43,7 +43,7 @@ def disc_tiles(n, size=32, seed=0):
 @pytest.fixture
 def tiny_files(tmp_path):
     """Paths of a tiny train archive (X, y, counts), test archive and test counts CSV."""
-    X, y, counts = disc_tiles(20, seed=1)
+    X, y, counts = disc_tiles(30, seed=1)
     Xt, _, ct = disc_tiles(6, seed=2)
     train, test, truth = tmp_path / "train.npz", tmp_path / "test.npz", tmp_path / "truth.csv"
     np.savez_compressed(train, X=X, y=y, counts=counts)

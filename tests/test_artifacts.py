@@ -67,7 +67,7 @@ def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profil
         # The note names the data and the profile, and after the baseline trial its score.
         note = detail["note"]["body"]
         baseline = optuna.load_study(study_name="cells", storage=storage).trials[0]
-        assert "16 training, 4 validation" in note and "`tiny`" in note
+        assert "24 training, 6 validation" in note and "`tiny`" in note
         assert f"trial 0: val count-MAE {baseline.value:.3f}" in note
         # Written at creation, then updated when the baseline and each new best trial end.
         assert detail["note"]["version"] >= 2
@@ -82,7 +82,7 @@ def test_trial_records_per_tile_validation_counts(tiny_files, tiny_profile, in_t
     assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
     s = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db")
     counts = s.trials[0].user_attrs["val_counts"]
-    assert len(counts["true"]) == len(counts["pred"]) == 4
+    assert len(counts["true"]) == len(counts["pred"]) == 6
     mae = np.abs(np.subtract(counts["pred"], counts["true"])).mean()
     attrs = s.trials[0].user_attrs
     assert mae == pytest.approx(attrs["counting_scores"][attrs["counting_name"]], abs=1e-4)

@@ -13,7 +13,8 @@ def test_crossfit_never_scores_a_tile_with_a_setting_chosen_on_its_own_half():
     in_b = stats.halves(groups, seed=0)
     # Setting 0 is perfect on half A and bad on B, setting 1 the reverse, setting 2 mediocre everywhere.
     errors = np.stack([np.where(in_b, 5, 0), np.where(in_b, 0, 5), np.full(30, 2)]).astype(float)
-    crossfit, chosen = stats.crossfit_errors(errors, groups, seed=0)
+    crossfit, chosen, out_of_sample = stats.crossfit_errors(errors, groups, seed=0)
+    assert out_of_sample
     assert chosen == 2  # best on all tiles
     # In sample, 0 or 1 look perfect on their own half; chosen on the other half they cost 5 per tile.
     np.testing.assert_array_equal(crossfit, np.full(30, 5.0))
