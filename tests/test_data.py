@@ -409,6 +409,31 @@ def test_grouped_split_needs_two_groups():
     assert len(train) and len(val)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_split_keeps_two_training_tiles(seed):
+    # A large group that would leave one training tile is passed over for a small one.
+    train, val = data.split_groups([0] * 19 + [1], 0.2, seed)
+    np.testing.assert_array_equal(train, np.arange(19))
+    np.testing.assert_array_equal(val, [19])
+
+
+def test_grouped_split_refuses_fewer_than_two_training_tiles(tmp_path):
+    with pytest.raises(ValueError, match="leave at least 2 tiles for training"):
+        data.split_groups([0, 1], 0.5, 0)
+    path = _npz(tmp_path, "two.npz", X=_images(n=2), y=_masks(n=2), groups=np.array([0, 1]))
+    with _raises(path, "cannot split.*2 tiles for training"):
+        data.load_split(path)
+
+
+@pytest.mark.parametrize("seed, head, total", [(0, [8, 14, 15, 16], 221050), (1, [4, 5, 6, 7], 176840)])
+def test_grouped_split_of_the_embedded_set_is_pinned(seed, head, total):
+    # The published study results were measured on these validation tiles.
+    groups = data.load_tile_ints(data.DEFAULT_TRAIN, "groups", 1439)
+    train, val = data.split_groups(groups, 0.2, seed)
+    assert (len(train), len(val)) == (1151, 288)
+    assert val[:4].tolist() == head and int(val.sum()) == total
+
+
 # --- find_overlap_groups ----------------------------------------------------------
 
 

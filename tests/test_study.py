@@ -275,13 +275,15 @@ def test_bad_data_file_creates_nothing(tiny_files, tiny_profile, in_tmp, capsys)
     assert [t.state for t in load().trials] == [STATES.COMPLETE, STATES.WAITING]  # the warm start is next
 
 
-def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys):
-    X, y, _ = disc_tiles(1)
-    one = in_tmp / "one.npz"
-    np.savez(one, X=X, y=y)
-    assert run_study(one) == 2
+@pytest.mark.parametrize("n", [1, 2])  # 2 tiles of 2 images: one would be left for training
+def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys, n):
+    X, y, _ = disc_tiles(n)
+    few = in_tmp / "few.npz"
+    np.savez(few, X=X, y=y)
+    assert run_study(few) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "one.npz" in err and "split" in err
+    assert len(err.splitlines()) == 1 and "few.npz" in err and "split" in err
+    assert not (in_tmp / "studies").exists()
 
 
 def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_tmp, monkeypatch):
