@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 
 import data
-from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
@@ -126,7 +126,7 @@ def export(args) -> dict:
     device = cli.resolve_device(args.device)
     try:
         net, config = load_checkpoint(trial.user_attrs.get("checkpoint", ""), device)
-    except FileNotFoundError as exc:
+    except CheckpointError as exc:
         raise UsageError(f"trial {trial.number}: {exc}") from None
     check_checkpoint(study, trial, config, args.test, images)
     checkpoint = trial.user_attrs["checkpoint"]

@@ -115,8 +115,10 @@ def test_same_name_in_another_storage_keeps_its_own_checkpoints(tiny_files, fini
 def test_checkpoint_of_another_trial_is_refused(finished_study, in_tmp, capsys):
     test, _ = finished_study
     trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
-    config = in_tmp / trials[0].user_attrs["checkpoint"] / "config.json"
-    config.write_text((in_tmp / trials[1].user_attrs["checkpoint"] / "config.json").read_text())
+    # The whole checkpoint, so that its weights match the checksum its config records.
+    shutil.copytree(
+        in_tmp / trials[1].user_attrs["checkpoint"], in_tmp / trials[0].user_attrs["checkpoint"], dirs_exist_ok=True
+    )
     assert export.main(["--test", str(test), "--trial", "0"]) == 2
     assert "it records trial 1" in capsys.readouterr().err
 
@@ -127,4 +129,23 @@ def test_test_tiles_of_another_size_are_refused(finished_study, in_tmp, capsys):
     assert export.main(["--test", str(small)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "small.npz: tiles are 16x16" in err and "32x32" in err
+    assert not (in_tmp / "submission.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda ckpt, other: (ckpt / "model.safetensors").write_bytes(b""), "model.safetensors: not the weights"),
+        (lambda ckpt, other: (ckpt / "config.json").write_text("{"), "config.json: not valid JSON"),
+        # Same architecture, so the weights would load: only the recorded checksum tells them apart.
+        (lambda ckpt, other: shutil.copy(other / "model.safetensors", ckpt), "copied from another checkpoint"),
+    ],
+)
+def test_corrupt_or_swapped_checkpoint_exits_2(finished_study, in_tmp, capsys, spoil, message):
+    test, _ = finished_study
+    trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
+    spoil(in_tmp / trials[0].user_attrs["checkpoint"], in_tmp / trials[1].user_attrs["checkpoint"])
+    assert export.main(["--test", str(test), "--trial", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: trial 0: ") and message in err
     assert not (in_tmp / "submission.csv").exists()
