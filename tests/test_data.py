@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import header_bomb
 
 import data
 from data import DataError, fingerprint, load_counts_csv, load_test, load_tile_ints, load_train, split_indices
@@ -104,6 +105,34 @@ def test_oversized_array_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(data.load.np, "load", no_read)
     with _raises(path, "'y' would take .* over the"):
         load_train(path)
+
+
+@pytest.mark.parametrize("load", [load_train, load_test])
+def test_array_declared_too_large_in_its_header_refused_before_reading(tmp_path, monkeypatch, load):
+    path = header_bomb(tmp_path / "bomb.npz")  # a few hundred bytes, 16 TiB once loaded
+    assert path.stat().st_size < 1000
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the archive was read")
+
+    monkeypatch.setattr(data.load.np, "load", no_read)
+    with _raises(path, r"'X' would take 16384.0 GiB as its header declares \(\(17179869184, 32, 32\), uint8\)"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "header, problem",
+    [
+        (b"not an npy array", "magic string is not correct"),
+        (b"\x93NUMPY\x03\x00\x10\x00\x00\x00{}", "unsupported .npy format version 3.0"),
+        (b"\x93NUMPY\x01\x00\x40\x00{'descr': '|u1'", "EOF"),
+    ],
+)
+def test_unreadable_array_header_refused_before_reading(tmp_path, monkeypatch, header, problem):
+    path = header_bomb(tmp_path / "bad.npz", header=header)
+    monkeypatch.setattr(data.load.np, "load", lambda *a, **k: pytest.fail("the archive was read"))
+    with _raises(path, f"'X' has an unreadable .npy header.*{problem}"):
+        load_test(path)
 
 
 def test_missing_file(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import disc_tiles
+from conftest import disc_tiles, header_bomb
 from tiny_worker import TINY
 
 from search import export, space, study
@@ -67,6 +67,7 @@ def test_errors_exit_2(finished_study, in_tmp, capsys):
         (["--study-name", "nope"], "no study database"),
         (["--test", str(in_tmp / "missing.npz")], "file not found"),
         (["--test", str(test), "--truth", str(test)], "test.npz"),
+        (["--test", str(header_bomb(in_tmp / "bomb.npz"))], "bomb.npz: array 'X' would take 16384.0 GiB"),
     ]
     for args, message in cases:
         assert export.main(args) == 2

@@ -9,7 +9,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
-from conftest import disc_tiles
+from conftest import disc_tiles, header_bomb
 from optuna_dashboard import wsgi
 
 from model.train import EpochReport
@@ -184,6 +184,14 @@ def test_bad_data_file_exits_2(in_tmp, tiny_profile, capsys):
     assert run_study(bad) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.npz" in err
+
+
+def test_array_declared_too_large_exits_2_before_allocating(in_tmp, tiny_profile, capsys):
+    bomb = header_bomb(in_tmp / "bomb.npz")
+    assert run_study(bomb) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bomb.npz: array 'X' would take 16384.0 GiB" in err
+    assert not (in_tmp / "studies").exists()
 
 
 def test_resume_refuses_changed_data_or_profile(tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
