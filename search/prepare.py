@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 
 import optuna
@@ -15,18 +16,23 @@ from search.storage import is_sqlite
 OBJECTIVE = "val_count_mae"
 VAL_FRACTION = 0.2
 BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+MAX_SEED = 2**31 - 1  # --seed: a signed 32-bit integer, valid for every seeded library
+SAMPLER_SEEDS = 2**32  # numpy (and so Optuna's samplers) take seeds below this
 
 
 def check_args(args) -> None:
-    """Refuse numeric options out of range, in one line each."""
+    """Refuse numeric options out of range, in one line each, before the data is read."""
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError("--n-trials must be at least 1")
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.heartbeat < 1:
         raise UsageError("--heartbeat must be at least 1 second")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    # A NaN or infinite timeout never passes: the run would wait on nothing or never end.
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be positive and finite, got {args.timeout}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -122,9 +128,10 @@ def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, stora
     One process on SQLite (the default) stays reproducible: the same --seed gives the same
     trials. Processes sharing a study (--workers, a journal or a database that other machines
     may use, or trials running elsewhere) could see the same state at the same instant and
-    draw the same configurations, so each mixes in random bits of its own.
+    draw the same configurations, so each mixes in random bits of its own. The sum wraps
+    around below ``2**32``, the seeds numpy accepts, however many trials the study has.
     """
-    base = seed + len(study.trials)
+    base = (seed + len(study.trials)) % SAMPLER_SEEDS
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if worker_index is None and is_sqlite(storage_url) and not running:
         return base

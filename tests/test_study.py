@@ -17,6 +17,7 @@ from search import export, objective, prepare, report, space, study
 from search.storage import open_storage
 
 STATES = optuna.trial.TrialState
+FLOAT = optuna.distributions.FloatDistribution(0, 1)
 
 
 class PruneAfterFirst(optuna.pruners.BasePruner):
@@ -176,6 +177,23 @@ def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, me
     assert run_study(train, *args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--timeout", "nan"], "--timeout must be positive and finite, got nan"),
+        (["--timeout", "inf"], "--timeout must be positive and finite, got inf"),
+        (["--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+        (["--seed", "4294967295"], "--seed must be in 0..2147483647, got 4294967295"),
+    ],
+)
+def test_numbers_out_of_range_exit_2_before_writing(tiny_files, tiny_profile, in_tmp, capsys, args, message):
+    train, _, _ = tiny_files
+    assert run_study(train, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (in_tmp / "studies").exists()
 
 
 def test_bad_data_file_exits_2(in_tmp, tiny_profile, capsys):
@@ -380,6 +398,16 @@ def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
     single = optuna.create_study(storage="sqlite:///studies/s.db")
     single.enqueue_trial({})
     assert prepare.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
+
+
+def test_sampler_seed_stays_valid_however_many_trials():
+    single = optuna.create_study()
+    single.enqueue_trial({})
+    # The largest --seed, and a sum right at the wrap (as after 2**31 trials).
+    seeds = [prepare.sampler_seed(single, seed, None, "sqlite:///s.db") for seed in (prepare.MAX_SEED, 2**32 - 1)]
+    assert seeds == [2**31, 0]
+    for seed in seeds:
+        prepare.make_sampler("random", seed).sample_independent(single, single.ask(), "x", FLOAT)
 
 
 @pytest.mark.slow  # two whole studies
