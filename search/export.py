@@ -117,6 +117,7 @@ def refit(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, de
 
 
 def export(args) -> dict:
+    cli.check_output_file(args.out, "--out")  # before a refit, not after it
     check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)

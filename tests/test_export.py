@@ -150,3 +150,13 @@ def test_corrupt_or_swapped_checkpoint_exits_2(finished_study, in_tmp, capsys, s
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: trial 0: ") and message in err
     assert not (in_tmp / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("out, problem", [(".", "is a folder"), ("truth.csv/sub.csv", "truth.csv is a file")])
+def test_unwritable_out_exits_2_before_any_work(finished_study, in_tmp, capsys, out, problem):
+    test, _ = finished_study  # truth.csv is in in_tmp
+    before = sorted(in_tmp.rglob("*"))
+    assert export.main(["--test", str(test), "--refit", "--out", out]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and f"--out {out}: " in captured.err and problem in captured.err
+    assert "refit" not in captured.out and sorted(in_tmp.rglob("*")) == before  # refused before retraining
