@@ -103,6 +103,8 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
     ensure_baseline(study, profile, args.objective)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
         study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
+    # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
+    workers.queue_first(study, is_baseline)
     print(
         f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
         f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}",
@@ -111,14 +113,20 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
     return study, profile
 
 
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` runs the seed's configuration (queued by :func:`ensure_baseline`, or again)."""
+    return bool(trial.user_attrs.get("baseline"))
+
+
 def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
     """Queue the seed baseline unless a baseline trial finished, runs or waits.
 
     Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
-    the study would otherwise never get one.
+    the study would otherwise never get one. Queued behind other trials, it still starts
+    before them (``workers.queue_first``).
     """
     trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
-    if not any(t.user_attrs.get("baseline") for t in trials):
+    if not any(is_baseline(t) for t in trials):
         study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
 
 

@@ -339,12 +339,16 @@ def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_prof
     assert queued.system_attrs["fixed_params"] == stopped.params
     out = capsys.readouterr().out
     assert "no finished trial yet: the timeout stopped a trial" in out
-    # The stopped trial did not count: the same command runs it again, to the end.
+    # The stopped trial did not count: the same command runs it again, to the end, before the
+    # warm start queued ahead of it, which is queued again behind it.
     monkeypatch.setattr(objective, "fit", real_fit)
     assert run_study(train, "--n-trials", "2") == 0
     trials = load().trials
-    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[1].user_attrs["fail_reason"] == "not run: queued again as trial 3, behind trial 2, which starts first"
     assert trials[2].params == stopped.params and trials[2].user_attrs["baseline"]
+    assert trials[3].params == space.warm_start(tiny_profile) and trials[3].user_attrs["warm_start"]
+    assert trials[2].datetime_start < trials[3].datetime_start
 
 
 def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
@@ -358,7 +362,7 @@ def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
     assert "run the same command again" not in out and "raise --n-trials" in out
 
 
-def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch):
+def test_baseline_runs_first_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
     real_fit = objective.fit
 
     def interrupted(*args, **kwargs):
@@ -368,10 +372,17 @@ def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, i
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 130
     monkeypatch.setattr(objective, "fit", real_fit)
-    assert run_study(train, "--n-trials", "2") == 0
-    trials = load().trials  # the warm start, queued at creation, runs first
-    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    # One trial: the baseline, although the warm start was queued before it.
+    assert run_study(train, "--n-trials", "1") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.WAITING]
     assert trials[2].user_attrs["baseline"] and trials[2].params == space.seed_baseline(tiny_profile)
+    assert "seed baseline (trial 2): val MAE" in capsys.readouterr().out  # the summary compares with it
+    # The warm start is not lost: it runs next.
+    assert run_study(train, "--n-trials", "2") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[3].user_attrs["warm_start"] and trials[3].params == space.warm_start(tiny_profile)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "cells db"])
