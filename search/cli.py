@@ -43,7 +43,7 @@ def resolve_device(name: str):
 
 
 def check_output_file(path: str | os.PathLike, option: str) -> Path:
-    """Refuse a file to write that could not be written, before any work is done.
+    """Refuse a file to write unless it could be written, before any work is done.
 
     Parameters
     ----------
@@ -71,7 +71,7 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike, option: str) -> Path:
-    """Refuse a folder to write files into that could not be, before any work is done.
+    """Refuse a folder to write files into unless they could be written, before any work is done.
 
     Parameters
     ----------
