@@ -6,6 +6,7 @@ study fails early with an actionable message instead of deep inside
 training.
 """
 
+import math
 import zipfile
 import zlib
 
@@ -35,6 +36,10 @@ _READ_ERRORS = (
     RuntimeError,
     NotImplementedError,
 )
+
+# The .npy header versions numpy reads publicly; it writes 3.0 only for non-Latin-1 field
+# names, which no tile array has.
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _read_npz(path, keys):
@@ -83,26 +88,53 @@ def _read_npz_file(path, f, keys):
 
 
 def _check_member_sizes(path, f, keys):
-    """Refuse an array of `keys` whose uncompressed size exceeds MAX_MEMBER_BYTES.
+    """Refuse an array of `keys` over MAX_MEMBER_BYTES, or one whose .npy header is unreadable.
 
-    Sizes come from the zip directory, so nothing is decompressed; an archive
-    zipfile cannot open is left for np.load to report.
+    Two sizes are checked, before anything is allocated: the uncompressed size in the zip
+    directory, and the shape times item size that the array's .npy header declares (np.load
+    allocates that much before it reads any data, however small the member). Only the headers
+    are decompressed. An archive zipfile cannot open is left for np.load to report.
     """
     try:
-        members = zipfile.ZipFile(f).infolist()
+        archive = zipfile.ZipFile(f)
     except _READ_ERRORS:
-        members = []
-    finally:
         f.seek(0)
+        return
     wanted = {f"{k}.npy" for k in keys}
-    for info in members:
-        if info.filename in wanted and info.file_size > MAX_MEMBER_BYTES:
-            raise DataError(
-                path,
-                f"array {info.filename[:-4]!r} would take "
-                f"{info.file_size / 2**30:.1f} GiB uncompressed, "
-                f"over the {MAX_MEMBER_BYTES / 2**30:g} GiB limit",
-            )
+    try:
+        for info in archive.infolist():
+            if info.filename in wanted:
+                key = info.filename[:-4]
+                _check_size(path, key, info.file_size, "uncompressed")
+                shape, dtype = _npy_header(path, archive, info)
+                _check_size(path, key, math.prod(shape) * dtype.itemsize, f"as its header declares ({shape}, {dtype})")
+    finally:
+        archive.close()  # leaves `f` open: zipfile only closes files it opened itself
+        f.seek(0)
+
+
+def _check_size(path, key, nbytes, how):
+    """Refuse array `key` of `nbytes` bytes (found `how`) when over MAX_MEMBER_BYTES."""
+    if nbytes > MAX_MEMBER_BYTES:
+        raise DataError(
+            path,
+            f"array {key!r} would take {nbytes / 2**30:.1f} GiB {how}, over the {MAX_MEMBER_BYTES / 2**30:g} GiB limit",
+        )
+
+
+def _npy_header(path, archive, info):
+    """The shape and dtype that member `info`'s .npy header declares, its data left unread."""
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in _HEADER_READERS:
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            shape, _, dtype = _HEADER_READERS[version](member)
+    except _READ_ERRORS as err:
+        raise DataError(
+            path, f"array {info.filename[:-4]!r} has an unreadable .npy header, archive corrupt or truncated ({err})"
+        ) from err
+    return shape, dtype
 
 
 def _check_stack(path, key, arr):

@@ -10,6 +10,9 @@ from .load import load_tile_ints, load_train
 
 __all__ = ["Split", "load_split", "split_groups", "split_indices", "source_groups"]
 
+# Training on a single tile is no training: a split leaves at least this many on the train side.
+MIN_TRAIN_TILES = 2
+
 
 def split_indices(n, val_fraction=0.2, seed=0):
     """Split ``range(n)`` into random, disjoint train and validation indices.
@@ -67,8 +70,10 @@ def split_groups(groups, val_fraction=0.2, seed=0):
     """Split tiles into train and validation so that no group is on both sides.
 
     Groups (source images) are shuffled with a seeded PCG64 generator and
-    moved to validation until it holds at least ``val_fraction`` of the tiles
-    (rounded half up), always leaving one group for training.
+    moved to validation, in that order, until it holds at least
+    ``val_fraction`` of the tiles (rounded half up). A group that would leave
+    fewer than ``MIN_TRAIN_TILES`` training tiles is passed over, so training
+    always keeps at least that many tiles and validation at least one group.
 
     Parameters
     ----------
@@ -87,7 +92,9 @@ def split_groups(groups, val_fraction=0.2, seed=0):
     Raises
     ------
     ValueError
-        If there are fewer than 2 groups or `val_fraction` is not in (0, 1).
+        If there are fewer than 2 groups, no group can go to validation without
+        leaving fewer than ``MIN_TRAIN_TILES`` training tiles, or `val_fraction`
+        is not in (0, 1).
 
     Examples
     --------
@@ -102,11 +109,23 @@ def split_groups(groups, val_fraction=0.2, seed=0):
     if len(ids) < 2:
         raise ValueError(f"need at least 2 groups (source images) to split, got {len(ids)}")
     order = np.random.Generator(np.random.PCG64(seed)).permutation(ids)
-    sizes = np.array([np.count_nonzero(groups == g) for g in order])
-    target = np.floor(len(groups) * val_fraction + 0.5)
-    # Fewest groups whose tiles reach the target, one group always left for training.
-    n_val_groups = min(int(np.searchsorted(np.cumsum(sizes), target)) + 1, len(ids) - 1)
-    in_val = np.isin(groups, order[:n_val_groups])
+    sizes = [np.count_nonzero(groups == g) for g in order]
+    target = max(np.floor(len(groups) * val_fraction + 0.5), 1)
+    val_groups, n_val = [], 0
+    for group, size in zip(order, sizes):
+        if n_val >= target:
+            break
+        # Passing over a group (rather than stopping) keeps a small group for validation when
+        # a large one would leave training a single tile.
+        if len(groups) - n_val - size >= MIN_TRAIN_TILES:
+            val_groups.append(group)
+            n_val += size
+    if not val_groups:
+        raise ValueError(
+            f"{len(groups)} tiles in {len(ids)} groups: no group can go to validation "
+            f"and leave at least {MIN_TRAIN_TILES} tiles for training"
+        )
+    in_val = np.isin(groups, val_groups)
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 

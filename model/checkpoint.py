@@ -1,22 +1,34 @@
 """Save and load trained U-Nets as safetensors weights plus a JSON config (no pickle).
 
 Both files are written to a temporary name and renamed into place, so a crash never leaves
-a half-written checkpoint that a later export would read.
+a half-written checkpoint that a later export would read. The config records the SHA-256 of
+the weights, so weights changed, truncated or copied in from another checkpoint are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from model.unet import UNet, UNetConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+WEIGHTS_SHA256 = "weights_sha256"  # config key: the checksum that binds the weights to their config
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or corrupt, or the weights do not belong to the config.
+
+    The message is one line naming the file and the problem.
+    """
 
 
 def atomic_write(path: Path, write) -> None:
@@ -32,28 +44,78 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_checkpoint(directory: Path, state_dict: dict, unet: UNetConfig, extra: dict) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``unet`` config plus ``extra``).
+    """Write ``model.safetensors`` and ``config.json`` (``unet`` config, ``extra``, the weights' SHA-256).
 
-    The config is written last: a directory with a config always has its weights.
+    The config is written last: a directory with a config always has its weights. The checksum
+    replaces one that ``extra`` may carry over from the checkpoint it was copied from (a refit).
     """
     directory = Path(directory)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, str(p)))
-    config = {"unet": unet.to_dict(), **extra}
+    weights = save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
+    atomic_write(directory / WEIGHTS, lambda p: p.write_bytes(weights))
+    config = {"unet": unet.to_dict(), **extra, WEIGHTS_SHA256: hashlib.sha256(weights).hexdigest()}
     atomic_write(directory / CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))
     return directory
+
+
+def _detail(exc: Exception) -> str:
+    """A library's error message on one short line."""
+    return textwrap.shorten(str(exc), 200, placeholder=" ...")
+
+
+def _read(path: Path) -> bytes:
+    """The bytes of a checkpoint file; CheckpointError when it is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read_config(path: Path) -> tuple[dict, UNetConfig]:
+    """The config saved at ``path`` and the U-Net it describes."""
+    text = _read(path)
+    try:
+        config = json.loads(text)
+    except ValueError as exc:  # also a UnicodeDecodeError
+        raise CheckpointError(f"{path}: not valid JSON ({_detail(exc)})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("unet"), dict):
+        raise CheckpointError(f"{path}: no 'unet' settings, not a checkpoint config")
+    try:
+        return config, UNetConfig(**config["unet"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad 'unet' settings ({_detail(exc)})") from None
 
 
 def load_checkpoint(directory: Path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
     """Rebuild the U-Net saved in ``directory``; returns ``(net, config)``.
 
-    Raises FileNotFoundError naming the missing file.
+    The weights must have the SHA-256 that the config records. A checkpoint saved before
+    checksums were recorded has none: it still loads, its weights unchecked against the config.
+
+    Raises
+    ------
+    CheckpointError
+        If a file is missing, unreadable or corrupt, the config lacks the U-Net's settings,
+        or the weights are not the ones saved with the config or do not fit its U-Net.
     """
     directory = Path(directory)
-    for name in (CONFIG, WEIGHTS):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"checkpoint file missing: {directory / name}")
-    config = json.loads((directory / CONFIG).read_text())
-    net = UNet(UNetConfig(**config["unet"]))
-    net.load_state_dict(load_file(str(directory / WEIGHTS)))
+    config, unet = _read_config(directory / CONFIG)
+    path = directory / WEIGHTS
+    weights = _read(path)
+    recorded = config.get(WEIGHTS_SHA256)
+    if recorded is not None and hashlib.sha256(weights).hexdigest() != recorded:
+        raise CheckpointError(
+            f"{path}: not the weights saved with {CONFIG} (their SHA-256 differs from the one it records): "
+            "changed, truncated or copied from another checkpoint"
+        )
+    try:
+        tensors = load(weights)
+    except (SafetensorError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_detail(exc)})") from None
+    net = UNet(unet)
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the U-Net of {CONFIG} ({_detail(exc)})") from None
     return net.to(device).eval(), config

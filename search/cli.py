@@ -6,7 +6,9 @@ Every bad input ends as one line on stderr and exit code 2; a finished result is
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 import data
@@ -38,6 +40,71 @@ def resolve_device(name: str):
         return pick_device(name)
     except ValueError as exc:
         raise UsageError(f"--device: {exc}") from None
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Refuse a file to write unless it could be written, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; missing parent folders are created when it is written.
+    option : str
+        The option that named it, e.g. ``"--out"``, for the message.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    UsageError
+        If ``path`` is a folder, or the nearest of its parents that exists is a file
+        or a folder this process cannot write in.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    _check_creatable(path.parent, option, path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Refuse a folder to write files into unless they could be written, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder; it and its missing parents are created when files are written.
+    option : str
+        The option that named it, e.g. ``"--out"``, for the message.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    UsageError
+        If ``path`` exists and is not a folder, or the nearest of it and its parents that
+        exists is a file or a folder this process cannot write in.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a folder")
+    _check_creatable(path, option, path)
+    return path
+
+
+def _check_creatable(folder: Path, option: str, path: Path) -> None:
+    """Refuse ``path`` unless ``folder``, or its nearest parent that exists, is a folder we may write in."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: no permission to write in {existing}")
 
 
 class Failed(Exception):

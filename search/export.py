@@ -27,7 +27,7 @@ import optuna
 import pandas as pd
 
 import data
-from model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
@@ -165,7 +165,7 @@ def load_member(member: Member, test_path: Path, images: np.ndarray, device) -> 
     """The member's net and checkpoint config, checked to belong to its trial and to fit the test tiles."""
     try:
         net, config = load_checkpoint(member.trial.user_attrs.get("checkpoint", ""), device)
-    except FileNotFoundError as exc:
+    except CheckpointError as exc:
         raise UsageError(f"{member.label}: {exc}") from None
     check_checkpoint(member.study, member.trial, config, test_path, images)
     return net, config
@@ -207,8 +207,9 @@ def log_path(out: Path) -> Path:
 
 
 def export(args) -> dict:
+    # Both outputs are checked before a refit, not after it.
+    log_file = cli.check_output_file(log_path(cli.check_output_file(args.out, "--out")), "--out's log")
     check_study_name(args.study_name)  # it names files: studies/<name>.db
-    log_file = log_path(args.out)
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
     choice = choose(study, args.trial, args.finalist)

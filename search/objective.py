@@ -202,7 +202,8 @@ def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) 
     """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
 
     The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
-    the baseline, the warm start or the finalist run if it was) runs first when the study resumes.
+    the baseline, the warm start or the finalist run if it was) runs when the study resumes,
+    before any newly sampled trial (a baseline before every other, see ``workers.queue_first``).
     """
     reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
     trial.set_user_attr("stopped", "study timeout reached")

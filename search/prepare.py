@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 
 import optuna
@@ -15,20 +16,25 @@ from search.storage import is_sqlite
 OBJECTIVE = "val_count_mae"
 VAL_FRACTION = 0.2
 BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+MAX_SEED = 2**31 - 1  # --seed: a signed 32-bit integer, valid for every seeded library
+SAMPLER_SEEDS = 2**32  # numpy (and so Optuna's samplers) take seeds below this
 
 
 def check_args(args) -> None:
-    """Refuse numeric options out of range, in one line each."""
+    """Refuse numeric options out of range, in one line each, before the data is read."""
     if args.n_trials is not None and args.n_trials < 1:
         raise UsageError("--n-trials must be at least 1")
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.heartbeat < 1:
         raise UsageError("--heartbeat must be at least 1 second")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    # A NaN or infinite timeout never passes: the run would wait on nothing or never end.
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be positive and finite, got {args.timeout}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
     if args.finalists is not None and (args.finalists < 0 or args.finalists == 1):
-        raise UsageError("--finalists must be 0 (no finalist stage) or at least 2 (the best trial and the seed baseline)")
+        raise UsageError("--finalists must be 0 (no finalist stage) or at least 2 (the best trial, the seed baseline)")
     if args.finalist_seeds is not None and args.finalist_seeds < 1:
         raise UsageError("--finalist-seeds must be at least 1")
 
@@ -101,6 +107,8 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
     ensure_baseline(study, profile, args.objective)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
         study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
+    # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
+    workers.queue_first(study, is_baseline)
     print(
         f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
         f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}",
@@ -109,14 +117,20 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
     return study, profile
 
 
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` runs the seed's configuration (queued by :func:`ensure_baseline`, or again)."""
+    return bool(trial.user_attrs.get("baseline"))
+
+
 def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
     """Queue the seed baseline unless a baseline trial finished, runs or waits.
 
     Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
-    the study would otherwise never get one.
+    the study would otherwise never get one. Queued behind other trials, it still starts
+    before them (``workers.queue_first``).
     """
     trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
-    if not any(t.user_attrs.get("baseline") for t in trials):
+    if not any(is_baseline(t) for t in trials):
         study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
 
 
@@ -126,9 +140,10 @@ def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, stora
     One process on SQLite (the default) stays reproducible: the same --seed gives the same
     trials. Processes sharing a study (--workers, a journal or a database that other machines
     may use, or trials running elsewhere) could see the same state at the same instant and
-    draw the same configurations, so each mixes in random bits of its own.
+    draw the same configurations, so each mixes in random bits of its own. The sum wraps
+    around below ``2**32``, the seeds numpy accepts, however many trials the study has.
     """
-    base = seed + len(study.trials)
+    base = (seed + len(study.trials)) % SAMPLER_SEEDS
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if worker_index is None and is_sqlite(storage_url) and not running:
         return base

@@ -194,6 +194,9 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # A single trial gives an axis of one value; matplotlib widens it and says so.
         warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
+        # When its top trials are all the trials (few, or tied), Optuna's importance evaluator
+        # warns and draws equal bars: the figure is left out with its reason instead.
+        warnings.filterwarnings("error", ".*Parameter importances will be equal", UserWarning)
         plans, reasons = figure_plans(study, best)
         for name, plan in plans.items():
             if plan is None:
@@ -201,8 +204,8 @@ def draw_figures(study: optuna.Study, out: Path) -> list[ReportFigure]:
                 continue
             try:
                 draw[name].path = plots.save_png(plan(), out / name)
-            except (RuntimeError, ValueError) as exc:  # e.g. an importance evaluator on degenerate trials
-                draw[name].skipped = f"Optuna could not draw it: {exc}"
+            except (RuntimeError, ValueError, UserWarning) as exc:  # e.g. an importance evaluator on degenerate trials
+                draw[name].skipped = f"Optuna could not draw it: {str(exc).rstrip('.')}"
     return figures
 
 
@@ -295,9 +298,10 @@ def report(args) -> Path:
     """Write the report of ``args.study_name``; returns the page's path."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_study_name(args.study_name)  # it names files: studies/<name>.db, reports/<name>
+    out = cli.check_output_dir(args.out or Path("reports") / args.study_name, "--out")
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_finished_study(args.study_name, storage_url)
-    page = write_report(study, storage_url, args.out or Path("reports") / args.study_name)
+    page = write_report(study, storage_url, out)
     print(f"wrote {page}")
     return page
 

@@ -283,6 +283,7 @@ def run_trials(study, args, profile, split, n_trials: int, storage_url: str, not
             catch=(FloatingPointError, StudyTimeout),
             callbacks=[print_trial, failures, note],
             should_stop=lambda: failures.failed >= failures.limit or time.monotonic() > deadline(),
+            first=prepare.is_baseline,  # the study's summary compares every trial with it
         )
 
 

@@ -5,7 +5,8 @@ one GPU each when several are visible, else a share of the CPU threads. ``run_un
 replaces ``study.optimize``'s own stopping rule: a worker starts a trial only while finished plus
 running trials stay below the target, and ``TrialGuard`` fails the rare trial started in the
 same instant by two workers, so the study ends with exactly the target of finished trials.
-``reap_dead_local_trials`` fails and requeues the trials of workers on this machine that died.
+``reap_dead_local_trials`` fails and requeues the trials of workers on this machine that died;
+``queue_first`` moves a waiting trial (the seed baseline) ahead of the others.
 """
 
 from __future__ import annotations
@@ -208,6 +209,47 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _claim(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Take waiting ``trial`` off the queue as a worker starting it would; False if another did first."""
+    try:
+        return study._storage.set_trial_state_values(trial._trial_id, STATES.RUNNING)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def queue_first(study: optuna.Study, first: Callable[[optuna.trial.FrozenTrial], bool]) -> None:
+    """Queue the waiting trials ahead of the first waiting one that ``first`` picks again, behind it.
+
+    Optuna starts waiting trials lowest number first, so a trial queued again (the seed baseline
+    after Ctrl-C, a timeout or a dead worker) would wait behind those queued before it. Each one
+    moved is claimed as a worker starting it would claim it (of two workers, one wins), copied
+    to the end of the queue, and failed as "not run": it neither runs twice, nor is lost, nor
+    counts towards the target. The claim records this worker, so a kill before the claimed
+    trial is failed leaves it to the dead-worker check, which queues it again.
+    """
+    waiting = study.get_trials(deepcopy=False, states=(STATES.WAITING,))
+    ahead = next((t.number for t in waiting if first(t)), None)
+    for trial in waiting:
+        if ahead is None or trial.number >= ahead or not _claim(study, trial):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_id())
+        copy = optuna.trial.create_trial(
+            state=STATES.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs=trial.system_attrs,
+            intermediate_values=trial.intermediate_values,
+        )
+        number = study._storage.get_trial_number_from_id(
+            study._storage.create_new_trial(study._study_id, template_trial=copy)
+        )
+        reason = f"not run: queued again as trial {number}, behind trial {ahead}, which starts first"
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        study._storage.set_trial_state_values(trial._trial_id, STATES.FAIL)
+        print(f"trial {trial.number} {reason}", flush=True)
+
+
 def run_until_target(
     study: optuna.Study,
     objective,
@@ -216,6 +258,7 @@ def run_until_target(
     catch: tuple,
     callbacks: list,
     should_stop=lambda: False,
+    first: Callable[[optuna.trial.FrozenTrial], bool] | None = None,
 ) -> None:
     """Run trials one at a time until the study has ``target`` finished trials or time is up.
 
@@ -231,12 +274,17 @@ def run_until_target(
         As for ``study.optimize``; ``SurplusTrial`` and CUDA out-of-memory are added to ``catch``.
     should_stop : callable
         Checked after each trial: True ends the run (e.g. too many failures).
+    first : callable, optional
+        Picks a waiting trial that starts before every other waiting one (:func:`queue_first`),
+        checked before each trial: a dead worker's trial may be queued again at any time.
     """
     guarded = TrialGuard(objective, target)
     catch = (*catch, SurplusTrial, torch.cuda.OutOfMemoryError)
     waiting = False
     while time.monotonic() < deadline() and not should_stop():
         _fail_stale(study)
+        if first is not None:
+            queue_first(study, first)
         finished, running = counts(study)
         if finished >= target:
             return

@@ -1,5 +1,8 @@
 """Shared fixtures: tiny synthetic tile sets and a tiny search profile, so tests run in seconds."""
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +41,23 @@ def disc_tiles(n, size=32, seed=0):
             masks[i] = np.maximum(masks[i], ((yy - r) ** 2 + (xx - c) ** 2 <= 9).astype(np.float32))
         images[i] = np.clip(masks[i] * 180 + rng.normal(20, 5, (size, size)), 0, 255).astype(np.uint8)
     return images, masks, counts
+
+
+def header_bomb(path, shape=(2**34, 32, 32), header=None):
+    """An npz of a few hundred bytes whose ``X.npy`` header declares ``shape`` of uint8 (16 TiB by default).
+
+    ``header`` replaces the whole ``X.npy`` member. A small valid ``y`` sits beside it.
+    """
+    if header is None:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        header = buf.getvalue()
+    y = io.BytesIO()
+    np.save(y, np.zeros((1, 16, 16), np.float32))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("X.npy", header)
+        archive.writestr("y.npy", y.getvalue())
+    return path
 
 
 @pytest.fixture

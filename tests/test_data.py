@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import header_bomb
 
 import data
 from data import DataError, fingerprint, load_counts_csv, load_test, load_tile_ints, load_train, split_indices
@@ -104,6 +105,34 @@ def test_oversized_array_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(data.load.np, "load", no_read)
     with _raises(path, "'y' would take .* over the"):
         load_train(path)
+
+
+@pytest.mark.parametrize("load", [load_train, load_test])
+def test_array_declared_too_large_in_its_header_refused_before_reading(tmp_path, monkeypatch, load):
+    path = header_bomb(tmp_path / "bomb.npz")  # a few hundred bytes, 16 TiB once loaded
+    assert path.stat().st_size < 1000
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the archive was read")
+
+    monkeypatch.setattr(data.load.np, "load", no_read)
+    with _raises(path, r"'X' would take 16384.0 GiB as its header declares \(\(17179869184, 32, 32\), uint8\)"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    "header, problem",
+    [
+        (b"not an npy array", "magic string is not correct"),
+        (b"\x93NUMPY\x03\x00\x10\x00\x00\x00{}", "unsupported .npy format version 3.0"),
+        (b"\x93NUMPY\x01\x00\x40\x00{'descr': '|u1'", "EOF"),
+    ],
+)
+def test_unreadable_array_header_refused_before_reading(tmp_path, monkeypatch, header, problem):
+    path = header_bomb(tmp_path / "bad.npz", header=header)
+    monkeypatch.setattr(data.load.np, "load", lambda *a, **k: pytest.fail("the archive was read"))
+    with _raises(path, f"'X' has an unreadable .npy header.*{problem}"):
+        load_test(path)
 
 
 def test_missing_file(tmp_path):
@@ -407,6 +436,31 @@ def test_grouped_split_needs_two_groups():
         data.split_groups([3, 3, 3], 0.2, 0)
     train, val = data.split_groups([0, 0, 0, 1], 0.9, 0)  # one group always left for training
     assert len(train) and len(val)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_split_keeps_two_training_tiles(seed):
+    # A large group that would leave one training tile is passed over for a small one.
+    train, val = data.split_groups([0] * 19 + [1], 0.2, seed)
+    np.testing.assert_array_equal(train, np.arange(19))
+    np.testing.assert_array_equal(val, [19])
+
+
+def test_grouped_split_refuses_fewer_than_two_training_tiles(tmp_path):
+    with pytest.raises(ValueError, match="leave at least 2 tiles for training"):
+        data.split_groups([0, 1], 0.5, 0)
+    path = _npz(tmp_path, "two.npz", X=_images(n=2), y=_masks(n=2), groups=np.array([0, 1]))
+    with _raises(path, "cannot split.*2 tiles for training"):
+        data.load_split(path)
+
+
+@pytest.mark.parametrize("seed, head, total", [(0, [8, 14, 15, 16], 221050), (1, [4, 5, 6, 7], 176840)])
+def test_grouped_split_of_the_embedded_set_is_pinned(seed, head, total):
+    # The published study results were measured on these validation tiles.
+    groups = data.load_tile_ints(data.DEFAULT_TRAIN, "groups", 1439)
+    train, val = data.split_groups(groups, 0.2, seed)
+    assert (len(train), len(val)) == (1151, 288)
+    assert val[:4].tolist() == head and int(val.sum()) == total
 
 
 # --- find_overlap_groups ----------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import disc_tiles
+from conftest import disc_tiles, header_bomb
 from tiny_worker import TINY
 
 from search import export, space, study
@@ -67,6 +67,7 @@ def test_errors_exit_2(finished_study, in_tmp, capsys):
         (["--study-name", "nope"], "no study database"),
         (["--test", str(in_tmp / "missing.npz")], "file not found"),
         (["--test", str(test), "--truth", str(test)], "test.npz"),
+        (["--test", str(header_bomb(in_tmp / "bomb.npz"))], "bomb.npz: array 'X' would take 16384.0 GiB"),
     ]
     for args, message in cases:
         assert export.main(args) == 2
@@ -115,8 +116,10 @@ def test_same_name_in_another_storage_keeps_its_own_checkpoints(tiny_files, fini
 def test_checkpoint_of_another_trial_is_refused(finished_study, in_tmp, capsys):
     test, _ = finished_study
     trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
-    config = in_tmp / trials[0].user_attrs["checkpoint"] / "config.json"
-    config.write_text((in_tmp / trials[1].user_attrs["checkpoint"] / "config.json").read_text())
+    # The whole checkpoint, so that its weights match the checksum its config records.
+    shutil.copytree(
+        in_tmp / trials[1].user_attrs["checkpoint"], in_tmp / trials[0].user_attrs["checkpoint"], dirs_exist_ok=True
+    )
     assert export.main(["--test", str(test), "--trial", "0"]) == 2
     assert "it records trial 1" in capsys.readouterr().err
 
@@ -128,3 +131,32 @@ def test_test_tiles_of_another_size_are_refused(finished_study, in_tmp, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "small.npz: tiles are 16x16" in err and "32x32" in err
     assert not (in_tmp / "submission.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda ckpt, other: (ckpt / "model.safetensors").write_bytes(b""), "model.safetensors: not the weights"),
+        (lambda ckpt, other: (ckpt / "config.json").write_text("{"), "config.json: not valid JSON"),
+        # Same architecture, so the weights would load: only the recorded checksum tells them apart.
+        (lambda ckpt, other: shutil.copy(other / "model.safetensors", ckpt), "copied from another checkpoint"),
+    ],
+)
+def test_corrupt_or_swapped_checkpoint_exits_2(finished_study, in_tmp, capsys, spoil, message):
+    test, _ = finished_study
+    trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
+    spoil(in_tmp / trials[0].user_attrs["checkpoint"], in_tmp / trials[1].user_attrs["checkpoint"])
+    assert export.main(["--test", str(test), "--trial", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: trial 0: ") and message in err
+    assert not (in_tmp / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("out, problem", [(".", "is a folder"), ("truth.csv/sub.csv", "truth.csv is a file")])
+def test_unwritable_out_exits_2_before_any_work(finished_study, in_tmp, capsys, out, problem):
+    test, _ = finished_study  # truth.csv is in in_tmp
+    before = sorted(in_tmp.rglob("*"))
+    assert export.main(["--test", str(test), "--refit", "--out", out]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and f"--out {out}: " in captured.err and problem in captured.err
+    assert "refit" not in captured.out and sorted(in_tmp.rglob("*")) == before  # refused before retraining

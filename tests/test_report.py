@@ -106,3 +106,28 @@ def test_nothing_to_report_exits_2_with_one_line(in_tmp, capsys, setup, args, me
     err = captured.err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (in_tmp / "reports").exists()
+
+
+@pytest.mark.parametrize("out, problem", [("taken", "exists and is not a folder"), ("taken/sub", "taken is a file")])
+def test_out_that_cannot_be_a_folder_exits_2_with_one_line(in_tmp, capsys, out, problem):
+    fake_study(2)
+    (in_tmp / "taken").write_text("keep me")
+    assert report.main(["--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {out}: " in err and problem in err
+    assert (in_tmp / "taken").read_text() == "keep me"
+
+
+def test_importances_optuna_cannot_tell_apart_are_left_out_with_its_reason(in_tmp, capfd):
+    Path("studies").mkdir()
+    s = optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db")
+    s.set_user_attr("val_groups", list(range(30)))
+    # Tied values: the evaluator's top trials are all the trials, so every importance is equal.
+    s.optimize(lambda trial: fake_objective(trial) * 0 + 1.0, n_trials=3)
+    capfd.readouterr()
+    assert report.main([]) == 0
+    captured = capfd.readouterr()
+    assert captured.err == ""  # no stray warning
+    page = (in_tmp / "reports" / "cells" / "report.html").read_text()
+    assert "param_importances.png" not in img_files(page)
+    assert "Not drawn: Optuna could not draw it: Target and region quantiles select the same set" in page

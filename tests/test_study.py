@@ -9,7 +9,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
-from conftest import disc_tiles
+from conftest import disc_tiles, header_bomb
 from optuna_dashboard import wsgi
 
 from model.train import EpochReport
@@ -17,6 +17,7 @@ from search import export, objective, prepare, report, space, study
 from search.storage import open_storage
 
 STATES = optuna.trial.TrialState
+FLOAT = optuna.distributions.FloatDistribution(0, 1)
 
 
 class PruneAfterFirst(optuna.pruners.BasePruner):
@@ -178,12 +179,37 @@ def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, me
     assert len(err.splitlines()) == 1 and message in err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--timeout", "nan"], "--timeout must be positive and finite, got nan"),
+        (["--timeout", "inf"], "--timeout must be positive and finite, got inf"),
+        (["--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+        (["--seed", "4294967295"], "--seed must be in 0..2147483647, got 4294967295"),
+    ],
+)
+def test_numbers_out_of_range_exit_2_before_writing(tiny_files, tiny_profile, in_tmp, capsys, args, message):
+    train, _, _ = tiny_files
+    assert run_study(train, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (in_tmp / "studies").exists()
+
+
 def test_bad_data_file_exits_2(in_tmp, tiny_profile, capsys):
     bad = in_tmp / "train.npz"
     bad.write_text("not an archive")
     assert run_study(bad) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.npz" in err
+
+
+def test_array_declared_too_large_exits_2_before_allocating(in_tmp, tiny_profile, capsys):
+    bomb = header_bomb(in_tmp / "bomb.npz")
+    assert run_study(bomb) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bomb.npz: array 'X' would take 16384.0 GiB" in err
+    assert not (in_tmp / "studies").exists()
 
 
 def test_resume_refuses_changed_data_or_profile(tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
@@ -275,13 +301,15 @@ def test_bad_data_file_creates_nothing(tiny_files, tiny_profile, in_tmp, capsys)
     assert [t.state for t in load().trials] == [STATES.COMPLETE, STATES.WAITING]  # the warm start is next
 
 
-def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys):
-    X, y, _ = disc_tiles(1)
-    one = in_tmp / "one.npz"
-    np.savez(one, X=X, y=y)
-    assert run_study(one) == 2
+@pytest.mark.parametrize("n", [1, 2])  # 2 tiles of 2 images: one would be left for training
+def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys, n):
+    X, y, _ = disc_tiles(n)
+    few = in_tmp / "few.npz"
+    np.savez(few, X=X, y=y)
+    assert run_study(few) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "one.npz" in err and "split" in err
+    assert len(err.splitlines()) == 1 and "few.npz" in err and "split" in err
+    assert not (in_tmp / "studies").exists()
 
 
 def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_tmp, monkeypatch):
@@ -311,12 +339,16 @@ def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_prof
     assert queued.system_attrs["fixed_params"] == stopped.params
     out = capsys.readouterr().out
     assert "no finished trial yet: the timeout stopped a trial" in out
-    # The stopped trial did not count: the same command runs it again, to the end.
+    # The stopped trial did not count: the same command runs it again, to the end, before the
+    # warm start queued ahead of it, which is queued again behind it.
     monkeypatch.setattr(objective, "fit", real_fit)
     assert run_study(train, "--n-trials", "2") == 0
     trials = load().trials
-    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[1].user_attrs["fail_reason"] == "not run: queued again as trial 3, behind trial 2, which starts first"
     assert trials[2].params == stopped.params and trials[2].user_attrs["baseline"]
+    assert trials[3].params == space.warm_start(tiny_profile) and trials[3].user_attrs["warm_start"]
+    assert trials[2].datetime_start < trials[3].datetime_start
 
 
 def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
@@ -330,7 +362,7 @@ def test_no_complete_trial_never_says_run_again_when_that_does_nothing(
     assert "run the same command again" not in out and "raise --n-trials" in out
 
 
-def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch):
+def test_baseline_runs_first_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
     real_fit = objective.fit
 
     def interrupted(*args, **kwargs):
@@ -340,10 +372,17 @@ def test_baseline_is_queued_again_after_ctrl_c_in_it(tiny_files, tiny_profile, i
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 130
     monkeypatch.setattr(objective, "fit", real_fit)
-    assert run_study(train, "--n-trials", "2") == 0
-    trials = load().trials  # the warm start, queued at creation, runs first
-    assert [t.state for t in trials] == [STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    # One trial: the baseline, although the warm start was queued before it.
+    assert run_study(train, "--n-trials", "1") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.WAITING]
     assert trials[2].user_attrs["baseline"] and trials[2].params == space.seed_baseline(tiny_profile)
+    assert "seed baseline (trial 2): val MAE" in capsys.readouterr().out  # the summary compares with it
+    # The warm start is not lost: it runs next.
+    assert run_study(train, "--n-trials", "2") == 0
+    trials = load().trials
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
+    assert trials[3].user_attrs["warm_start"] and trials[3].params == space.warm_start(tiny_profile)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "cells db"])
@@ -370,6 +409,16 @@ def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
     single = optuna.create_study(storage="sqlite:///studies/s.db")
     single.enqueue_trial({})
     assert prepare.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
+
+
+def test_sampler_seed_stays_valid_however_many_trials():
+    single = optuna.create_study()
+    single.enqueue_trial({})
+    # The largest --seed, and a sum right at the wrap (as after 2**31 trials).
+    seeds = [prepare.sampler_seed(single, seed, None, "sqlite:///s.db") for seed in (prepare.MAX_SEED, 2**32 - 1)]
+    assert seeds == [2**31, 0]
+    for seed in seeds:
+        prepare.make_sampler("random", seed).sample_independent(single, single.ask(), "x", FLOAT)
 
 
 @pytest.mark.slow  # two whole studies

@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 
-from search import objective, storage, study, workers
+from search import objective, prepare, storage, study, workers
 
 STATES = optuna.trial.TrialState
 WORKER = Path(__file__).with_name("tiny_worker.py")
@@ -182,6 +182,9 @@ def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_
     retries = [t for t in s.trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retries) == 1 and retries[0].state == STATES.COMPLETE and retries[0].user_attrs["baseline"]
     assert len(finished(s)) == 3
+    if reap:  # found dead at once: the retried baseline starts before the warm start queued ahead of it
+        warm = next(t for t in s.trials if t.user_attrs.get("warm_start") and t.state == STATES.COMPLETE)
+        assert retries[0].datetime_start < warm.datetime_start
 
 
 @pytest.mark.slow  # subprocesses or a PostgreSQL server
@@ -309,3 +312,75 @@ def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
     s.ask().set_user_attr(storage.WORKER_ATTR, "otherhost:1")
     rdb.get_heartbeat_stale_trial_callback()(s, s.trials[0])
     assert storage.WORKER_ATTR not in s.trials[1].user_attrs
+
+
+def baseline_behind_others(s):
+    """Queue a warm start, a retried trial, the seed baseline and a last trial, in that order."""
+    s.enqueue_trial({"x": 1.0}, user_attrs={"warm_start": True})
+    s.add_trial(
+        optuna.trial.create_trial(
+            state=STATES.WAITING,
+            params={"x": 2.0},
+            distributions={"x": FLOAT},
+            system_attrs={"failed_trial": 7},
+            user_attrs={"requeued_from": 7},
+        )
+    )
+    s.enqueue_trial({"x": 0.0}, user_attrs={"baseline": True})
+    s.enqueue_trial({"x": 3.0})
+
+
+FLOAT = optuna.distributions.FloatDistribution(0, 5)
+
+
+def test_queue_first_moves_the_trials_ahead_of_the_baseline_behind_it(capsys):
+    s = optuna.create_study()
+    baseline_behind_others(s)
+    before = s.trials
+    workers.queue_first(s, prepare.is_baseline)
+    trials, out = s.trials, capsys.readouterr().out
+    assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL] + [STATES.WAITING] * 4
+    for old, new in ((0, 4), (1, 5)):  # exact copies at the end of the queue, the old ones never run
+        reason = f"not run: queued again as trial {new}, behind trial 2, which starts first"
+        assert trials[old].user_attrs["fail_reason"] == reason and f"trial {old} {reason}" in out
+        copy, original = trials[new], before[old]
+        assert (copy.params, copy.distributions, copy.user_attrs, copy.system_attrs) == (
+            original.params,
+            original.distributions,
+            original.user_attrs,
+            original.system_attrs,
+        )
+    workers.queue_first(s, prepare.is_baseline)  # nothing ahead of it now
+    assert len(s.trials) == 6
+    assert [s.ask().number for _ in range(4)] == [2, 3, 4, 5]  # the order Optuna starts them in
+
+
+def test_queue_first_leaves_a_trial_another_worker_started(capsys):
+    s = optuna.create_study()
+    baseline_behind_others(s)
+    started = []
+
+    def first(trial):
+        if not started:  # another worker starts trial 0 while this one reads the queue
+            started.append(s.ask().number)
+        return prepare.is_baseline(trial)
+
+    workers.queue_first(s, first)
+    assert started == [0]
+    assert [t.state for t in s.trials] == [STATES.RUNNING, STATES.FAIL] + [STATES.WAITING] * 3
+    assert s.trials[4].user_attrs == {"requeued_from": 7}  # trial 1 moved, trial 0 not copied
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # the retry callback's notice
+def test_run_until_target_starts_the_baseline_before_trials_queued_earlier(capsys):
+    s = optuna.create_study()
+    baseline_behind_others(s)
+    ran = []
+
+    def objective(trial):
+        ran.append(trial.number)
+        return trial.suggest_float("x", 0, 5)
+
+    workers.run_until_target(s, objective, 1, lambda: time.monotonic() + 60, (), [], first=prepare.is_baseline)
+    assert ran == [2]  # a target of one trial: the baseline
+    assert sum(t.state == STATES.WAITING for t in s.trials) == 3  # the others wait, none lost
