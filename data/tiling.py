@@ -201,7 +201,11 @@ def count_in_windows(points, origins, tile):
     ([1, 0], [[0.0, 3.0, 9.9]])
     """
     points = np.asarray(points, float).reshape(-1, 2)
-    offsets = points[None, :, :] - origins[:, None, :]
-    inside = ((offsets >= 0) & (offsets < tile)).all(axis=2)
-    window, point = np.nonzero(inside)
-    return inside.sum(axis=1), np.column_stack([window, offsets[window, point]])
+    counts, local = np.zeros(len(origins), np.int64), [np.zeros((0, 3))]
+    # One window at a time: a windows x points array would not fit for a whole slide.
+    for i, origin in enumerate(origins):
+        offsets = points - origin
+        inside = offsets[((offsets >= 0) & (offsets < tile)).all(axis=1)]
+        counts[i] = len(inside)
+        local.append(np.column_stack([np.full(len(inside), i), inside]))
+    return counts, np.concatenate(local)
