@@ -1,0 +1,301 @@
+"""Find, pair and read folders of microscopy images and their annotations.
+
+Two layouts are read: images with a folder of instance label masks of the same
+file stem (StarDist/Cellpose), and images with dot annotations, one dot per
+cell, as dots images or as a CSV of ``image,row,col``. Coordinates are pixel
+indices, ``(row, col)``, with pixel centres at integers. Every problem is a
+one-line :class:`DataError` naming the file.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, check_file
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "list_images",
+    "pair_folders",
+    "read_image",
+    "to_gray_uint8",
+    "labels_from_image",
+    "dots_from_image",
+    "read_dots_csv",
+]
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+# Images of more than 8 bits are stretched linearly between these percentiles:
+# a few hot pixels (common on fluorescence cameras) would otherwise squeeze every
+# nucleus into a handful of grey levels, as a plain min/max stretch does.
+STRETCH_PERCENTILES = (0.1, 99.9)
+
+
+def list_images(folder):
+    """The image files of a folder, by file stem.
+
+    Hidden files and files whose suffix is not in ``IMAGE_SUFFIXES`` (notes,
+    CSV files, thumbnails databases) are skipped.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    files : dict of str to Path
+        Sorted by stem.
+
+    Raises
+    ------
+    DataError
+        If the folder is missing, holds no image file, or two images share a stem.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found" if not folder.exists() else "not a folder")
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in files:
+            raise DataError(path, f"two images share the stem {path.stem!r} (also {files[path.stem].name})")
+        files[path.stem] = path
+    if not files:
+        raise DataError(folder, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def dots_image_stem(stem):
+    """The stem of the image a dots file annotates, from its own stem, or None.
+
+    ``001dots`` annotates ``001cell`` (VGG synthetic cells) and ``NAME_dots_000``
+    annotates ``NAME_000`` (bone marrow); other names are not dots names.
+
+    Examples
+    --------
+    >>> dots_image_stem("001dots"), dots_image_stem("BM_dots_007"), dots_image_stem("001cell")
+    ('001cell', 'BM_007', None)
+    """
+    if stem.endswith("dots"):
+        return stem[: -len("dots")] + "cell"
+    head, sep, tail = stem.rpartition("_dots_")
+    return f"{head}_{tail}" if sep else None
+
+
+def pair_folders(images_dir, annotations_dir, kind):
+    """Pair every image with its annotation file.
+
+    Parameters
+    ----------
+    images_dir, annotations_dir : str or os.PathLike
+        The folders. Masks have the image's stem in another folder. Dots images
+        have the image's stem in another folder, or a dots name (see
+        :func:`dots_image_stem`) in either folder, which may then be one folder.
+    kind : {"mask", "dots"}
+        What the annotations are, for messages and the naming rules.
+
+    Returns
+    -------
+    pairs : list of (Path, Path)
+        ``(image, annotation)``, sorted by image stem.
+
+    Raises
+    ------
+    DataError
+        For a missing folder, an empty one, an image without annotation or the
+        reverse, or two annotations for one image.
+    """
+    images_dir, annotations_dir = Path(images_dir), Path(annotations_dir)
+    images = list_images(images_dir)
+    if annotations_dir.resolve() == images_dir.resolve():
+        if kind == "mask":
+            raise DataError(annotations_dir, "masks must be in their own folder, with the images' file stems")
+        annotations = {s: p for s, p in images.items() if dots_image_stem(s) is not None}
+        images = {s: p for s, p in images.items() if dots_image_stem(s) is None}
+        if not images:
+            raise DataError(images_dir, "no image files besides dots images in this folder")
+    else:
+        annotations = list_images(annotations_dir)
+    paired = {}
+    for stem, path in annotations.items():
+        mapped = dots_image_stem(stem) if kind == "dots" else None
+        target = mapped if mapped in images else stem
+        if target not in images:
+            raise DataError(path, f"{kind} file without an image: no {target}.* in {images_dir}")
+        if target in paired:
+            raise DataError(path, f"second {kind} file for image {images[target].name} (also {paired[target].name})")
+        paired[target] = path
+    for stem, path in images.items():
+        if stem not in paired:
+            raise DataError(path, f"image without a {kind} file in {annotations_dir}")
+    return [(images[s], paired[s]) for s in sorted(images)]
+
+
+def read_image(path):
+    """Decode an image file as stored: any bit depth, channels kept (BGR order).
+
+    Raises
+    ------
+    DataError
+        If the file is missing, empty, unreadable or not an image cv2 decodes.
+    """
+    path = check_file(path)
+    try:
+        # Bytes through Python, not cv2.imread: OS errors become messages, and
+        # non-ASCII paths work on every platform.
+        buffer = np.fromfile(path, np.uint8)
+    except OSError as err:
+        raise DataError(path, f"cannot read file ({err.strerror or err})") from err
+    if buffer.size == 0:
+        raise DataError(path, "file is empty")
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(path, "cannot decode image (corrupt, or not a PNG, TIFF, JPEG or BMP file)")
+    return image
+
+
+def _one_channel(image, path):
+    """Collapse colour channels to one by their maximum, dropping alpha.
+
+    The maximum, not luminance: fluorescence images are often stored as one
+    coloured channel (DAPI or Hoechst in blue), which luminance would dim to
+    11% (its blue weight) while the maximum keeps it at full contrast; a grey
+    image saved as RGB is unchanged either way.
+    """
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if image.ndim != 3 or channels not in (1, 2, 3, 4):
+        raise DataError(path, f"expected a grey, RGB or RGBA image, got shape {image.shape}")
+    # One channel, or grey + alpha: the first is the signal.
+    return image[..., 0] if channels <= 2 else image[..., :3].max(axis=2)
+
+
+def to_gray_uint8(image, path):
+    """A decoded image as 8-bit greyscale, the harness's tiles.
+
+    Colour is collapsed by the maximum over the colour channels (alpha dropped).
+    8-bit images keep their values; any other depth (16-bit, float) is
+    stretched linearly so the image's 0.1th percentile maps to 0 and its
+    99.9th to 255 (``STRETCH_PERCENTILES``), clipped; a flat image becomes 0.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+    path : Path
+        The file, for messages.
+
+    Returns
+    -------
+    gray : ndarray of uint8, shape (H, W)
+    """
+    image = _one_channel(image, path)
+    if image.dtype == np.uint8:
+        return image
+    if not np.isfinite(image).all():
+        raise DataError(path, "image holds NaN or inf values")
+    lo, hi = np.percentile(image, STRETCH_PERCENTILES)
+    if hi <= lo:
+        return np.zeros(image.shape, np.uint8)
+    scaled = (image.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def labels_from_image(image, path):
+    """Check a decoded mask is an instance label image (0 = background).
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W)
+
+    Raises
+    ------
+    DataError
+        If it has colour channels, is not integer, or holds negative ids.
+    """
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim != 2:
+        raise DataError(path, f"mask must be one channel of instance ids, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.integer):
+        raise DataError(path, f"mask must hold integer instance ids, got dtype {image.dtype}")
+    if image.min() < 0:
+        raise DataError(path, "mask holds negative instance ids")
+    return image
+
+
+def dots_from_image(image, path):
+    """The cells marked in a dots image, one per blob of dot pixels.
+
+    Dot pixels are those brighter than half the image's brightest pixel, over
+    the colour channels (a red dot on black, a white one, a label value 1):
+    faint compression noise is not a dot. Touching dot pixels (8-connected)
+    are one dot, counted once at their centroid.
+
+    Returns
+    -------
+    dots : ndarray of float64, shape (K, 2)
+        ``(row, col)`` of every dot; K is 0 for an image with no dot.
+    """
+    signal = _one_channel(image, path)
+    peak = signal.max()
+    if peak <= 0:
+        return np.zeros((0, 2))
+    n, _, _, centroids = cv2.connectedComponentsWithStats((signal > peak / 2).astype(np.uint8), connectivity=8)
+    # Label 0 is the background; cv2 gives (x, y), that is (col, row).
+    return centroids[1:, ::-1].astype(np.float64)
+
+
+def read_dots_csv(path, images):
+    """Dots per image from a CSV of ``image,row,col``, one row per cell.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV: a header naming ``image``, ``row`` and ``col`` (other columns
+        ignored); ``image`` is the image's file name or stem, ``row`` and
+        ``col`` pixel indices (fractions allowed).
+    images : dict of str to Path
+        The images, by stem (see :func:`list_images`).
+
+    Returns
+    -------
+    dots : dict of str to ndarray of float64, shape (K, 2)
+        ``(row, col)`` of every cell, by image stem; images without a row are absent.
+
+    Raises
+    ------
+    DataError
+        If the CSV is missing, empty, unparsable, lacks a column, has no row, a
+        non-numeric coordinate, or names an image that is not in `images`.
+    """
+    path = check_file(path)
+    try:
+        table = pd.read_csv(path, dtype={"image": str})
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "CSV file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(path, f"cannot parse CSV ({type(err).__name__}: {err})") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("image", "row", "col") if c not in table.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))} (found: {', '.join(table.columns)})")
+    if len(table) == 0:
+        raise DataError(path, "CSV has a header but no dots")
+    coords = table[["row", "col"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"data row {line + 1}: row and col must be numbers, got {coords[line].tolist()}")
+    stems = {p.name: s for s, p in images.items()} | {s: s for s in images}
+    names = table["image"].fillna("").str.strip()
+    unknown = ~names.isin(list(stems))
+    if unknown.any():
+        line = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(path, f"data row {line + 1}: image {names.iloc[line]!r} is not in the images folder")
+    keys = names.map(stems).to_numpy()
+    return {stem: coords[keys == stem] for stem in np.unique(keys)}

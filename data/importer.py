@@ -1,0 +1,367 @@
+"""Turn a folder of microscopy images and their annotations into the harness's tiles.
+
+    python -m data.importer IMAGES --masks MASKS --out train.npz
+    python -m data.importer IMAGES --dots DOTS --out train.npz --scale 0.5
+    python -m data.importer IMAGES --dots-csv dots.csv --out test.npz --counts-csv test_counts.csv
+
+Every image is rescaled, cut into square windows and each window's cells counted by
+the rule of the embedded set: a cell counts for a tile when its centroid on the whole
+image lies inside it. Bad input is one line naming the file and exit code 2, and then
+nothing is written. See ``python -m data.importer --help`` for every rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .folders import (
+    IMAGE_SUFFIXES,
+    dots_from_image,
+    labels_from_image,
+    list_images,
+    pair_folders,
+    read_dots_csv,
+    read_image,
+    to_gray_uint8,
+)
+from .load import SIZE_MULTIPLE
+from .tiling import (
+    KEEP_RATIO,
+    OBJECT_SIZE,
+    choose_scale,
+    count_in_windows,
+    cut_tiles,
+    instance_centroids,
+    map_points,
+    resize,
+    scaled_shape,
+    soft_mask,
+)
+
+__all__ = ["Source", "mask_sources", "dots_sources", "csv_sources", "tile_source", "import_tiles", "main"]
+
+RULES = f"""\
+layouts:
+  --masks DIR      instance label images (0 = background, one id per cell), the image's file
+                   stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif
+  --dots DIR       dots images, one dot per cell (pixels over half the brightest one; touching
+                   dot pixels are one dot), the image's stem in another folder, or named
+                   001cell.png -> 001dots.png (VGG) or NAME_000.png -> NAME_dots_000.png (bone
+                   marrow), in any folder, the images' one included
+  --dots-csv FILE  CSV with columns image,row,col, one row per cell: image is the file name or
+                   stem, row and col pixel indices (fractions allowed)
+  Files ending {", ".join(IMAGE_SUFFIXES)} are read; hidden and other files are skipped.
+
+rules:
+  grey        colour images become the maximum over their colour channels (a nucleus stained
+              in one channel keeps its contrast; luminance would dim blue to 11%); alpha is
+              dropped. 8-bit values are kept; 16-bit and float images are stretched linearly,
+              their 0.1th-99.9th percentiles to 0-255.
+  rescale     with masks, an image whose median cell (equivalent diameter) is over
+              {KEEP_RATIO:.3g} x --object-size ({KEEP_RATIO * OBJECT_SIZE:g} px by default; the embedded set's
+              nuclei are 8-14 px) is shrunk to --object-size by area averaging; the
+              others are kept (never enlarged). Dots carry no size: only --scale F rescales
+              them. --scale F applies F to every image (above 1 enlarges, bilinearly).
+              Centroids are rescaled with the pixels.
+  windows     --tile square windows, stride one tile, the last flush with the far edge
+              (overlapping the previous); an image smaller than a tile is padded with black
+              at the bottom/right (masks with 0).
+  counting    a cell counts for every window holding its centroid (row in [r0, r0+T), same
+              for columns), computed on the whole rescaled image: mask pixel centroid, or dot.
+  empty       a mask without instance, a dots image without dot, or an image without CSV
+              row is refused, unless --allow-empty (then the image has no cells).
+
+output npz:
+  X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
+  only: a dots-only file has no y, and the study cannot train on it yet); counts (N,) int32;
+  points (M,3) float32 rows (tile, row, col) in tile coordinates; groups (N,) int32, the
+  source image; names (I,) its file name; scale (I,) float32 its rescale factor.
+  A test set is imported the same way: search.export --test reads its X, and --counts-csv
+  writes its true counts as index,count for search.export --truth.
+"""
+
+
+@dataclass
+class Source:
+    """One whole image ready to tile: 8-bit grey pixels, cell centroids, and labels when known."""
+
+    path: Path
+    image: np.ndarray
+    centroids: np.ndarray
+    labels: np.ndarray | None = None
+    areas: np.ndarray | None = None
+
+
+def _gray(path):
+    """The image file at `path` as 8-bit grey."""
+    return to_gray_uint8(read_image(path), path)
+
+
+def _check_size(path, annotation_shape, image_path, image):
+    """Refuse an annotation whose height and width differ from its image's."""
+    if annotation_shape[:2] != image.shape:
+        (h, w), (ih, iw) = annotation_shape[:2], image.shape
+        raise DataError(path, f"annotation is {h}x{w} pixels but its image {image_path.name} is {ih}x{iw}")
+
+
+def _check_not_empty(path, n, allow_empty, what):
+    """Refuse an annotation with no cell (`what` says how it looks) unless empty ones are allowed."""
+    if n == 0 and not allow_empty:
+        raise DataError(path, f"{what}; pass --allow-empty to import such images as holding no cell")
+
+
+def mask_sources(images_dir, masks_dir, allow_empty=False):
+    """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
+    for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
+        image = _gray(image_path)
+        labels = labels_from_image(read_image(mask_path), mask_path)
+        _check_size(mask_path, labels.shape, image_path, image)
+        centroids, areas = instance_centroids(labels)
+        _check_not_empty(mask_path, len(areas), allow_empty, "mask has no instance (all 0)")
+        yield Source(image_path, image, centroids, labels, areas)
+
+
+def dots_sources(images_dir, dots_dir, allow_empty=False):
+    """Images and the dots of their dots images."""
+    for image_path, dots_path in pair_folders(images_dir, dots_dir, "dots"):
+        image = _gray(image_path)
+        marks = read_image(dots_path)
+        _check_size(dots_path, marks.shape, image_path, image)
+        dots = dots_from_image(marks, dots_path)
+        _check_not_empty(dots_path, len(dots), allow_empty, "dots image has no dot (all black)")
+        yield Source(image_path, image, dots)
+
+
+def csv_sources(images_dir, csv_path, allow_empty=False):
+    """Images and their dots listed in a CSV of ``image,row,col``."""
+    images = list_images(images_dir)
+    table = read_dots_csv(csv_path, images)
+    for path in images.values():
+        _check_not_empty(path, len(table.get(path.stem, ())), allow_empty, f"image has no dot in {csv_path}")
+    for stem, path in images.items():
+        image = _gray(path)
+        dots = table.get(stem, np.zeros((0, 2)))
+        outside = ((dots < 0) | (dots >= image.shape)).any(axis=1)
+        if outside.any():
+            row, col = dots[outside][0]
+            h, w = image.shape
+            raise DataError(csv_path, f"dot ({row:g}, {col:g}) lies outside {path.name}, which is {h}x{w}")
+        yield Source(path, image, dots)
+
+
+def tile_source(source, scale, tile):
+    """Rescale one whole image, cut it into windows and count each window's cells.
+
+    Parameters
+    ----------
+    source : Source
+    scale : float
+        Rescale factor of the image.
+    tile : int
+        Window side in pixels.
+
+    Returns
+    -------
+    X : ndarray of uint8, shape (N, tile, tile)
+    y : ndarray of float32, shape (N, tile, tile), or None without labels
+    counts : ndarray of int64, shape (N,)
+    points : ndarray of float64, shape (M, 3)
+        ``(window, row, col)`` in window coordinates.
+    """
+    shape = scaled_shape(source.image.shape, scale)
+    X, origins = cut_tiles(resize(source.image, shape), tile)
+    counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
+    y = None if source.labels is None else cut_tiles(soft_mask(source.labels, shape), tile)[0]
+    return X, y, counts, points
+
+
+def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
+    """Tile every source image into the arrays of the harness's npz.
+
+    Parameters
+    ----------
+    sources : iterable of Source
+    tile : int
+    scale : float, optional
+        One factor for every image; by default each image with cell areas
+        gets :func:`data.tiling.choose_scale`, the others 1.
+    object_size : float, optional
+        Target median cell diameter for that choice.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+        ``X``, ``y`` (when every source has labels), ``counts``, ``points``,
+        ``groups``, ``names`` and ``scale``.
+    """
+    parts, names, scales = [], [], []
+    for source in sources:
+        factor = scale or (choose_scale(source.areas, object_size) if source.areas is not None else 1.0)
+        parts.append(tile_source(source, factor, tile))
+        names.append(source.path.name)
+        scales.append(factor)
+    X, y, counts, points = zip(*parts)
+    first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
+    points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
+    arrays = {
+        "X": np.concatenate(X),
+        "counts": np.concatenate(counts).astype(np.int32),
+        "points": np.concatenate(points).astype(np.float32),
+        "groups": np.repeat(np.arange(len(X)), [len(x) for x in X]).astype(np.int32),
+        "names": np.array(names),
+        "scale": np.array(scales, np.float32),
+    }
+    if y[0] is not None:  # masks give every image labels, dots none
+        arrays["y"] = np.concatenate(y)
+    return arrays
+
+
+def counts_csv(counts):
+    """Per-tile counts in the competition's submission format, ``index,count``."""
+    return "index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts))
+
+
+def check_output(path):
+    """Refuse an output path that is a folder or lies in a missing folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "output is a folder; give a file name such as train.npz")
+    if not path.parent.is_dir():
+        raise DataError(path.parent, "output folder not found")
+    return path
+
+
+def write_files(contents):
+    """Write every file to a temporary file beside it, then rename them into place.
+
+    Parameters
+    ----------
+    contents : dict of Path to callable
+        Each callable writes the file's bytes to the binary file object it is given.
+
+    Notes
+    -----
+    An error or a kill while writing leaves no partial output, only the old
+    files (the temporary ones are removed on errors).
+    """
+    temps = []
+    path = None
+    try:
+        for path, write in contents.items():
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append(Path(temp))
+            # mkstemp makes the file private (0600); outputs are ordinary data files.
+            os.chmod(temp, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        for temp, path in zip(temps, contents):
+            os.replace(temp, path)
+    except OSError as err:
+        raise DataError(path, f"cannot write ({err.strerror or err})") from err
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+def scale_summary(scales):
+    """One line on the rescale factors of the images."""
+    kept = np.isclose(scales, 1.0)
+    changed = scales[~kept]
+    line = f"scale: {kept.sum()} images at 1"
+    if len(changed):
+        low, mid, high = np.percentile(changed, [0, 50, 100])
+        line += f", {len(changed)} rescaled by {low:.3g}-{high:.3g} (median {mid:.3g})"
+    return line
+
+
+def _tile_size(text):
+    tile = int(text)
+    if tile < SIZE_MULTIPLE or tile % SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of {SIZE_MULTIPLE} (the U-Net halves it 4x)")
+    return tile
+
+
+def _positive(text):
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def parse_args(argv=None):
+    """The importer's command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m data.importer",
+        description="Cut a folder of microscopy images and their cell annotations into tiles\n"
+        "with per-tile counts, in the harness's npz layout.",
+        epilog=RULES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images")
+    layout = p.add_mutually_exclusive_group(required=True)
+    layout.add_argument("--masks", type=Path, metavar="DIR", help="folder of instance label masks")
+    layout.add_argument("--dots", type=Path, metavar="DIR", help="folder of dots images (may be IMAGES_DIR)")
+    layout.add_argument("--dots-csv", type=Path, metavar="FILE", help="CSV of image,row,col, one row per cell")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="npz file to write, e.g. train.npz")
+    p.add_argument("--counts-csv", type=Path, metavar="FILE", help="also write the tiles' counts as index,count")
+    p.add_argument("--tile", type=_tile_size, default=128, help="window side in pixels (default: %(default)s)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=_positive, metavar="F", help="rescale every image by F")
+    size.add_argument(
+        "--object-size",
+        type=_positive,
+        metavar="PX",
+        help=f"with --masks: median cell diameter to shrink to (default: {OBJECT_SIZE:g})",
+    )
+    p.add_argument("--allow-empty", action="store_true", help="accept annotations without any cell")
+    args = p.parse_args(argv)
+    if args.object_size is not None and args.masks is None:
+        p.error("--object-size needs --masks: dots carry no cell size (use --scale)")
+    return args
+
+
+def run(args):
+    """Import as `args` say, write the outputs and print a summary."""
+    out = check_output(args.out)
+    csv_out = None if args.counts_csv is None else check_output(args.counts_csv)
+    if args.masks is not None:
+        kind, sources = "masks", mask_sources(args.images, args.masks, args.allow_empty)
+    elif args.dots is not None:
+        kind, sources = "dots", dots_sources(args.images, args.dots, args.allow_empty)
+    else:
+        kind, sources = "dots CSV", csv_sources(args.images, args.dots_csv, args.allow_empty)
+    arrays = import_tiles(sources, args.tile, args.scale, args.object_size or OBJECT_SIZE)
+    outputs = {out: lambda f: np.savez_compressed(f, **arrays)}
+    if csv_out is not None:
+        outputs[csv_out] = lambda f: f.write(counts_csv(arrays["counts"]).encode())
+    write_files(outputs)
+    n, tile = len(arrays["X"]), args.tile
+    print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}, {arrays['counts'].sum()} cells")
+    print(scale_summary(arrays["scale"]))
+    print("wrote " + ", ".join(map(str, outputs)) + ("" if "y" in arrays else " (no masks: no y)"))
+
+
+def main(argv=None):
+    """Run the importer; bad input is one line on stderr and exit code 2, Ctrl-C exit 130."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Tests for ``python -m data.importer`` on small image folders built here."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data import DataError, load_counts_csv, load_test, load_tile_ints, load_train
+from data.importer import main
+from data.tiling import choose_scale, window_starts
+
+T = 32  # tile side of most tests: small images stay fast
+REPO = Path(__file__).resolve().parents[1]  # `python -m data.importer` runs this checkout's package
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array), path
+    return path
+
+
+def _disc_labels(shape, centres, radius):
+    """Instance labels 1..K of discs of `radius` around `centres`."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    for i, (r, c) in enumerate(centres, start=1):
+        labels[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = i
+    return labels
+
+
+def _image_of(labels):
+    """A fluorescence-like image: bright cells on a dark background."""
+    return np.where(labels > 0, 200, 20).astype(np.uint8)
+
+
+def _masks_set(root, images):
+    """Write ``{stem: labels}`` as root/images/stem.png + root/masks/stem.tif."""
+    for stem, labels in images.items():
+        _write(root / "images" / f"{stem}.png", _image_of(labels))
+        _write(root / "masks" / f"{stem}.tif", labels)
+    return root / "images", root / "masks"
+
+
+def _import(*args, tile=T):
+    return main([str(a) for a in args] + ["--tile", str(tile)])
+
+
+def _npz(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# --- windows and the centroid rule ------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 20, 31, 32, 33, 64, 70, 100, 300])
+def test_windows_cover_every_pixel_last_flush(size):
+    starts = window_starts(size, T)
+    covered = np.zeros(max(size, T), bool)
+    for s in starts:
+        covered[s : s + T] = True
+    assert covered[:size].all()
+    assert starts[0] == 0 and starts[-1] == max(size - T, 0)
+    assert (np.diff(starts)[:-1] == T).all() and (np.diff(starts) <= T).all()
+
+
+def rect_labels(shape, rects):
+    """Instance labels of axis-aligned rectangles ``(r0, r1, c0, c1)``, inclusive."""
+    labels = np.zeros(shape, np.uint16)
+    for i, (r0, r1, c0, c1) in enumerate(rects, start=1):
+        labels[r0 : r1 + 1, c0 : c1 + 1] = i
+    return labels
+
+
+def test_centroid_rule_at_tile_edges(tmp_path):
+    # 64x64 with tile 32: windows at rows/cols 0 and 32. Centroid rows:
+    # 31.5 (cut by the edge, just inside the top), 32.0 (on the edge: the
+    # bottom window), 31.0 (just inside the top, one row in the bottom).
+    labels = rect_labels((64, 64), [(31, 32, 4, 6), (31, 33, 14, 16), (30, 32, 24, 26)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    # Tiles row-major: (0,0), (0,32), (32,0), (32,32).
+    assert out["counts"].tolist() == [2, 0, 1, 0]
+    np.testing.assert_allclose(out["points"], [[0, 31.5, 5], [0, 31, 25], [2, 0, 15]])
+    # The cut cell shows in both tiles but counts once.
+    assert out["y"][0, 31, 5] == 1 and out["y"][2, 0, 5] == 1
+
+
+def test_overlapping_windows_each_count_a_shared_cell(tmp_path):
+    # 40 px with tile 32: windows at 0 and 8 overlap on rows/cols 8..31.
+    labels = rect_labels((40, 40), [(10, 11, 10, 11), (36, 37, 2, 3)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [1, 1, 2, 1]
+
+
+def test_tiles_are_the_image_windows_and_small_images_padded(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = {"wide": rect_labels((20, 70), [(5, 8, 60, 65)]), "big": rect_labels((70, 45), [(1, 2, 1, 2)])}
+    images, masks = _masks_set(tmp_path, labels)
+    pixels = {s: rng.integers(1, 256, size=lab.shape).astype(np.uint8) for s, lab in labels.items()}
+    for stem, image in pixels.items():
+        _write(images / f"{stem}.png", image)
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["names"].tolist() == ["big.png", "wide.png"]  # sorted by stem
+    big = [pixels["big"][r : r + T, c : c + T] for r in (0, 32, 38) for c in (0, 13)]
+    np.testing.assert_array_equal(out["X"][:6], big)
+    # 20 rows < one tile: padded with black (and uncovered mask) at the bottom.
+    wide = out["X"][6:]
+    assert wide.shape == (3, T, T)
+    np.testing.assert_array_equal(wide[:, :20], [pixels["wide"][:, c : c + T] for c in (0, 32, 38)])
+    assert not wide[:, 20:].any() and not out["y"][6:, 20:].any()
+    assert out["counts"].tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 1]  # col 62.5 is in two windows
+
+
+def test_groups_never_mix_images(tmp_path):
+    sizes = {"a": (40, 40), "b": (32, 32), "c": (20, 70)}
+    images, masks = _masks_set(tmp_path, {s: rect_labels(hw, [(2, 4, 2, 4)]) for s, hw in sizes.items()})
+    for i, (stem, hw) in enumerate(sizes.items()):
+        _write(images / f"{stem}.png", np.full(hw, 50 * (i + 1), np.uint8))  # one grey level per image
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["groups"].tolist() == [0] * 4 + [1] + [2] * 3
+    for tile, group in zip(out["X"], out["groups"]):
+        assert set(np.unique(tile)) - {0} == {50 * (group + 1)}
+    assert out["groups"].dtype == np.int32 and out["counts"].dtype == np.int32
+
+
+# --- layouts ------------------------------------------------------------------
+
+
+def test_masks_layout_loads_with_the_harness_loaders(tmp_path):
+    labels = _disc_labels((70, 50), [(10, 10), (30, 40), (60, 20), (62, 25)], 3)
+    images, masks = _masks_set(tmp_path, {"one": labels, "two": labels[::-1].copy()})
+    out_path = tmp_path / "train.npz"
+    assert _import(images, "--masks", masks, "--out", out_path) == 0
+    X, y = load_train(out_path)
+    assert X.shape == y.shape == (12, T, T) and X.dtype == np.uint8 and y.dtype == np.float32
+    assert 0 <= y.min() and y.max() <= 1
+    counts = load_tile_ints(out_path, "counts", len(X))
+    assert (load_tile_ints(out_path, "groups", len(X)) == np.repeat([0, 1], 6)).all()
+    out = _npz(out_path)
+    assert out["points"].dtype == np.float32 and out["points"].shape == (counts.sum(), 3)
+    assert (np.bincount(out["points"][:, 0].astype(int), minlength=len(X)) == counts).all()
+    np.testing.assert_array_equal(out["scale"], [1, 1])
+    np.testing.assert_array_equal(load_test(out_path), X)
+
+
+def _dots_image(shape, dots, colour=(0, 0, 255)):
+    """Black BGR image with a red (by default) pixel at each dot."""
+    image = np.zeros((*shape, 3), np.uint8)
+    for r, c in dots:
+        image[r, c] = colour
+    return image
+
+
+DOTS = {"001": [(3, 4), (20, 30), (35, 10)], "002": [(5, 5)]}
+
+
+@pytest.mark.parametrize(
+    "layout, image_name, dots_name, same_folder",
+    [
+        ("vgg", "{}cell.png", "{}dots.png", True),
+        ("bone marrow", "BM_{}.png", "BM_dots_{}.png", False),
+        ("same stem", "{}.png", "{}.png", False),
+    ],
+)
+def test_dots_layouts(tmp_path, layout, image_name, dots_name, same_folder):
+    images = tmp_path / "cells"
+    dots = images if same_folder else tmp_path / "dots"
+    for key, points in DOTS.items():
+        _write(images / image_name.format(key), np.full((40, 40), 30, np.uint8))
+        _write(dots / dots_name.format(key), _dots_image((40, 40), points))
+    out_path = tmp_path / "dots.npz"
+    assert _import(images, "--dots", dots, "--out", out_path) == 0
+    out = _npz(out_path)
+    assert "y" not in out and out["names"].tolist() == [image_name.format(k) for k in DOTS]
+    # 40 px with tile 32: windows at 0 and 8 on each axis; (20, 30) is in all four.
+    assert out["counts"].tolist() == [2, 1, 2, 2, 1, 0, 0, 0]
+    assert (out["groups"] == [0] * 4 + [1] * 4).all()
+    np.testing.assert_array_equal(load_test(out_path), out["X"])
+    assert (load_tile_ints(out_path, "counts", 8) == out["counts"]).all()
+    with pytest.raises(DataError, match="missing key.*'y'"):
+        load_train(out_path)  # training from dots comes later
+
+
+def test_dot_blob_counts_once_at_its_centroid(tmp_path):
+    dots = _dots_image((40, 40), [(10, 10), (10, 11), (11, 10), (11, 11), (30, 5)], colour=(255, 255, 255))
+    _write(tmp_path / "c" / "001cell.png", np.zeros((40, 40), np.uint8))
+    _write(tmp_path / "c" / "001dots.png", dots)
+    assert _import(tmp_path / "c", "--dots", tmp_path / "c", "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"][0] == 2
+    np.testing.assert_allclose(out["points"][:2], [[0, 10.5, 10.5], [0, 30, 5]])
+
+
+def test_dots_csv_by_file_name_or_stem(tmp_path):
+    for stem in ("a", "b"):
+        _write(tmp_path / "img" / f"{stem}.tif", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na.tif,3.5,4\nb,39.9,0\na,20,30\n")
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [2, 1, 1, 1, 0, 0, 1, 0]
+    expected = [[0, 3.5, 4], [0, 20, 30], [1, 20, 22], [2, 12, 30], [3, 12, 22], [6, 31.9, 0]]
+    np.testing.assert_allclose(out["points"], expected, atol=1e-5)
+
+
+def test_counts_csv_of_a_test_set(tmp_path):
+    labels = _disc_labels((64, 40), [(5, 5), (40, 30), (50, 10)], 3)
+    images, masks = _masks_set(tmp_path, {"t": labels})
+    out_path, csv_path = tmp_path / "test.npz", tmp_path / "test_counts.csv"
+    assert _import(images, "--masks", masks, "--out", out_path, "--counts-csv", csv_path) == 0
+    X = load_test(out_path)
+    counts = load_counts_csv(csv_path, len(X))
+    assert counts.tolist() == _npz(out_path)["counts"].tolist() == [1, 0, 2, 2]
+
+
+# --- pixel formats ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_colour_images_take_the_brightest_channel(tmp_path, channels):
+    labels = rect_labels((32, 32), [(10, 15, 10, 15)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    colour = np.zeros((32, 32, channels), np.uint8)
+    colour[..., 0] = np.where(labels > 0, 200, 10)  # blue, as a DAPI channel: cv2 writes BGR
+    colour[..., 1] = 5
+    if channels == 4:
+        colour[..., 3] = 255  # opaque alpha: not signal
+    _write(images / "a.png", colour)
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    np.testing.assert_array_equal(_npz(tmp_path / "o.npz")["X"][0], np.where(labels > 0, 200, 10))
+
+
+def test_16bit_images_stretched_past_hot_pixels(tmp_path):
+    labels = rect_labels((40, 40), [(10, 19, 10, 19)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    image = np.where(labels > 0, 5000, 1000).astype(np.uint16)
+    image[0, 0] = 65535  # one hot pixel must not squeeze the cells into a few grey levels
+    _write(images / "a.png", image)
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", tile=48) == 0
+    X = _npz(tmp_path / "o.npz")["X"][0, :40, :40]
+    assert X.dtype == np.uint8
+    assert (X[labels > 0] == 255).all() and X[0, 0] == 255
+    assert (X[(labels == 0) & (X < 255)] == 0).all()
+
+
+# --- rescaling ------------------------------------------------------------------
+
+
+def test_rescale_by_object_size(tmp_path):
+    # After halving, the discs are centred near 12, 44 and 76: one per window, clear of the overlaps.
+    centres = [(24 + 64 * i, 24 + 64 * j) for i in range(3) for j in range(3)]
+    images, masks = _masks_set(
+        tmp_path,
+        {
+            "big": _disc_labels((256, 256), centres, 11),  # 22 px across: shrunk by about 1/2
+            "kept": _disc_labels((64, 64), [(20, 20)], 6),  # 12-13 px, within 14: kept
+            "small": _disc_labels((64, 64), [(20, 20)], 2),  # 5 px: never enlarged
+        },
+    )
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")
+    scale = out["scale"]
+    assert abs(scale[0] - 11 / 22) < 0.02 and scale[1] == scale[2] == 1
+    big = out["groups"] == 0
+    assert len(out["X"][big]) == 5 * 5  # 256 px * 0.502 = 129 px: windows at 0, 32, 64, 96, 97
+    counts = out["counts"][big].reshape(5, 5)
+    assert (counts[:3, :3] == 1).all() and counts.sum() == 9  # every disc counted once
+    y = out["y"][big]
+    assert ((y > 0) & (y < 1)).any()  # edges partly covered after area averaging
+    local = out["points"][: counts.sum(), 1:]
+    assert ((local > 11) & (local < 13)).all()  # centres moved with the pixels
+    assert out["counts"][~big].tolist() == [1, 0, 0, 0] * 2
+
+
+def test_choose_scale_from_known_discs():
+    areas = [np.count_nonzero(_disc_labels((80, 80), [(40, 40)], r)) for r in (15, 15, 15)]
+    assert choose_scale(areas) == pytest.approx(11 / 30, rel=0.03)
+    assert choose_scale(areas, object_size=30) == 1.0
+
+
+def test_fixed_scale_for_dots(tmp_path):
+    _write(tmp_path / "i" / "001cell.png", np.full((64, 64), 30, np.uint8))
+    _write(tmp_path / "i" / "001dots.png", _dots_image((64, 64), [(10, 10), (60, 40)]))
+    assert _import(tmp_path / "i", "--dots", tmp_path / "i", "--out", tmp_path / "o.npz", "--scale", "0.5") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["X"].shape == (1, T, T) and out["scale"].tolist() == [0.5]
+    np.testing.assert_allclose(out["points"], [[0, 4.75, 4.75], [0, 29.75, 19.75]])
+
+
+def test_object_size_needs_masks(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--dots", str(tmp_path), "--out", "o.npz", "--object-size", "20"])
+    assert exc.value.code == 2 and "--object-size needs --masks" in capsys.readouterr().err
+
+
+# --- bad folders: one line, exit code 2, nothing written ------------------------------------
+
+
+def _good_masks(root):
+    return _masks_set(root, {"a": rect_labels((40, 40), [(3, 6, 3, 6)]), "b": rect_labels((40, 40), [(9, 9, 9, 9)])})
+
+
+def _bad_case(root, case):
+    """Build one bad input under root; return the command line and the file the message must name."""
+    images, masks = _good_masks(root)
+    out = root / "o.npz"
+    args = [images, "--masks", masks, "--out", out]
+    if case == "image without mask":
+        (masks / "b.tif").unlink()
+        return args, "b.png"
+    if case == "mask without image":
+        _write(masks / "c.tif", rect_labels((40, 40), [(1, 1, 1, 1)]))
+        return args, "c.tif"
+    if case == "size mismatch":
+        _write(masks / "b.tif", rect_labels((40, 30), [(1, 1, 1, 1)]))
+        return args, "b.tif"
+    if case == "mask without instance":
+        _write(masks / "b.tif", np.zeros((40, 40), np.uint16))
+        return args, "b.tif"
+    if case == "colour mask":
+        _write(masks / "b.tif", np.zeros((40, 40, 3), np.uint8))
+        return args, "b.tif"
+    if case == "unreadable image":
+        (images / "a.png").write_bytes(b"not an image at all")
+        return args, "a.png"
+    if case == "empty file":
+        (masks / "a.tif").write_bytes(b"")
+        return args, "a.tif"
+    if case == "empty folder":
+        for path in images.iterdir():
+            path.unlink()
+        (images / "notes.txt").write_text("no images here")
+        return args, "images"
+    if case == "missing folder":
+        return [root / "nowhere", "--masks", masks, "--out", out], "nowhere"
+    if case == "output is a folder":
+        (root / "o.npz").mkdir()
+        return args, "o.npz"
+    if case == "output folder missing":
+        return [images, "--masks", masks, "--out", root / "no" / "o.npz"], "no"
+    dots = root / "dots"
+    if case == "dots image without dot":
+        _write(dots / "a.png", np.zeros((40, 40, 3), np.uint8))
+        _write(dots / "b.png", _dots_image((40, 40), [(1, 1)]))
+        return [images, "--dots", dots, "--out", out], "a.png"
+    table = root / "dots.csv"
+    csv_args = [images, "--dots-csv", table, "--out", out]
+    table.write_text({"empty CSV": "", "CSV without rows": "image,row,col\n"}.get(case, "image,row,col\na,1,1\n"))
+    if case in ("empty CSV", "CSV without rows"):
+        return csv_args, "dots.csv"
+    if case == "image without CSV row":
+        return csv_args, "b.png"
+    if case == "CSV names an unknown image":
+        table.write_text("image,row,col\na,1,1\nb,2,2\nzz.png,1,1\n")
+        return csv_args, "dots.csv"
+    assert case == "CSV dot outside its image"
+    table.write_text("image,row,col\na,1,1\nb,2,40\n")
+    return csv_args, "dots.csv"
+
+
+BAD_CASES = [
+    "image without mask",
+    "mask without image",
+    "size mismatch",
+    "mask without instance",
+    "colour mask",
+    "unreadable image",
+    "empty file",
+    "empty folder",
+    "missing folder",
+    "output is a folder",
+    "output folder missing",
+    "dots image without dot",
+    "empty CSV",
+    "CSV without rows",
+    "image without CSV row",
+    "CSV names an unknown image",
+    "CSV dot outside its image",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capfd, case):
+    args, names = _bad_case(tmp_path, case)
+    before = sorted(tmp_path.rglob("*"))
+    assert _import(*args, "--counts-csv", tmp_path / "counts.csv") == 2
+    captured = capfd.readouterr()  # file descriptors: catches C-level decoder warnings too
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], captured.err
+    assert sorted(tmp_path.rglob("*")) == before  # no output, no temporary file
+
+
+def test_allow_empty_imports_images_without_cells(tmp_path):
+    images, masks = _good_masks(tmp_path)
+    _write(masks / "b.tif", np.zeros((40, 40), np.uint16))
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--allow-empty") == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"][out["groups"] == 1].sum() == 0 and out["scale"].tolist() == [1, 1]
+
+
+def test_command_line_end_to_end(tmp_path):
+    images, masks = _good_masks(tmp_path)
+    command = [sys.executable, "-m", "data.importer", str(images), "--masks", str(masks), "--out"]
+    ok = subprocess.run([*command, str(tmp_path / "o.npz")], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0 and "2 images (masks) -> 2 tiles of 128x128, 2 cells" in ok.stdout, ok.stderr
+    bad = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "output is a folder" in bad.stderr
