@@ -1,24 +1,30 @@
-"""Does the study's best configuration beat the seed baseline's on images it never saw?
+"""What a user submits, scored on images no part of the study saw: the default study, end to end.
 
-    python benchmarks/search_gain.py --write                  # run the default study, then measure
-    python benchmarks/search_gain.py --study-name cells       # reuse a finished study
-    python benchmarks/search_gain.py --test other.npz --truth other.csv
+    flock /tmp/cpu.lock python benchmarks/search_gain.py --study-seeds 0 1 --write
+    python benchmarks/search_gain.py --study-seeds 0 --test other.npz --truth other.csv --groups other_truth.npz
 
-Retrains the best trial's configuration and the seed baseline's with fresh training seeds
-through the study's own objective, ``search.objective.Objective`` (same split, same profile,
-same counting choice), scores
-each on the held-out test tiles with the counting setting that run chose on validation, and
-prints mean and spread per configuration and the gain. It also scores every complete trial
-of the study on the test tiles, and reports how well trial values rank configurations
-(Spearman correlation of value against test MAE), for the study's value and for the old,
-optimistic in-sample value. The last line is one JSON object.
+For each study seed, runs ``python -m search.study --study-name gain-s<seed> --seed <seed>`` with
+its defaults (search and finalist stage in one budget), timing the whole command, unless that
+study already exists (its SQLite or journal file). Then exports, exactly as ``python -m
+search.export`` does, and scores on the held-out test tiles, each with a standard error over test
+images (bootstrap over the ``groups`` of the test tiles):
+
+- the default export (the winning finalist's seed ensemble),
+- the best search trial's model alone (``--trial``),
+- the seed baseline's seed ensemble (``--finalist``).
+
+Nothing is trained here but by the study command, which checks its data file's fingerprint on
+resume. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,185 +37,155 @@ import pandas as pd  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
 import data  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.count import count_setting  # noqa: E402
-from model.train import pick_device, predict_prob  # noqa: E402
-from search import space, study  # noqa: E402
-from search.artifacts import ensure_study_dir, study_dir  # noqa: E402
-from search.objective import Objective, study_split  # noqa: E402
+from search import export, finalists, stats  # noqa: E402
+from search.errors import UsageError  # noqa: E402
 from search.storage import find_storage, load_existing_study  # noqa: E402
-from search.verdict import baseline_trial, gain_line  # noqa: E402
+from search.verdict import baseline_trial, gain_line, seed_verdict_line  # noqa: E402
+
+STATES = optuna.trial.TrialState
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python benchmarks/search_gain.py", description=__doc__.splitlines()[0])
-    p.add_argument("--study-name", default="search-gain", help="study to measure; run first when it does not exist")
-    p.add_argument("--storage", help="its storage URL (default: the study command's)")
+    p.add_argument("--study-seeds", type=int, nargs="+", default=[0, 1], help="one study per seed (default: 0 1)")
+    p.add_argument("--prefix", default="gain-s", help="study names: PREFIX<seed> (default: %(default)s)")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST, help="held-out images (default: embedded)")
     p.add_argument("--truth", type=Path, default=data.DEFAULT_TEST_COUNTS, help="their true counts CSV")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="fresh training seeds (default: 1 2 3)")
+    p.add_argument(
+        "--groups", type=Path, default=data.DEFAULT_TEST_TRUTH, help="npz with the test tiles' source images 'groups'"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     return p.parse_args(argv)
 
 
-def test_mae(checkpoint: str, counting: dict, images: np.ndarray, truth: np.ndarray, device) -> float:
-    """Test count-MAE of a saved net with a counting setting, counted as the export counts."""
-    net, _ = load_checkpoint(checkpoint, device)
-    counts = count_setting(predict_prob(net, images), counting)
-    return float(np.abs(counts - truth).mean())
+def run_default_study(name: str, seed: int) -> float | None:
+    """Run the default study command unless the study exists; returns its wall seconds, or None if it existed."""
+    try:
+        find_storage(name)
+        return None
+    except UsageError:
+        pass
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "search.study", "--study-name", name, "--seed", str(seed)]
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return time.perf_counter() - started
 
 
-def retrain(s: optuna.Study, params: dict, seed: int, split, device, label: str) -> optuna.trial.FrozenTrial:
-    """Run ``params`` once more through the study's objective with training seed ``seed``."""
-    meta = s.user_attrs
-    scratch = optuna.create_study(study_name=f"{s.study_name}-{label}-seed{seed}", direction="minimize")
-    ensure_study_dir(scratch)
-    scratch.enqueue_trial(params)
-    objective = Objective(
-        split,
-        space.PROFILES[meta["profile"]],
-        device,
-        seed,
-        meta["counting_objective"],
-        study_dir(scratch),
-        float("inf"),
-    )
-    t0 = time.perf_counter()
-    scratch.optimize(objective, n_trials=1)
-    trial = scratch.trials[0]
-    print(
-        f"{label} seed {seed}: val {trial.value:.3f} with {trial.user_attrs['counting_name']} "
-        f"({time.perf_counter() - t0:.0f} s)",
-        flush=True,
-    )
-    return trial
+def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups: np.ndarray) -> dict | None:
+    """Run ``search.export`` with ``options``; its test MAE, the image-bootstrap SE and its log, or None."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sub.csv"
+        argv = ["--study-name", name, "--test", str(args.test), "--out", str(out), "--device", args.device, *options]
+        if export.main(argv) != 0:
+            return None
+        counts = pd.read_csv(out)["count"].to_numpy()
+        log = json.loads(out.with_suffix(".json").read_text())
+    errors = counts - truth
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "se": stats.mae_se(errors, groups),
+        "bias": float(errors.mean()),
+        "exported": log["exported"],
+        "val": log["val_count_mae"],
+    }
 
 
-def spearman(x, y) -> float:
-    """Rank correlation (Pearson on average ranks); NaN below 3 points."""
-    if len(x) < 3:
-        return float("nan")
-    return float(pd.Series(x).rank().corr(pd.Series(y).rank()))
+def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -> dict:
+    """Run (or reuse) one study and score its three exports."""
+    wall = run_default_study(name, seed)
+    study = load_existing_study(name, find_storage(name))
+    staged = finalists.results(study)
+    base = baseline_trial(study)
+    base_finalist = next((f for f in staged if "seed baseline" in f.role and f.runs), None)
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == STATES.COMPLETE for t in trials):
+        raise SystemExit(f"study {name!r} has no complete trial: nothing to export; run it longer")
+    return {
+        "study": name,
+        "seed": seed,
+        "wall_s": None if wall is None else round(wall),
+        "complete": sum(t.state == STATES.COMPLETE for t in trials),
+        "pruned": sum(t.state == STATES.PRUNED for t in trials),
+        "runs": sum(len(f.runs) for f in staged),
+        "planned_runs": sum(len(f.seeds) for f in staged),
+        "best_trial": study.best_trial.number,
+        "baseline_trial": None if base is None else base.number,
+        "default": scored_export(name, [], args, truth, groups),
+        "best_alone": scored_export(name, ["--trial", str(study.best_trial.number)], args, truth, groups),
+        "baseline_ensemble": None
+        if base_finalist is None
+        else scored_export(name, ["--finalist", str(base_finalist.trial)], args, truth, groups),
+        "search_verdict": gain_line(study),
+        "seed_verdict": seed_verdict_line(staged, study.user_attrs.get("val_groups", [])) if staged else None,
+    }
+
+
+def cell(r: dict | None) -> str:
+    """A table cell: test MAE +- its image-bootstrap SE (and the validation figure it was chosen on)."""
+    if r is None:
+        return "n/a"
+    se = "n/a" if r["se"] is None else f"{r['se']:.3f}"
+    return f"**{r['mae']:.3f}** +- {se} (val {r['val']:.3f})"
+
+
+def report(args, rows: list[dict], seconds: float) -> str:
+    """The Markdown section: what was run and what it measured."""
+    m = machine()
+    lines = [
+        "## The default study end to end: its submissions on unseen images",
+        "",
+        f"Command: `python benchmarks/search_gain.py --study-seeds {' '.join(map(str, args.study_seeds))}"
+        f"{' --write' if args.write else ''}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
+        f"torch {m['torch']}, Python {m['python']}.  ",
+        f"Test: `{args.test}` ({len(np.unique(load_groups(args)))} images) scored against `{args.truth}`; "
+        f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
+        "",
+        "| study | command wall s | search trials (complete / pruned) | finalist runs | "
+        "default export (winner's ensemble) | best trial alone | seed baseline's ensemble |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        wall = "existed" if r["wall_s"] is None else str(r["wall_s"])
+        lines.append(
+            f"| `{r['study']}` (seed {r['seed']}) | {wall} | {r['complete']} / {r['pruned']} | "
+            f"{r['runs']} of {r['planned_runs']} | {cell(r['default'])} | {cell(r['best_alone'])} "
+            f"(trial {r['best_trial']}) | {cell(r['baseline_ensemble'])} |"
+        )
+    lines.append("")
+    for r in rows:
+        exported = r["default"]["exported"] if r["default"] else "nothing"
+        lines += [
+            f"`{r['study']}`: exported {exported}.  ",
+            f"Search: {r['search_verdict']}.  ",
+            f"Verdict over seeds: {r['seed_verdict'] or 'no finalist stage'}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def load_groups(args) -> np.ndarray:
+    n = len(data.load_test(args.test))
+    groups = data.load_tile_ints(args.groups, "groups", n)
+    if groups is None:
+        raise data.DataError(args.groups, "has no 'groups' array: the test images cannot be resampled")
+    return groups
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    device = pick_device(args.device)
-    images, started = data.load_test(args.test), time.perf_counter()
-    truth = data.load_counts_csv(args.truth, n=len(images))
-    if args.storage is None and not Path(f"studies/{args.study_name}.db").exists():
-        t0 = time.perf_counter()
-        if study.main(["--study-name", args.study_name]) != 0:
-            return 1
-        print(f"study ran in {time.perf_counter() - t0:.0f} s", flush=True)
-    storage = args.storage or find_storage(args.study_name)
-    s = load_existing_study(args.study_name, storage)
-    meta = s.user_attrs
-    split, _, rule = study_split(Path(meta["train_path"]), meta["seed"], meta["val_fraction"], meta["split"])
-
-    complete = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    rows = [
-        {
-            "trial": t.number,
-            "value": t.value,
-            "in_sample": t.user_attrs["val_mae_best_in_sample"],
-            "test": test_mae(t.user_attrs["checkpoint"], t.user_attrs["counting"], images, truth, device),
-            "counting": t.user_attrs["counting_name"],
-            **t.params,
-        }
-        for t in complete
-    ]
-    trials = pd.DataFrame(rows).set_index("trial")
-    best, base = s.best_trial, baseline_trial(s)
-
-    runs = {}
-    for label, trial in (("best", best), ("baseline", base)):
-        for seed in args.seeds:
-            r = retrain(s, trial.params, seed, split, device, label)
-            runs.setdefault(label, []).append(
-                {
-                    "seed": seed,
-                    "val": r.value,
-                    "test": test_mae(r.user_attrs["checkpoint"], r.user_attrs["counting"], images, truth, device),
-                }
-            )
-    stats = {k: (np.mean([r["test"] for r in v]), np.std([r["test"] for r in v], ddof=1)) for k, v in runs.items()}
-    result = {
-        "study": args.study_name,
-        "best_trial": best.number,
-        "baseline_trial": base.number,
-        "best_mean": stats["best"][0],
-        "best_sd": stats["best"][1],
-        "baseline_mean": stats["baseline"][0],
-        "baseline_sd": stats["baseline"][1],
-        "gain": stats["baseline"][0] - stats["best"][0],
-        "export_mae": float(trials.loc[best.number, "test"]),
-        "baseline_export_mae": float(trials.loc[base.number, "test"]),
-        "spearman": spearman(trials["value"], trials["test"]),
-        "spearman_in_sample": spearman(trials["in_sample"], trials["test"]),
-        "n_complete": len(trials),
-        "n_trials": len(s.trials),
-        "seeds": args.seeds,
-        "seconds": round(time.perf_counter() - started),
-    }
-    text = report(args, s, rule, trials, runs, result)
+    started = time.perf_counter()
+    truth = data.load_counts_csv(args.truth, n=len(data.load_test(args.test)))
+    groups = load_groups(args)
+    rows = [measure(f"{args.prefix}{seed}", seed, args, truth, groups) for seed in args.study_seeds]
+    text = report(args, rows, time.perf_counter() - started)
     print(text)
     if args.write:
         write_section("gain", text)
-    # NaN is not JSON: a correlation over fewer than 3 trials is null.
-    print(json.dumps({k: None if isinstance(v, float) and np.isnan(v) else v for k, v in result.items()}))
+    print(json.dumps(rows))
     return 0
-
-
-def report(args, s, rule, trials, runs, r) -> str:
-    """The Markdown section: what was run and what it measured."""
-    m = machine()
-    states = pd.Series([t.state.name.lower() for t in s.trials]).value_counts()
-    lines = [
-        "## Search gain: the study's best configuration against the seed baseline's, on unseen images",
-        "",
-        f"Command: `python benchmarks/search_gain.py{' --write' if args.write else ''}"
-        f"{'' if args.study_name == 'search-gain' else ' --study-name ' + args.study_name}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
-        f"torch {m['torch']}, Python {m['python']}.  ",
-        f"Study `{s.study_name}`: profile {s.user_attrs['profile']}, seed {s.user_attrs['seed']}, "
-        f"objective {s.user_attrs['counting_objective']}; trials: "
-        + ", ".join(f"{n} {state}" for state, n in states.items())
-        + f". Split {rule}.  ",
-        f"Test: `{args.test}` scored against `{args.truth}`. Total {r['seconds']} s.",
-        "",
-        "Every complete trial of the study, scored on the test tiles with its own counting setting:",
-        "",
-        "| trial | value (out-of-sample counting) | in-sample best counting | test MAE | counting | params |",
-        "|---|---|---|---|---|---|",
-    ]
-    for n, t in trials.iterrows():
-        params = ", ".join(f"{k}={t[k]:.3g}" if isinstance(t[k], float) else f"{k}={t[k]}" for k in s.trials[n].params)
-        lines.append(
-            f"| {n} | {t['value']:.3f} | {t['in_sample']:.3f} | {t['test']:.3f} | `{t['counting']}` | {params} |"
-        )
-    lines += [
-        "",
-        f"Spearman correlation of trial value against test MAE: **{r['spearman']:.2f}** (the old in-sample value: "
-        f"{r['spearman_in_sample']:.2f}), over {r['n_complete']} complete trials.",
-        "",
-        f"Retrained through `search.objective.Objective` with training seeds {', '.join(map(str, r['seeds']))}:",
-        "",
-        "| configuration | " + " | ".join(f"seed {x} val / test" for x in r["seeds"]) + " | test mean | test sd |",
-        "|---|" + "---|" * (len(r["seeds"]) + 2),
-    ]
-    for label, trial in (("best", r["best_trial"]), ("baseline", r["baseline_trial"])):
-        cells = " | ".join(f"{x['val']:.3f} / {x['test']:.3f}" for x in runs[label])
-        lines.append(f"| {label} (trial {trial}) | {cells} | **{r[label + '_mean']:.3f}** | {r[label + '_sd']:.3f} |")
-    lines += [
-        "",
-        f"Gain (baseline mean minus best mean): **{r['gain']:+.3f}** MAE. Exported submissions (the study's own "
-        f"checkpoints): best trial {r['export_mae']:.3f}, seed baseline {r['baseline_export_mae']:.3f}.",
-        f"The study's own verdict: {gain_line(s)}.",
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -300,7 +300,8 @@ def run_finalists(study, args, profile, split, note: StudyNote, deadline: float)
     finalists.queue_missing(staged, plan)
     done = sum(len(f.runs) for f in finalists.results(study))
     names = ", ".join(f"trial {f['trial']} ({f['role']})" for f in plan)
-    print(f"finalists: {names}; seeds {plan[0]['seeds']}: {done} of {k * n_seeds} runs done", flush=True)
+    runs = len(finalists.planned_runs(plan))
+    print(f"finalists: {names}; seeds {plan[0]['seeds']}: {done} of {runs} runs done", flush=True)
     objective = Objective(
         split, profile, cli.resolve_device(args.device), args.seed, args.objective, study_dir(staged), lambda: deadline
     )
