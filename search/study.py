@@ -24,7 +24,7 @@ import optuna
 import torch
 
 import data
-from search import cli, finalists, prepare, space, workers
+from search import cli, finalists, prepare, space, stats, workers
 from search.artifacts import artifact_dir, study_dir
 from search.errors import UsageError
 from search.note import StudyNote
@@ -210,6 +210,9 @@ def run(args, argv=()) -> optuna.Study:
         flush=True,
     )
     print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
+    thin = stats.too_few(len(np.unique(split.val_groups)))
+    if thin:
+        print(f"warning: {thin}: trial values get no standard error and verdicts no interval", flush=True)
     # The summary and the report compare trials image by image: they need the validation images.
     study.set_user_attr("split_rule", rule)
     study.set_user_attr("val_groups", [int(g) for g in split.val_groups])

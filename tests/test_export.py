@@ -160,3 +160,11 @@ def test_unwritable_out_exits_2_before_any_work(finished_study, in_tmp, capsys, 
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 1 and f"--out {out}: " in captured.err and problem in captured.err
     assert "refit" not in captured.out and sorted(in_tmp.rglob("*")) == before  # refused before retraining
+
+
+def test_out_ending_in_json_would_be_overwritten_by_its_log_and_is_refused(finished_study, in_tmp, capsys):
+    test, _ = finished_study
+    assert export.main(["--test", str(test), "--out", "sub.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sub.json" in err and ".csv" in err
+    assert not (in_tmp / "sub.json").exists()

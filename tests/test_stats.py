@@ -101,3 +101,30 @@ def test_summary_when_the_baseline_is_best_or_missing():
     groups = np.arange(10)
     assert "is the best trial" in gain_line(_study(np.full(10, 3), np.zeros(10, int), groups))
     assert "has not finished" in gain_line(optuna.create_study())
+
+
+def test_one_validation_image_gives_no_standard_error_and_no_verdict():
+    groups = np.zeros(20, int)  # every validation tile from one source image
+    rng = np.random.default_rng(5)
+    base = rng.integers(2, 6, size=20)
+    assert stats.mae_se(base, groups) is None
+    result = stats.compare(np.zeros(20), base, groups)
+    assert not result["significant"] and "low" not in result and "1 validation image" in result["too_few"]
+    line = gain_line(_study(np.zeros(20, int), base, groups))
+    assert "no interval, too few to estimate one: 1 validation image" in line and "significant" not in line
+    # The counting choice cannot be held out either, and says so.
+    _, _, out_of_sample = stats.crossfit_errors(np.stack([base, base - 1]).astype(float), groups)
+    assert out_of_sample is False
+
+
+def test_an_interval_needs_min_images():
+    rng = np.random.default_rng(6)
+    for n_images, enough in ((stats.MIN_IMAGES - 1, False), (stats.MIN_IMAGES, True)):
+        groups = np.repeat(np.arange(n_images), 4)
+        assert (stats.mae_se(rng.integers(0, 5, len(groups)), groups) is not None) is enough
+        assert ("too_few" in stats.compare(np.zeros(len(groups)), np.ones(len(groups)), groups)) is not enough
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1e9, 1.960)])
+def test_t_quantile_matches_the_tables(df, quantile):
+    assert stats.t_quantile(df) == pytest.approx(quantile, abs=2e-3)

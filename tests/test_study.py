@@ -431,3 +431,15 @@ def test_single_process_study_is_reproducible(tiny_files, tiny_profile, in_tmp, 
         assert run_study(train, "--n-trials", "3") == 0
         runs.append([(t.params, t.value) for t in load().trials])
     assert runs[0] == runs[1]
+
+
+def test_two_source_images_give_a_verdict_without_an_interval(in_tmp, tiny_profile, capsys):
+    X, y, counts = disc_tiles(20, seed=4)
+    two = in_tmp / "two.npz"
+    np.savez(two, X=X, y=y, counts=counts, groups=np.repeat([0, 1], 10))  # one image in validation
+    assert run_study(two, "--n-trials", "2") == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 validation image (an interval needs 5)" in out
+    assert "+- n/a" in out and "95% interval" not in out and "significant" not in out
+    trial = load().trials[0]
+    assert trial.user_attrs["value_se"] is None and trial.user_attrs["value_out_of_sample"] is False
