@@ -76,7 +76,8 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
     """Run ``search.export`` with ``options``; its test MAE, the image-bootstrap SE and its log, or None."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sub.csv"
-        argv = ["--study-name", name, "--test", str(args.test), "--out", str(out), "--device", args.device, *options]
+        argv = ["--study-name", name, "--test", str(args.test), "--truth", str(args.truth), "--out", str(out)]
+        argv += ["--device", args.device, *options]
         if export.main(argv) != 0:
             return None
         counts = pd.read_csv(out)["count"].to_numpy()
@@ -88,7 +89,16 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
         "bias": float(errors.mean()),
         "exported": log["exported"],
         "val": log["val_count_mae"],
+        "members_alone": log["member_test_mae"],
+        "errors": errors.tolist(),
     }
+
+
+def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> dict | None:
+    """Test MAE of export a minus export b, tile by tile, with its standard error over test images."""
+    if a is None or b is None:
+        return None
+    return stats.compare(np.array(a["errors"]), np.array(b["errors"]), groups)
 
 
 def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -> dict:
@@ -101,6 +111,13 @@ def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -
     trials = study.get_trials(deepcopy=False)
     if not any(t.state == STATES.COMPLETE for t in trials):
         raise SystemExit(f"study {name!r} has no complete trial: nothing to export; run it longer")
+    exports = {
+        "default": scored_export(name, [], args, truth, groups),
+        "best_alone": scored_export(name, ["--trial", str(study.best_trial.number)], args, truth, groups),
+        "baseline_ensemble": None
+        if base_finalist is None
+        else scored_export(name, ["--finalist", str(base_finalist.trial)], args, truth, groups),
+    }
     return {
         "study": name,
         "seed": seed,
@@ -111,11 +128,9 @@ def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -
         "planned_runs": sum(len(f.seeds) for f in staged),
         "best_trial": study.best_trial.number,
         "baseline_trial": None if base is None else base.number,
-        "default": scored_export(name, [], args, truth, groups),
-        "best_alone": scored_export(name, ["--trial", str(study.best_trial.number)], args, truth, groups),
-        "baseline_ensemble": None
-        if base_finalist is None
-        else scored_export(name, ["--finalist", str(base_finalist.trial)], args, truth, groups),
+        **exports,
+        "default_minus_best_alone": paired(exports["default"], exports["best_alone"], groups),
+        "default_minus_baseline_ensemble": paired(exports["default"], exports["baseline_ensemble"], groups),
         "search_verdict": gain_line(study),
         "seed_verdict": seed_verdict_line(staged, study.user_attrs.get("val_groups", [])) if staged else None,
     }
@@ -157,12 +172,25 @@ def report(args, rows: list[dict], seconds: float) -> str:
     for r in rows:
         exported = r["default"]["exported"] if r["default"] else "nothing"
         lines += [
-            f"`{r['study']}`: exported {exported}.  ",
+            f"`{r['study']}`: exported {exported}; its models alone scored "
+            f"{', '.join(f'{m:.3f}' for m in r['default']['members_alone']) if r['default'] else 'n/a'}.  ",
+            "Paired over test images, default export minus best trial alone: "
+            f"{diff_text(r['default_minus_best_alone'])}; minus the seed baseline's ensemble: "
+            f"{diff_text(r['default_minus_baseline_ensemble'])}.  ",
             f"Search: {r['search_verdict']}.  ",
             f"Verdict over seeds: {r['seed_verdict'] or 'no finalist stage'}.",
             "",
         ]
     return "\n".join(lines)
+
+
+def diff_text(d: dict | None) -> str:
+    """A paired difference with its standard error and 95% interval, or why there is none."""
+    if d is None:
+        return "n/a"
+    if "too_few" in d:
+        return f"{d['diff']:+.3f} (no interval: {d['too_few']})"
+    return f"{d['diff']:+.3f} +- {d['se']:.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f})"
 
 
 def load_groups(args) -> np.ndarray:

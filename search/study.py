@@ -194,6 +194,8 @@ def run(args, argv=()) -> optuna.Study:
     # The data is checked before anything is written: a bad file must not create the study.
     split, source, rule = study_split(args.train, args.seed, prepare.VAL_FRACTION, args.split)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna reports a failed trial in a traceback and a second line; print_trial says it in one.
+    logging.getLogger("optuna.study._optimize").addFilter(QUIET_TIMEOUT)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_url = given_storage(args.storage) or default_url(args.study_name, args.workers)
@@ -275,8 +277,6 @@ def run_trials(study, args, profile, split, n_trials: int, storage_url: str, not
         print(f"running up to {n_trials - done} trials (study target {n_trials})", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
-        # Optuna's own report of a trial the timeout stopped is a traceback; print_trial says it in a line.
-        logging.getLogger("optuna.study._optimize").addFilter(QUIET_TIMEOUT)
         # No trial starts once the objective's deadline has passed: it would be stopped at once.
         workers.run_until_target(
             study,

@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 
-from search import objective, prepare, storage, study, workers
+from search import finalists, objective, prepare, storage, study, workers
 
 STATES = optuna.trial.TrialState
 WORKER = Path(__file__).with_name("tiny_worker.py")
@@ -128,6 +128,24 @@ def test_workers_share_a_journal_and_stop_at_exactly_the_target(tiny_files, in_t
     out = capsys.readouterr().out
     assert "[worker 0]" in out and "[worker 1]" in out
     assert "optuna-dashboard studies/cells.journal.log " in out
+
+
+@pytest.mark.slow  # worker subprocesses
+def test_workers_share_the_finalist_runs(tiny_files, in_tmp, monkeypatch, capsys):
+    monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, str(WORKER)])
+    monkeypatch.setitem(study.space.PROFILES, "tiny", sys.modules["tiny_worker"].TINY)
+    train, _, _ = tiny_files
+    stage = ("--finalists", "2", "--finalist-seeds", "2")
+    assert study.main(tiny_args(train, "--workers", "2", "--n-trials", "3", *stage)) == 0
+    journal = storage.open_storage("studies/cells.journal.log")
+    runs = optuna.load_study(study_name="cells:finalists", storage=journal).trials
+    done = [t for t in runs if t.state == STATES.COMPLETE]
+    # Every planned run trained exactly once; a run two workers took at once failed the second, untrained.
+    search = optuna.load_study(study_name="cells", storage=journal)
+    planned = finalists.planned_runs([{"trial": f.trial, "seeds": f.seeds} for f in finalists.results(search)])
+    assert len(planned) == 4 and sorted(finalists.run_key(t) for t in done) == sorted(planned)
+    assert all("not run" in t.user_attrs.get("fail_reason", "not run") for t in runs if t.state != STATES.COMPLETE)
+    assert "Verdict over seeds" in capsys.readouterr().out
 
 
 def test_journal_url(tmp_path):
