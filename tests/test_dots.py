@@ -15,7 +15,7 @@ from data import DataError, load_split, load_train_or_dots, select_points, split
 from data.importer import main as import_main
 from model.count import count_setting
 from model.targets import disk_targets
-from search import export, space, study
+from search import export, report, space, study
 from search.objective import study_split
 
 T = 32  # the tiny tiles' side
@@ -273,7 +273,7 @@ def dots_folder(root, n, seed):
     return root / "images", root / "dots"
 
 
-@pytest.mark.slow  # a whole study with its finalist stage, then two exports
+@pytest.mark.slow  # a whole study with its finalist stage, then two exports and a report
 def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
     # The README's three commands: import, study, export (the test set imported likewise).
     train_images, train_dots = dots_folder(in_tmp / "train", 30, seed=1)
@@ -310,3 +310,5 @@ def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
         config = json.loads((in_tmp / member["checkpoint"] / "config.json").read_text())
         assert config["refit"] and config["params"]["target_radius"] == radius
     assert len(pd.read_csv("refit.csv")) == 6
+    assert report.main(["--study-name", "mine", "--out", "report"]) == 0  # its plots take target_radius too
+    assert (in_tmp / "report" / "report.html").is_file()
