@@ -10,8 +10,8 @@ from pathlib import Path
 from .errors import DataError
 from .files import fingerprint, load_counts_csv
 from .groups import find_overlap_groups
-from .load import load_test, load_tile_ints, load_train
-from .split import Split, load_split, source_groups, split_groups, split_indices
+from .load import load_points, load_test, load_tile_ints, load_train, load_train_or_dots, point_counts
+from .split import Split, load_split, select_points, source_groups, split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
 # from a clone, an editable install and any cwd.
@@ -25,6 +25,9 @@ DEFAULT_TEST_TRUTH = EMBEDDED_DIR / "test_truth.npz"
 __all__ = [
     "DataError",
     "load_train",
+    "load_train_or_dots",
+    "load_points",
+    "point_counts",
     "load_tile_ints",
     "find_overlap_groups",
     "load_test",
@@ -35,6 +38,7 @@ __all__ = [
     "Split",
     "load_split",
     "source_groups",
+    "select_points",
     "EMBEDDED_DIR",
     "DEFAULT_TRAIN",
     "DEFAULT_TEST",

@@ -14,7 +14,15 @@ import numpy as np
 
 from .errors import DataError, check_file
 
-__all__ = ["load_train", "load_tile_ints", "load_test"]
+__all__ = [
+    "load_train",
+    "load_train_or_dots",
+    "load_points",
+    "point_counts",
+    "check_dot_counts",
+    "load_tile_ints",
+    "load_test",
+]
 
 # The U-Net halves the resolution up to 4 times; sizes that do not divide
 # evenly would break the skip connections.
@@ -218,10 +226,147 @@ def load_train(path):
     y = _check_masks(path, arrays["y"])
     if X.shape != y.shape:
         raise DataError(path, f"X and y shapes do not match: {X.shape} vs {y.shape}")
+    return _check_square(path, X), y
+
+
+def _check_square(path, X):
+    """Return training tiles `X`, refusing tiles that are not square."""
     if X.shape[1] != X.shape[2]:
         # Augmentation rotates tiles by 90 degrees, which needs square tiles.
         raise DataError(path, f"training tiles must be square, got {X.shape[1]}x{X.shape[2]}")
-    return X, y
+    return X
+
+
+def _keys(path):
+    """The array names of the npz archive at `path`, which is checked as :func:`_read_npz` checks it."""
+    _read_npz(path, [])
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        return npz.files
+
+
+def load_train_or_dots(path):
+    """Load a training archive with soft masks ``y``, or, without them, dots ``points``.
+
+    A file with ``y`` trains from its masks as :func:`load_train` reads them (any
+    ``points`` beside them are not read); a file without ``y`` trains from its
+    ``points``, one per cell (the importer's ``--dots`` and ``--dots-csv`` files).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training ``.npz`` archive.
+
+    Returns
+    -------
+    X : ndarray of uint8, shape (N, H, W)
+    y : ndarray of float32, shape (N, H, W), or None for a dots file
+    points : ndarray of float64, shape (M, 3), or None for a mask file
+        ``(tile, row, col)`` of every cell, checked by :func:`load_points`.
+
+    Raises
+    ------
+    DataError
+        As :func:`load_train` for a mask file; for a dots file, as :func:`load_points`
+        and for ``X`` as :func:`load_train`; for a file with neither ``y`` nor ``points``.
+    """
+    keys = _keys(path)
+    if "y" in keys:
+        return (*load_train(path), None)
+    if "points" not in keys:
+        found = ", ".join(map(repr, keys)) or "none"
+        raise DataError(path, f"nothing to train on: no 'y' (soft masks) and no 'points' (dots) (found: {found})")
+    X = _check_square(path, _check_images(path, _read_npz(path, ["X"])["X"]))
+    return X, None, load_points(path, len(X), X.shape[1:])
+
+
+def load_points(path, n, shape):
+    """Load the optional ``points`` array: one row ``(tile, row, col)`` per cell.
+
+    Coordinates are in tile pixels, pixel centres at integers, as the importer
+    writes them (see :mod:`data.tiling`): a cell lies in tile ``tile`` at
+    ``row`` in [0, H) and ``col`` in [0, W).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training ``.npz`` archive.
+    n : int
+        Number of tiles.
+    shape : tuple of int
+        ``(H, W)`` of a tile.
+
+    Returns
+    -------
+    points : ndarray of float64, shape (M, 3), or None when the archive has no ``points``.
+
+    Raises
+    ------
+    DataError
+        If ``points`` is not an integer or float (M, 3) array of finite values whose tile
+        column holds whole numbers in [0, n) and whose rows and columns lie in
+        the tile.
+    """
+    path = check_file(path)
+    if "points" not in _keys(path):
+        return None
+    points = _read_npz(path, ["points"])["points"]
+    numeric = np.issubdtype(points.dtype, np.floating) or np.issubdtype(points.dtype, np.integer)
+    if points.ndim != 2 or points.shape[1] != 3 or not numeric:
+        raise DataError(path, f"'points' must be an (M, 3) array of reals, got {points.dtype} of shape {points.shape}")
+    # float64 holds every float32 and int32 exactly: the range checks below see the file's values.
+    points = points.astype(np.float64)
+    if not np.isfinite(points).all():
+        raise DataError(path, "'points' contains NaN or inf values")
+    tile, where = points[:, 0], points[:, 1:]
+    bad_tile = (tile != np.round(tile)) | (tile < 0) | (tile >= n)
+    if bad_tile.any():
+        i = int(np.flatnonzero(bad_tile)[0])
+        raise DataError(path, f"'points' row {i} names tile {tile[i]:g}; tiles are whole numbers 0..{n - 1}")
+    outside = ((where < 0) | (where >= shape)).any(axis=1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise DataError(
+            path,
+            f"'points' row {i} at ({where[i, 0]:g}, {where[i, 1]:g}) lies outside its {shape[0]}x{shape[1]} tile "
+            f"(rows and columns in [0, {shape[0]}) x [0, {shape[1]}))",
+        )
+    return points
+
+
+def point_counts(points, n):
+    """Number of points in each of ``n`` tiles: ``points`` rows ``(tile, row, col)``, tiles 0..n-1."""
+    return np.bincount(points[:, 0].astype(np.int64), minlength=n).astype(np.int64)
+
+
+def check_dot_counts(path, points, counts):
+    """Refuse a dots file whose stored ``counts`` disagree with its ``points``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, named in the error.
+    points : ndarray, shape (M, 3)
+        Its checked points.
+    counts : ndarray of int64, shape (N,), or None
+        Its checked ``counts``, if it has any.
+
+    Raises
+    ------
+    DataError
+        If a tile's count is not its number of points: one of the two arrays is wrong,
+        and training (from the points) and scoring (against the counts) would disagree.
+    """
+    if counts is None:
+        return
+    dots = point_counts(points, len(counts))
+    differ = np.flatnonzero(dots != counts)
+    if len(differ):
+        i = differ[0]
+        raise DataError(
+            path,
+            f"'counts' disagree with 'points' on {len(differ)} tiles (tile {i}: count {counts[i]}, "
+            f"{dots[i]} points); a dots file needs one point per counted cell",
+        )
 
 
 def load_tile_ints(path, key, n):

@@ -6,9 +6,9 @@ import numpy as np
 
 from .errors import DataError
 from .groups import find_overlap_groups
-from .load import load_tile_ints, load_train
+from .load import check_dot_counts, load_tile_ints, load_train_or_dots
 
-__all__ = ["Split", "load_split", "split_groups", "split_indices", "source_groups"]
+__all__ = ["Split", "load_split", "split_groups", "split_indices", "source_groups", "select_points"]
 
 # Training on a single tile is no training: a split leaves at least this many on the train side.
 MIN_TRAIN_TILES = 2
@@ -133,17 +133,53 @@ def split_groups(groups, val_fraction=0.2, seed=0):
 class Split:
     """A study's fixed training and validation tiles.
 
-    ``val_counts`` are the true validation counts stored in the file, or None when it has
-    none (they are then counted from ``val_masks``); ``val_groups`` the source image of
-    each validation tile.
+    A file with masks gives ``train_masks`` and ``val_masks``; a dots file gives none and
+    ``train_points`` and ``val_points`` instead, rows ``(tile, row, col)`` whose tile
+    indexes that part's own tiles. ``val_counts`` are the true validation counts stored
+    in the file, or None when it has none (they are then counted from ``val_masks``, or
+    are the dots per tile); ``val_groups`` the source image of each validation tile.
     """
 
     train_images: np.ndarray
-    train_masks: np.ndarray
+    train_masks: np.ndarray | None
     val_images: np.ndarray
-    val_masks: np.ndarray
+    val_masks: np.ndarray | None
     val_counts: np.ndarray | None
     val_groups: np.ndarray
+    train_points: np.ndarray | None = None
+    val_points: np.ndarray | None = None
+
+    @property
+    def annotation(self) -> str:
+        """What the net learns from: ``"masks"``, or ``"dots"`` for a file without masks."""
+        return "dots" if self.train_masks is None else "masks"
+
+
+def select_points(points, idx):
+    """The points of tiles ``idx``, their tile renumbered to its position in ``idx``.
+
+    Parameters
+    ----------
+    points : ndarray, shape (M, 3)
+        Rows ``(tile, row, col)``.
+    idx : ndarray of int, shape (K,)
+        Sorted tile indices, as the splits return them.
+
+    Returns
+    -------
+    ndarray, shape (M', 3)
+        The rows whose tile is in ``idx``, in their order, tile ``idx[j]`` renumbered ``j``.
+
+    Examples
+    --------
+    >>> select_points(np.array([[0, 1, 2], [3, 4, 5], [2, 6, 7]]), np.array([2, 3])).tolist()
+    [[1, 4, 5], [0, 6, 7]]
+    """
+    tiles = points[:, 0].astype(np.int64)
+    keep = np.isin(tiles, idx)
+    out = points[keep].copy()
+    out[:, 0] = np.searchsorted(idx, tiles[keep])
+    return out
 
 
 def source_groups(path, images, by="image"):
@@ -177,6 +213,9 @@ def source_groups(path, images, by="image"):
 def load_split(path, seed=0, val_fraction=0.2, by="image"):
     """Load a training archive and split it, no source image on both sides (unless ``by="tile"``).
 
+    A file with masks ``y`` splits its masks; one without splits its ``points`` (dots)
+    instead, and its ``counts``, when it has them, must agree with them.
+
     Returns
     -------
     split : Split
@@ -188,13 +227,24 @@ def load_split(path, seed=0, val_fraction=0.2, by="image"):
     DataError
         For a bad file, or one that cannot be split (a single source image, too few tiles).
     """
-    images, masks = load_train(path)
+    images, masks, points = load_train_or_dots(path)
     counts = load_tile_ints(path, "counts", len(images))
+    if points is not None:
+        check_dot_counts(path, points, counts)
     groups, rule = source_groups(path, images, by)
     try:
         train_idx, val_idx = split_groups(groups, val_fraction, seed)
     except ValueError as exc:
         raise DataError(path, f"cannot split into training and validation tiles: {exc}") from None
     val_counts = None if counts is None else counts[val_idx]
-    split = Split(images[train_idx], masks[train_idx], images[val_idx], masks[val_idx], val_counts, groups[val_idx])
+    split = Split(
+        images[train_idx],
+        None if masks is None else masks[train_idx],
+        images[val_idx],
+        None if masks is None else masks[val_idx],
+        val_counts,
+        groups[val_idx],
+        None if points is None else select_points(points, train_idx),
+        None if points is None else select_points(points, val_idx),
+    )
     return split, rule

@@ -10,8 +10,9 @@ ensemble has the lowest validation MAE): each run's model predicts the test tile
 them with the counting setting that run chose, and the counts are averaged and rounded. Before
 the finalist stage has a finished run, the best trial is exported alone. ``--refit`` first
 retrains each model's configuration, with its seed, on all training tiles (train +
-validation); ``--tta`` averages each model's predictions over the 8 flips/rotations. The run
-is logged beside the CSV as JSON.
+validation; a dots study's targets drawn with the disk radius its checkpoint records);
+``--tta`` averages each model's predictions over the 8 flips/rotations. The run is logged
+beside the CSV as JSON.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from model.checkpoint import CheckpointError, atomic_write, load_checkpoint, sav
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
-from search import cli, finalists, stats
+from search import cli, finalists, space, stats
 from search.artifacts import FOLDER_ATTR
 from search.errors import UsageError
+from search.objective import training_targets
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.verdict import seed_verdict
 
@@ -177,16 +179,21 @@ def refit(study: optuna.Study, member: Member, config: dict, device) -> tuple:
     train_path = Path(meta["train_path"])
     if data.fingerprint(train_path) != meta["train_fingerprint"]:
         raise UsageError(f"{train_path} changed since the study started; cannot refit on the same data")
-    images, masks = data.load_train(train_path)
+    images, masks, points = data.load_train_or_dots(train_path)
     train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
     net = seeded_net(unet, train.seed, device)
-    print(f"refit: {member.label}'s configuration on all {len(images)} tiles for {train.epochs} epochs", flush=True)
+    # A dots study's targets are disks of the radius its checkpoint's trial trained with.
+    targets = "" if masks is not None else f" (disks of radius {config['params'][space.RADIUS]} px at the dots)"
+    print(
+        f"refit: {member.label}'s configuration on all {len(images)} tiles{targets} for {train.epochs} epochs",
+        flush=True,
+    )
     result = fit(
         net,
         train,
         images,
-        masks,
+        training_targets(images, masks, points, config["params"]),
         on_epoch=lambda r: print(
             f"  refit epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f} ({r.seconds:.1f} s)", flush=True
         ),

@@ -31,11 +31,13 @@ class StudyNote:
         How tiles were kept together across the split (source images found or stored).
     profile : Profile
         The study's search profile.
+    trains_from : str
+        What the trials train on: masks, or disks drawn at dots (``space.annotation_text``).
     """
 
-    def __init__(self, n_train: int, n_val: int, true_counts: str, split_rule: str, profile: Profile):
+    def __init__(self, n_train: int, n_val: int, true_counts: str, split_rule: str, profile: Profile, trains_from: str):
         self.n_train, self.n_val, self.true_counts, self.profile = n_train, n_val, true_counts, profile
-        self.split_rule = split_rule
+        self.split_rule, self.trains_from = split_rule, trains_from
 
     def body(self, study: optuna.Study) -> str:
         """The note's Markdown for ``study`` as it stands."""
@@ -51,6 +53,7 @@ class StudyNote:
             f"(validation fraction {meta.get('val_fraction')}, seed {meta.get('seed')})",
             f"- split {self.split_rule}",
             f"- true counts: {self.true_counts}",
+            f"- trains from {self.trains_from}",
             "",
             "### Profile",
             f"- `{p.name}`: U-Net base width {p.base}, epochs {p.epochs[0]}-{p.epochs[1]}, "

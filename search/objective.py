@@ -1,6 +1,7 @@
 """The objective of a study: train one configuration, count its validation tiles, score it honestly.
 
-Per trial: train the sampled configuration and keep its last epoch; count the validation tiles
+Per trial: train the sampled configuration on the file's masks, or on disks of the trial's
+radius drawn at its dots, and keep its last epoch; count the validation tiles
 (cut from other source images than the training tiles) with every counting setting; choose the
 setting out of sample and record the value's standard error over validation images. Per-epoch
 scores are reported for pruning; the study's timeout stops a trial between epochs.
@@ -22,6 +23,7 @@ import data
 from model.checkpoint import save_checkpoint
 from model.count import count_setting
 from model.scoring import count_errors, mae_by_setting
+from model.targets import disk_targets
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
@@ -40,11 +42,21 @@ def study_split(path: Path, seed: int, val_fraction: float, by: str) -> tuple[da
     """The study's split, where its true counts come from and how tiles were grouped."""
     split, rule = data.load_split(path, seed, val_fraction, by)
     source = "stored counts"
-    if split.val_counts is None:
+    if split.val_counts is None and split.annotation == "dots":
+        split.val_counts = data.point_counts(split.val_points, len(split.val_images))
+        source = "the dots per tile ('points')"
+    elif split.val_counts is None:
         # Competition archives ship masks only: count the true masks with the default counter.
         split.val_counts = count_setting(split.val_masks, {"counter": "watershed"})
         source = "counted from the true masks (watershed defaults)"
     return split, source, rule
+
+
+def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
+    """What the net learns to predict for ``images``: their masks, or disks of the trial's radius at their dots."""
+    if masks is not None:
+        return masks
+    return disk_targets(points, len(images), images.shape[1:], params[space.RADIUS])
 
 
 @dataclass
@@ -121,7 +133,8 @@ class Objective:
         return callback
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = space.suggest(trial, self.profile, self.mode)
+        s = self.split
+        params = space.suggest(trial, self.profile, self.mode, s.annotation)
         sampled = space.counting_of(params) if self.mode == "sampled" else None
         seed = trial.user_attrs.get(SEED_ATTR, self.seed)
         started, self.stop_at = time.monotonic(), self.deadline()
@@ -130,14 +143,13 @@ class Objective:
         net = seeded_net(unet, seed, self.device)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("n_params", count_parameters(net))
-        s = self.split
         result = fit(
             net,
             train,
             s.train_images,
-            s.train_masks,
+            training_targets(s.train_images, s.train_masks, s.train_points, params),
             s.val_images,
-            s.val_masks,
+            training_targets(s.val_images, s.val_masks, s.val_points, params),
             score_fn=self.epoch_score(sampled),
             on_epoch=self.on_epoch(trial, params, train.epochs),
         )

@@ -18,6 +18,7 @@ VAL_FRACTION = 0.2
 BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 MAX_SEED = 2**31 - 1  # --seed: a signed 32-bit integer, valid for every seeded library
 SAMPLER_SEEDS = 2**32  # numpy (and so Optuna's samplers) take seeds below this
+ANNOTATION_ATTR = "annotation"  # study attr: "masks" or "dots", what its trials train from
 
 
 def check_args(args) -> None:
@@ -57,8 +58,12 @@ def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
 
 
-def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
-    """Create the study, or check that resuming it is consistent; returns it and its profile."""
+def prepare_study(args, storage, annotation: str) -> tuple[optuna.Study, space.Profile]:
+    """Create the study, or check that resuming it is consistent; returns it and its profile.
+
+    ``annotation`` is what the training file trains from, ``"masks"`` or ``"dots"``
+    (``data.Split.annotation``); a study keeps it and resumes only with the same.
+    """
     device = cli.resolve_device(args.device)
     fingerprint = data.fingerprint(args.train)
     if args.study_name in optuna.get_all_study_names(storage):
@@ -66,6 +71,13 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
         meta = study.user_attrs
         if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
             raise UsageError(f"study {args.study_name!r} exists with another objective; pick another --study-name")
+        # Studies from before dots could train have no record: they trained from masks.
+        recorded = meta.get(ANNOTATION_ATTR, "masks")
+        if recorded != annotation:
+            raise UsageError(
+                f"study {args.study_name!r} trains from {recorded}, but {args.train} has {annotation}"
+                f"{' and no masks' if annotation == 'dots' else ''}; use another --study-name"
+            )
         if meta["train_fingerprint"] != fingerprint:
             raise UsageError(
                 f"{args.train} differs from the data the study {args.study_name!r} started with "
@@ -96,6 +108,7 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
             "val_fraction": VAL_FRACTION,
             "counting_objective": args.objective,
             "split": args.split,
+            ANNOTATION_ATTR: annotation,
         }.items():
             study.set_user_attr(key, value)
         print(
@@ -104,9 +117,9 @@ def prepare_study(args, storage) -> tuple[optuna.Study, space.Profile]:
             flush=True,
         )
     ensure_study_dir(study)
-    ensure_baseline(study, profile, args.objective)
+    ensure_baseline(study, profile, args.objective, annotation)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
-        study.enqueue_trial(space.warm_start(profile), user_attrs={"warm_start": True})
+        study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={"warm_start": True})
     # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
     workers.queue_first(study, is_baseline)
     print(
@@ -122,7 +135,7 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
     return bool(trial.user_attrs.get("baseline"))
 
 
-def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> None:
+def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str, annotation: str) -> None:
     """Queue the seed baseline unless a baseline trial finished, runs or waits.
 
     Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
@@ -131,7 +144,7 @@ def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str) -> N
     """
     trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
     if not any(is_baseline(t) for t in trials):
-        study.enqueue_trial(space.seed_baseline(profile, mode), user_attrs={"baseline": True})
+        study.enqueue_trial(space.seed_baseline(profile, mode, annotation), user_attrs={"baseline": True})
 
 
 def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:

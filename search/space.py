@@ -7,6 +7,10 @@ default (``tuned``) it is chosen after training on the validation predictions, s
 its trials on training and the dashboard shows, as user attributes, the counting that
 scored each trial. ``seed_baseline`` is the seed write-up's own configuration, run first in
 every new study so the gain of the search is visible.
+
+A study whose training file has dots and no masks (its ``annotation`` is ``"dots"``) also
+samples ``target_radius``, the radius of the disks drawn at the dots as training targets;
+a mask study never has it, so its trials are what they were before dots existed.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ COUNTER_GRID = {
 # The seed write-up's count: connected components of p > 0.5, background label included.
 SEED_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
 SEED_EPOCHS = 45
+# Dots files only: the radius (px) of the disk drawn at each dot as the training target. The
+# embedded set's nuclei are 8-14 px across (radius 4-7) at the importer's scale; a disk a bit
+# smaller than the cell keeps neighbours apart for the counters, so 2..5 px is searched.
+RADIUS = "target_radius"
+TARGET_RADII = (2, 5)
+DEFAULT_RADIUS = 3  # the seed baseline's and the warm start's: mid-range, about a small nucleus
 
 
 @dataclass(frozen=True)
@@ -71,8 +81,16 @@ def seed_epochs(profile: Profile) -> int:
     return round(profile.epochs[0] + (SEED_EPOCHS - full[0]) * scale)
 
 
-def seed_baseline(profile: Profile, mode: str = "tuned") -> dict:
-    """The seed's configuration as trial parameters (its counting too when ``mode`` samples it)."""
+def with_radius(params: dict, annotation: str) -> dict:
+    """``params`` with the default disk radius added for a dots study (a mask study's unchanged)."""
+    return {**params, RADIUS: DEFAULT_RADIUS} if annotation == "dots" else params
+
+
+def seed_baseline(profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
+    """The seed's configuration as trial parameters (its counting too when ``mode`` samples it).
+
+    The seed trained on masks; a dots study gives it the default disk radius.
+    """
     params = {
         "lr": 2e-4,
         "epochs": seed_epochs(profile),
@@ -81,16 +99,18 @@ def seed_baseline(profile: Profile, mode: str = "tuned") -> dict:
         "schedule": "constant",
         "augment": False,
     }
+    params = with_radius(params, annotation)
     return {**params, **SEED_COUNTING} if mode == "sampled" else params
 
 
-def warm_start(profile: Profile) -> dict:
+def warm_start(profile: Profile, annotation: str = "masks") -> dict:
     """A strong starting point, run second: cosine decay from a higher rate, augmentation, every epoch.
 
     A CPU study affords only a few trials; starting TPE from a known-good region (Optuna's
-    ``enqueue_trial``) beats spending them all on random start-up points.
+    ``enqueue_trial``) beats spending them all on random start-up points. A dots study's
+    warm start has the default disk radius.
     """
-    return {
+    params = {
         "lr": 2e-3,
         "epochs": profile.epochs[1],
         "depth": 4,
@@ -98,10 +118,14 @@ def warm_start(profile: Profile) -> dict:
         "schedule": "cosine",
         "augment": True,
     }
+    return with_radius(params, annotation)
 
 
-def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
-    """Sample one configuration; the counting setting only when ``mode`` is ``"sampled"``."""
+def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
+    """Sample one configuration: the disk radius only for dots, the counting only when ``mode`` is ``"sampled"``.
+
+    A mask study never samples the radius: it draws exactly what it drew before dots could train.
+    """
     params = {
         "lr": trial.suggest_float("lr", *LR_RANGE, log=True),
         "epochs": trial.suggest_int("epochs", *profile.epochs),
@@ -110,6 +134,8 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
         "schedule": trial.suggest_categorical("schedule", SCHEDULES),
         "augment": trial.suggest_categorical("augment", AUGMENT),
     }
+    if annotation == "dots":
+        params[RADIUS] = trial.suggest_int(RADIUS, *TARGET_RADII)
     if mode == "sampled":
         counter = trial.suggest_categorical("counter", tuple(COUNTER_GRID))
         params["counter"] = counter
@@ -117,6 +143,16 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned") -> dict:
         for name, values in COUNTER_GRID[counter].items():
             params[name] = trial.suggest_categorical(name, values)
     return params
+
+
+def annotation_text(annotation: str) -> str:
+    """What a study trains from, in words: for its first lines and its note."""
+    if annotation == "dots":
+        return (
+            f"dots ('points', no masks): disks of radius {TARGET_RADII[0]}-{TARGET_RADII[1]} px ({RADIUS}, "
+            f"searched; baseline and warm start {DEFAULT_RADIUS}) drawn at the dots"
+        )
+    return "masks ('y', soft masks)"
 
 
 def train_options(params: dict) -> dict:

@@ -88,7 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--train",
         type=Path,
         default=data.DEFAULT_TRAIN,
-        help="training npz with X and y (default: the embedded DSB2018-fluo tiles)",
+        help="training npz with X and either y (soft masks) or points (dots, one per cell; see "
+        "python -m data.importer) (default: the embedded DSB2018-fluo tiles)",
     )
     p.add_argument(
         "--n-trials",
@@ -205,12 +206,14 @@ def run(args, argv=()) -> optuna.Study:
             "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL"
         )
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
-    study, profile = prepare.prepare_study(args, storage)
+    study, profile = prepare.prepare_study(args, storage, split.annotation)
+    trains_from = space.annotation_text(split.annotation)
     print(
         f"data: {args.train}: {len(split.train_images)} training, "
         f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}",
         flush=True,
     )
+    print(f"trains from {trains_from}", flush=True)
     print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
     thin = stats.too_few(len(np.unique(split.val_groups)))
     if thin:
@@ -218,7 +221,7 @@ def run(args, argv=()) -> optuna.Study:
     # The summary and the report compare trials image by image: they need the validation images.
     study.set_user_attr("split_rule", rule)
     study.set_user_attr("val_groups", [int(g) for g in split.val_groups])
-    note = StudyNote(len(split.train_images), len(split.val_images), source, rule, profile)
+    note = StudyNote(len(split.train_images), len(split.val_images), source, rule, profile, trains_from)
     note.ensure(study)
 
     n_trials = args.n_trials or profile.n_trials

@@ -27,20 +27,31 @@ def small_figures(monkeypatch):
     monkeypatch.setattr(plots, "DPI", 30)
 
 
-def disc_tiles(n, size=32, seed=0):
-    """Dark tiles with a few bright discs; returns images, soft masks and true counts."""
+def disc_set(n, size=32, seed=0):
+    """Dark tiles with a few bright discs, as the arrays of a training npz: ``X``, ``y``, ``counts``, ``points``.
+
+    ``points`` holds each disc's centre as a row ``(tile, row, col)``, the dots of a dots file.
+    """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     images = np.zeros((n, size, size), np.uint8)
     masks = np.zeros((n, size, size), np.float32)
     counts = np.zeros(n, np.int32)
+    points = []
     for i in range(n):
         counts[i] = rng.integers(0, 4)
         for _ in range(counts[i]):
             r, c = rng.integers(6, size - 6, size=2)
             masks[i] = np.maximum(masks[i], ((yy - r) ** 2 + (xx - c) ** 2 <= 9).astype(np.float32))
+            points.append((i, r, c))
         images[i] = np.clip(masks[i] * 180 + rng.normal(20, 5, (size, size)), 0, 255).astype(np.uint8)
-    return images, masks, counts
+    return {"X": images, "y": masks, "counts": counts, "points": np.array(points, np.float32).reshape(-1, 3)}
+
+
+def disc_tiles(n, size=32, seed=0):
+    """Dark tiles with a few bright discs; returns images, soft masks and true counts."""
+    arrays = disc_set(n, size, seed)
+    return arrays["X"], arrays["y"], arrays["counts"]
 
 
 def header_bomb(path, shape=(2**34, 32, 32), header=None):
@@ -70,6 +81,15 @@ def tiny_files(tmp_path):
     np.savez_compressed(test, X=Xt)
     truth.write_text("index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(ct)))
     return train, test, truth
+
+
+@pytest.fixture
+def tiny_dots(tmp_path):
+    """A dots file of the tiny training tiles: ``X``, ``counts`` and ``points``, no masks ``y``."""
+    arrays = disc_set(30, seed=1)
+    path = tmp_path / "dots.npz"
+    np.savez_compressed(path, X=arrays["X"], counts=arrays["counts"], points=arrays["points"])
+    return path
 
 
 @pytest.fixture

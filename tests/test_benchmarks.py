@@ -1,4 +1,4 @@
-"""The search-gain benchmark on tiny studies: it reuses what exists and never crashes on a thin study."""
+"""The benchmarks on tiny data: search-gain reuses what exists and never crashes on a thin study; dots-vs-masks runs."""
 
 import importlib.util
 import json
@@ -7,19 +7,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import disc_set
 
 from search import objective, study
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_gain.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(monkeypatch, name):
+    """The benchmark script ``benchmarks/<name>.py`` as a module."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: its helpers beside it
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
 def search_gain(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: its helpers beside it
-    spec = importlib.util.spec_from_file_location("search_gain", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(monkeypatch, "search_gain")
 
 
 def bench(search_gain, tiny_files, capsys, *extra):
@@ -60,3 +66,31 @@ def test_a_study_whose_baseline_never_completed(search_gain, tiny_files, tiny_pr
     row = bench(search_gain, tiny_files, capsys)
     assert row["baseline_trial"] is None and row["baseline_ensemble"] is None and row["seed_verdict"] is None
     assert row["default"]["exported"] == f"trial {row['best_trial']} alone"
+
+
+def test_dots_vs_masks_on_tiny_files(tiny_profile, in_tmp, capsys, monkeypatch):
+    dots_vs_masks = load_script(monkeypatch, "dots_vs_masks")
+    arrays, test = disc_set(30, seed=1), disc_set(6, seed=2)
+    train = in_tmp / "train.npz"
+    np.savez(train, **arrays, groups=np.arange(30) // 3)
+    np.savez(in_tmp / "test.npz", X=test["X"])
+    np.savez(in_tmp / "truth.npz", groups=np.arange(6))  # 6 test images: enough for a standard error
+    (in_tmp / "truth.csv").write_text("index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(test["counts"])))
+    bench = in_tmp / "BENCH.md"
+    write_section = dots_vs_masks.write_section
+    monkeypatch.setattr(dots_vs_masks, "write_section", lambda name, text: write_section(name, text, bench))
+    files = ["--train", "train.npz", "--test", "test.npz", "--truth", "truth.csv", "--groups", "truth.npz"]
+    assert dots_vs_masks.main([*files, "--profile", "tiny", "--seeds", "1", "2", "--radius", "2", "--write"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["seed"] for r in result["runs"]["masks"]] == [1, 2] and len(result["runs"]["dots"]) == 2
+    summary = result["summary"]
+    for route in ("masks", "dots"):
+        means = np.mean([r["test"] for r in result["runs"][route]])
+        assert summary[route]["test_mean"] == pytest.approx(means) and summary[route]["test_se_images"] > 0
+    difference = summary["difference"]
+    assert difference["diff"] == pytest.approx(summary["dots"]["test_mean"] - summary["masks"]["test_mean"])
+    assert difference["se"] >= 0  # computed: 6 test images are enough (tiny nets may count alike)
+    section = bench.read_text()
+    assert "<!-- dots:start -->" in section and "disks of radius 2 px" in section
+    assert "python benchmarks/dots_vs_masks.py --train train.npz" in section and "--write" in section
+    assert f"**{difference['diff']:+.3f}** MAE" in section

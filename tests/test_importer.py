@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data import DataError, load_counts_csv, load_test, load_tile_ints, load_train
+from data import load_counts_csv, load_test, load_tile_ints, load_train, load_train_or_dots
 from data.importer import main
 from data.tiling import choose_scale, window_starts
 
@@ -186,8 +186,8 @@ def test_dots_layouts(tmp_path, layout, image_name, dots_name, same_folder):
     assert (out["groups"] == [0] * 4 + [1] * 4).all()
     np.testing.assert_array_equal(load_test(out_path), out["X"])
     assert (load_tile_ints(out_path, "counts", 8) == out["counts"]).all()
-    with pytest.raises(DataError, match="missing key.*'y'"):
-        load_train(out_path)  # training from dots comes later
+    X, y, points = load_train_or_dots(out_path)  # a study trains on disks drawn at the dots
+    assert y is None and (X == out["X"]).all() and (points == out["points"]).all()
 
 
 def test_dot_blob_counts_once_at_its_centroid(tmp_path):
