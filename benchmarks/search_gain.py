@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python benchmarks/search_gain.py", description=__doc__.splitlines()[0])
     p.add_argument("--study-seeds", type=int, nargs="+", default=[0, 1], help="one study per seed (default: 0 1)")
     p.add_argument("--prefix", default="gain-s", help="study names: PREFIX<seed> (default: %(default)s)")
+    p.add_argument("--train", type=Path, help="the studies' training npz (default: the study command's, embedded)")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST, help="held-out images (default: embedded)")
     p.add_argument("--truth", type=Path, default=data.DEFAULT_TEST_COUNTS, help="their true counts CSV")
     p.add_argument(
@@ -56,10 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    p.add_argument("--section", default="gain", help="BENCHMARKS.md section to write (default: %(default)s)")
     return p.parse_args(argv)
 
 
-def run_default_study(name: str, seed: int) -> float | None:
+def run_default_study(name: str, seed: int, train: Path | None) -> float | None:
     """Run the default study command unless the study exists; returns its wall seconds, or None if it existed."""
     try:
         find_storage(name)
@@ -68,6 +71,7 @@ def run_default_study(name: str, seed: int) -> float | None:
         pass
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "search.study", "--study-name", name, "--seed", str(seed)]
+    cmd += ["--train", str(train)] if train else []
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return time.perf_counter() - started
 
@@ -103,7 +107,7 @@ def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> dict | None:
 
 def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -> dict:
     """Run (or reuse) one study and score its three exports."""
-    wall = run_default_study(name, seed)
+    wall = run_default_study(name, seed, args.train)
     study = load_existing_study(name, find_storage(name))
     staged = finalists.results(study)
     base = baseline_trial(study)
@@ -150,8 +154,8 @@ def report(args, rows: list[dict], seconds: float) -> str:
     lines = [
         "## The default study end to end: its submissions on unseen images",
         "",
-        f"Command: `python benchmarks/search_gain.py --study-seeds {' '.join(map(str, args.study_seeds))}"
-        f"{' --write' if args.write else ''}`  ",
+        f"Command: `{shlex.join(['python', 'benchmarks/search_gain.py', *args.argv])}`  ",
+        f"Training file: `{args.train or data.DEFAULT_TRAIN}`.  ",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
         f"torch {m['torch']}, Python {m['python']}.  ",
         f"Test: `{args.test}` ({len(np.unique(load_groups(args)))} images) scored against `{args.truth}`; "
@@ -203,6 +207,7 @@ def load_groups(args) -> np.ndarray:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     truth = data.load_counts_csv(args.truth, n=len(data.load_test(args.test)))
@@ -211,7 +216,7 @@ def main(argv=None) -> int:
     text = report(args, rows, time.perf_counter() - started)
     print(text)
     if args.write:
-        write_section("gain", text)
+        write_section(args.section, text)
     print(json.dumps(rows))
     return 0
 
