@@ -6,10 +6,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 from model import plots
-from search import space
+from search import artifacts, space
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,9 +23,16 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
-def small_figures(monkeypatch):
-    """Trial figures at a low resolution: the same drawing code, a fraction of the rendering time."""
+def small_figures(monkeypatch, request):
+    """Trial figures at a low resolution; blank ones in studies, unless a test is marked ``real_figures``.
+
+    Drawing a trial's two figures costs more than training a tiny net: the figures themselves are
+    tested in test_artifacts.py, and a study marked ``real_figures`` draws them end to end.
+    """
     monkeypatch.setattr(plots, "DPI", 30)
+    if request.node.get_closest_marker("real_figures") is None:
+        monkeypatch.setattr(artifacts, "learning_curve_figure", lambda *args: Figure(figsize=(1, 1)))
+        monkeypatch.setattr(artifacts, "overlay_figure", lambda *args: Figure(figsize=(1, 1)))
 
 
 def disc_set(n, size=32, seed=0):

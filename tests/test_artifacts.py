@@ -31,6 +31,7 @@ def get(url):
 
 
 @pytest.mark.slow  # an optuna-dashboard server over a whole study
+@pytest.mark.real_figures
 def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profile, in_tmp, capsys):
     train, _, _ = tiny_files
     assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "2"]) == 0
