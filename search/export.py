@@ -147,6 +147,9 @@ def check_checkpoint(
     (``search.objective.checkpoint_record``); a folder overwritten by another study, or a copied
     one, would otherwise be exported with exit code 0.
     """
+    missing = [k for k in ("tile_size", "train") if k not in config]
+    if missing:
+        raise UsageError(f"checkpoint {trial.user_attrs['checkpoint']}: config.json lacks {', '.join(missing)}")
     recorded = (config.get("study_folder"), config.get("trial"), config.get("params"))
     if recorded != (study.user_attrs.get(FOLDER_ATTR), trial.number, trial.params):
         raise UsageError(

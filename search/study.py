@@ -192,6 +192,7 @@ def run(args, argv=()) -> optuna.Study:
     """Run the study in this process, or with ``--workers`` above 1 in that many child processes."""
     prepare.check_args(args)
     check_study_name(args.study_name)
+    cli.resolve_device(args.device)  # an unknown or absent device is refused before anything is written
     # The data is checked before anything is written: a bad file must not create the study.
     split, source, rule = study_split(args.train, args.seed, prepare.VAL_FRACTION, args.split)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

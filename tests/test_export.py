@@ -168,3 +168,15 @@ def test_out_ending_in_json_would_be_overwritten_by_its_log_and_is_refused(finis
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sub.json" in err and ".csv" in err
     assert not (in_tmp / "sub.json").exists()
+
+
+def test_config_without_what_the_export_reads_exits_2(finished_study, in_tmp, capsys):
+    test, _ = finished_study
+    ckpt = (
+        optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials[0].user_attrs["checkpoint"]
+    )
+    config = in_tmp / ckpt / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "tile_size"}))
+    assert export.main(["--test", str(test), "--trial", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lacks tile_size" in err

@@ -443,3 +443,10 @@ def test_two_source_images_give_a_verdict_without_an_interval(in_tmp, tiny_profi
     assert "+- n/a" in out and "95% interval" not in out and "significant" not in out
     trial = load().trials[0]
     assert trial.user_attrs["value_se"] is None and trial.user_attrs["value_out_of_sample"] is False
+
+
+def test_unknown_device_creates_nothing(tiny_files, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    assert run_study(train, "--device", "tpu9") == 2
+    assert "--device" in capsys.readouterr().err
+    assert not (in_tmp / "studies").exists()
