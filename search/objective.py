@@ -28,7 +28,7 @@ from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
 from search.artifacts import FOLDER_ATTR, log_trial_artifacts
-from search.finalists import SEED_ATTR, NotRun, trial_label
+from search.finalists import SEED_ATTR, trial_label
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
 REQUEUED_ATTRS = ("baseline", "warm_start", "finalist_of", SEED_ATTR)
@@ -226,20 +226,21 @@ def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) 
     return StudyTimeout(reason)
 
 
-class QuietTimeout(logging.Filter):
-    """Drops Optuna's report of a trial stopped by the timeout or not run, and its "failed with value None".
+class QuietFailures(logging.Filter):
+    """Drops Optuna's traceback of an expected failure, and its "failed with value None" after any.
 
     ``print_trial`` says in one line why any trial failed; Optuna's traceback of an expected stop
-    and its second line on every failure would only repeat it.
+    (the timeout, a trial not run) and its second line on every failure would only repeat it.
     """
 
+    def __init__(self, expected: tuple):
+        super().__init__()
+        self.expected = expected
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (StudyTimeout, NotRun)):
+        if record.exc_info and isinstance(record.exc_info[1], self.expected):
             return False
         return not record.getMessage().endswith("failed with value None.")
-
-
-QUIET_TIMEOUT = QuietTimeout()  # one instance: adding it again on every run is then a no-op
 
 
 def checkpoint_record(trial: optuna.Trial, split: data.Split) -> dict:

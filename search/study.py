@@ -28,11 +28,13 @@ from search import cli, finalists, prepare, space, stats, workers
 from search.artifacts import artifact_dir, study_dir
 from search.errors import UsageError
 from search.note import StudyNote
-from search.objective import QUIET_TIMEOUT, Objective, StudyTimeout, study_split
+from search.objective import Objective, QuietFailures, StudyTimeout, study_split
 from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
 from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, seed_verdict
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
+# One instance: adding it again on every run is then a no-op.
+QUIET = QuietFailures((StudyTimeout, finalists.NotRun, workers.SurplusTrial))
 
 
 def add_worker_options(p: argparse.ArgumentParser) -> None:
@@ -197,7 +199,7 @@ def run(args, argv=()) -> optuna.Study:
     split, source, rule = study_split(args.train, args.seed, prepare.VAL_FRACTION, args.split)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Optuna reports a failed trial in a traceback and a second line; print_trial says it in one.
-    logging.getLogger("optuna.study._optimize").addFilter(QUIET_TIMEOUT)
+    logging.getLogger("optuna.study._optimize").addFilter(QUIET)
     # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_url = given_storage(args.storage) or default_url(args.study_name, args.workers)

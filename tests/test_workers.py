@@ -219,7 +219,7 @@ def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, f
     assert len(finished(s)) == 8 and all(t.state != STATES.RUNNING for t in s.trials)
     pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in finished(s)}
     assert {p.pid for p in procs} <= pids  # both took part
-    assert all("Traceback" not in o for o in out)
+    assert all("Traceback" not in o for o in out), out
 
 
 @pytest.mark.slow  # subprocesses or a PostgreSQL server
