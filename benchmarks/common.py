@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: the machine they ran on and BENCHMARKS.md sections."""
+"""Helpers shared by the benchmark scripts: the machine they ran on, BENCHMARKS.md sections, test-tile groups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import platform
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
+
+import data
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "BENCHMARKS.md"
@@ -44,3 +47,11 @@ def machine() -> dict:
         "python": platform.python_version(),
         "isa": isa,
     }
+
+
+def load_test_groups(path: Path, n: int) -> np.ndarray:
+    """The source image of each of ``n`` test tiles, from the npz at ``path``: the unit of every test SE."""
+    groups = data.load_tile_ints(path, "groups", n)
+    if groups is None:
+        raise SystemExit(f"{path} has no 'groups' array: the test images cannot be resampled")
+    return groups

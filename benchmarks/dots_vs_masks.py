@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import load_test_groups, machine, write_section  # noqa: E402
 
 import data  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
@@ -204,9 +204,7 @@ def main(argv=None) -> int:
     profile = space.PROFILES[args.profile]
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images))
-    groups = data.load_tile_ints(args.groups, "groups", len(images))
-    if groups is None:
-        raise SystemExit(f"{args.groups} has no 'groups' array: the test images cannot be resampled")
+    groups = load_test_groups(args.groups, len(images))
     config = space.warm_start(profile)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import load_test_groups, machine, write_section  # noqa: E402
 
 import data  # noqa: E402
 from search import export, finalists, stats  # noqa: E402
@@ -148,7 +148,7 @@ def cell(r: dict | None) -> str:
     return f"**{r['mae']:.3f}** +- {se} (val {r['val']:.3f})"
 
 
-def report(args, rows: list[dict], seconds: float) -> str:
+def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
     """The Markdown section: what was run and what it measured."""
     m = machine()
     lines = [
@@ -158,7 +158,7 @@ def report(args, rows: list[dict], seconds: float) -> str:
         f"Training file: `{args.train or data.DEFAULT_TRAIN}`.  ",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
         f"torch {m['torch']}, Python {m['python']}.  ",
-        f"Test: `{args.test}` ({len(np.unique(load_groups(args)))} images) scored against `{args.truth}`; "
+        f"Test: `{args.test}` ({n_images} images) scored against `{args.truth}`; "
         f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
         "",
         "| study | command wall s | search trials (complete / pruned) | finalist runs | "
@@ -197,23 +197,16 @@ def diff_text(d: dict | None) -> str:
     return f"{d['diff']:+.3f} +- {d['se']:.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f})"
 
 
-def load_groups(args) -> np.ndarray:
-    n = len(data.load_test(args.test))
-    groups = data.load_tile_ints(args.groups, "groups", n)
-    if groups is None:
-        raise data.DataError(args.groups, "has no 'groups' array: the test images cannot be resampled")
-    return groups
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
-    truth = data.load_counts_csv(args.truth, n=len(data.load_test(args.test)))
-    groups = load_groups(args)
+    n_test = len(data.load_test(args.test))
+    truth = data.load_counts_csv(args.truth, n=n_test)
+    groups = load_test_groups(args.groups, n_test)
     rows = [measure(f"{args.prefix}{seed}", seed, args, truth, groups) for seed in args.study_seeds]
-    text = report(args, rows, time.perf_counter() - started)
+    text = report(args, rows, len(np.unique(groups)), time.perf_counter() - started)
     print(text)
     if args.write:
         write_section(args.section, text)

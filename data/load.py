@@ -396,9 +396,8 @@ def load_tile_ints(path, key, n):
         If ``key`` is present but not ``n`` non-negative integers.
     """
     path = check_file(path)
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
-        if key not in npz.files:
-            return None
+    if key not in _keys(path):
+        return None
     values = _read_npz(path, [key])[key]
     if values.shape != (n,) or not np.issubdtype(values.dtype, np.integer) or (values < 0).any():
         raise DataError(

@@ -109,15 +109,14 @@ def open_finalists(study: optuna.Study, create: bool = False) -> optuna.Study | 
     return finalists
 
 
-def queue_missing(finalists: optuna.Study, plan: list[dict]) -> list[tuple[int, int]]:
-    """Record ``plan`` and queue each of its runs that no trial has settled; returns the runs queued."""
+def queue_missing(finalists: optuna.Study, plan: list[dict]) -> None:
+    """Record ``plan`` and queue each of its runs that no trial has settled."""
     finalists.set_user_attr(PLAN_ATTR, plan)
     params = {f["trial"]: f["params"] for f in plan}
     done = {run_key(t) for t in finalists.get_trials(deepcopy=False) if settled(t)}
-    queued = [run for run in planned_runs(plan) if run not in done]
-    for source, seed in queued:
-        finalists.enqueue_trial(params[source], user_attrs={SOURCE_ATTR: source, SEED_ATTR: seed})
-    return queued
+    for source, seed in planned_runs(plan):
+        if (source, seed) not in done:
+            finalists.enqueue_trial(params[source], user_attrs={SOURCE_ATTR: source, SEED_ATTR: seed})
 
 
 def trial_seconds(trial: optuna.trial.FrozenTrial) -> float:

@@ -28,10 +28,10 @@ from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
 from search.artifacts import FOLDER_ATTR, log_trial_artifacts
-from search.finalists import SEED_ATTR, trial_label
+from search.finalists import SEED_ATTR, SOURCE_ATTR, trial_label
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
-REQUEUED_ATTRS = ("baseline", "warm_start", "finalist_of", SEED_ATTR)
+REQUEUED_ATTRS = ("baseline", "warm_start", SOURCE_ATTR, SEED_ATTR)
 
 
 class StudyTimeout(Exception):

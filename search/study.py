@@ -291,7 +291,7 @@ def run_trials(study, args, profile, split, n_trials: int, storage_url: str, not
             deadline,
             catch=(FloatingPointError, StudyTimeout),
             callbacks=[print_trial, failures, note],
-            should_stop=lambda: failures.failed >= failures.limit or time.monotonic() > deadline(),
+            should_stop=lambda: failures.failed >= failures.limit,
             first=prepare.is_baseline,  # the study's summary compares every trial with it
         )
 
@@ -367,7 +367,7 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     v = seed_verdict(staged, groups)
     what = f"trial {best.number} alone" if v is None else f"the ensemble of trial {v['winner'].trial}'s runs"
     print(f"export: {export}   ({what})", flush=True)
-    safe = safe_choice(study, staged, groups)
+    safe = safe_choice(study, v)
     if safe is not None:
         print(f"export the safe choice, {safe[0]}: {export} {safe[1]}", flush=True)
 

@@ -76,7 +76,7 @@ def gain_line(study: optuna.Study) -> str:
         f"best trial {g['best']} against the seed baseline (trial {g['baseline']}): {g['diff']:+.3f} MAE, "
         f"standard error {g['se']:.3f} (95% interval {g['low']:+.3f} to {g['high']:+.3f}, over validation images)"
     )
-    if g["significant"] and g["diff"] < 0:
+    if is_gain(g):
         return head + ": a significant gain"
     return head + ": NOT a significant gain; the seed baseline is the safe choice"
 
@@ -126,7 +126,7 @@ def seed_verdict_line(finalists: list[Finalist], groups) -> str:
         f", standard error {v['se']:.3f} ({v['se_images']:.3f} over validation images, {v['se_seeds']:.3f} over "
         f"training seeds; 95% interval {v['low']:+.3f} to {v['high']:+.3f})"
     )
-    if v["significant"] and v["diff"] < 0:
+    if is_gain(v):
         return head + ": a significant gain"
     return head + ": NOT a significant gain; the seed baseline's ensemble is the safe choice"
 
@@ -186,19 +186,24 @@ def finalist_lines(finalists: list[Finalist], groups) -> list[str]:
     return [intro, "", *markdown_table(finalist_rows(finalists)), "", verdict, *([left] if left else [])]
 
 
-def safe_choice(study: optuna.Study, finalists: list[Finalist], groups) -> tuple[str, str] | None:
+def safe_choice(study: optuna.Study, verdict: dict | None) -> tuple[str, str] | None:
     """What to export instead of the default while its lead over the seed baseline is not established.
 
     Returns ``(what, export option)``, or None when the default is the baseline or beats it
-    significantly. With finalist runs the verdict over seeds decides, else the search's own.
+    significantly. With finalist runs the verdict over seeds (:func:`seed_verdict`, given)
+    decides, else the search's own.
     """
-    v = seed_verdict(finalists, groups)
-    if v is not None:
-        winner, base = v["winner"], v["baseline"]
-        if base is None or not base.runs or base is winner or (v["significant"] and v["diff"] < 0):
+    if verdict is not None:
+        winner, base = verdict["winner"], verdict["baseline"]
+        if base is None or not base.runs or base is winner or is_gain(verdict):
             return None
         return "the seed baseline's ensemble", f"--finalist {base.trial}"
     g = gain(study)
-    if g is None or g["best"] == g["baseline"] or (g["significant"] and g["diff"] < 0):
+    if g is None or g["best"] == g["baseline"] or is_gain(g):
         return None
     return "the seed baseline", f"--trial {g['baseline']}"
+
+
+def is_gain(comparison: dict) -> bool:
+    """Whether a comparison (new minus baseline, as :mod:`search.stats` returns) is a significant gain."""
+    return comparison["significant"] and comparison["diff"] < 0

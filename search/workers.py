@@ -250,6 +250,11 @@ def queue_first(study: optuna.Study, first: Callable[[optuna.trial.FrozenTrial],
         print(f"trial {trial.number} {reason}", flush=True)
 
 
+def _nap(deadline: float) -> None:
+    """Sleep until the next look at the study: ``POLL_SECONDS``, or less if ``deadline`` comes first."""
+    time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
 def run_until_target(
     study: optuna.Study,
     objective,
@@ -293,7 +298,7 @@ def run_until_target(
             if not waiting:
                 print(f"waiting: {running} trials running elsewhere would reach the target {target}", flush=True)
             waiting = True
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline() - time.monotonic())))
+            _nap(deadline())
             continue
         waiting = False
         study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)
@@ -305,7 +310,7 @@ def wait_until_idle(study: optuna.Study, deadline: float) -> None:
         _fail_stale(study)
         if not study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
             return
-        time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        _nap(deadline)
 
 
 def run_queue(study: optuna.Study, objective, deadline: float, catch: tuple, callbacks: list) -> None:
@@ -321,6 +326,6 @@ def run_queue(study: optuna.Study, objective, deadline: float, catch: tuple, cal
         if study.get_trials(deepcopy=False, states=(STATES.WAITING,)):
             study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)
         elif study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            _nap(deadline)
         else:
             return

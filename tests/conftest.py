@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic tile sets and a tiny search profile, so tests run in seconds."""
 
 import io
+import time
 import zipfile
 
 import numpy as np
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 from model import plots
-from search import artifacts, space
+from search import artifacts, objective, space, study, workers
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -112,3 +113,23 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder, so studies/ is created there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+class Clock:
+    """Stands in for ``time`` where the study reads it: a clock a test moves on by ``skew`` seconds."""
+
+    def __init__(self):
+        self.skew = 0.0
+
+    def monotonic(self):
+        return time.monotonic() + self.skew
+
+    @staticmethod
+    def sleep(seconds):
+        time.sleep(seconds)
+
+
+def use_clock(monkeypatch, clock):
+    """Every module that reads the time for the study's deadlines reads ``clock``."""
+    for module in (study, objective, workers):
+        monkeypatch.setattr(module, "time", clock)

@@ -1,18 +1,18 @@
 """The finalist stage: fresh-seed runs beside the search, their resume, budget, verdict and ensemble export."""
 
 import json
-import time
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import Clock, use_clock
 from optuna_dashboard import get_note
 
 from model.checkpoint import load_checkpoint
 from model.count import count_setting
 from model.train import predict_prob
-from search import export, finalists, objective, report, stats, study, workers
+from search import export, finalists, objective, report, stats, study
 from search.verdict import finalist_rows, seed_verdict_line
 
 STATES = optuna.trial.TrialState
@@ -96,33 +96,13 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
     assert sorted(complete) == [(0, 1), (0, 2), (1, 1), (1, 2)]
 
 
-class Clock:
-    """Stands in for ``time`` in the study and objective: each training moves it on by ``step`` seconds."""
-
-    def __init__(self, step):
-        self.step, self.skew = step, 0.0
-
-    def monotonic(self):
-        return time.monotonic() + self.skew
-
-    @staticmethod
-    def sleep(seconds):
-        time.sleep(seconds)
-
-
-def use_clock(monkeypatch, clock):
-    """Every module that reads the time for the study's deadlines reads ``clock``."""
-    for module in (study, objective, workers):
-        monkeypatch.setattr(module, "time", clock)
-
-
 def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    clock, real_fit = Clock(100.0), objective.fit
+    clock, real_fit = Clock(), objective.fit
     use_clock(monkeypatch, clock)
 
     def slow_fit(*args, **kwargs):
         result = real_fit(*args, **kwargs)
-        clock.skew += clock.step
+        clock.skew += 100.0  # every training takes 100 s
         return result
 
     monkeypatch.setattr(objective, "fit", slow_fit)
@@ -136,7 +116,7 @@ def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_
 
 
 def test_stage_stopped_by_the_timeout_keeps_the_run_queued(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
-    clock, real_fit = Clock(0.0), objective.fit
+    clock, real_fit = Clock(), objective.fit
     use_clock(monkeypatch, clock)
     calls = []
 
@@ -283,19 +263,3 @@ def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_
     out = capsys.readouterr().out
     assert "no finalist run has finished" in out
     assert json.loads((in_tmp / "submission.json").read_text())["trial"] == load().best_trial.number
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--finalists", "1"], "--finalists must be 0"),
-        (["--finalists", "-2"], "--finalists must be 0"),
-        (["--finalist-seeds", "0"], "--finalist-seeds must be at least 1"),
-    ],
-)
-def test_bad_stage_options_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, message):
-    train, _, _ = tiny_files
-    assert run_study(train, *args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err
-    assert not (in_tmp / "studies").exists()

@@ -2,14 +2,13 @@
 
 import json
 import threading
-import time
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
 import optuna
 import pytest
-from conftest import disc_tiles, header_bomb
+from conftest import Clock, disc_tiles, header_bomb, use_clock
 from optuna_dashboard import wsgi
 
 from model.train import EpochReport
@@ -186,6 +185,9 @@ def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, me
         (["--timeout", "inf"], "--timeout must be positive and finite, got inf"),
         (["--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
         (["--seed", "4294967295"], "--seed must be in 0..2147483647, got 4294967295"),
+        (["--finalists", "1"], "--finalists must be 0"),
+        (["--finalists", "-2"], "--finalists must be 0"),
+        (["--finalist-seeds", "0"], "--finalist-seeds must be at least 1"),
     ],
 )
 def test_numbers_out_of_range_exit_2_before_writing(tiny_files, tiny_profile, in_tmp, capsys, args, message):
@@ -255,16 +257,6 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
     assert states[:2] == [STATES.COMPLETE, STATES.FAIL] and states.count(STATES.COMPLETE) == 3
 
 
-class Clock:
-    """Stands in for ``time`` in the study and its objective: a clock a test moves past the deadline."""
-
-    def __init__(self):
-        self.skew = 0.0
-
-    def monotonic(self):
-        return time.monotonic() + self.skew
-
-
 def fit_hitting_deadline_in_epoch(epoch, clock):
     """``fit`` that moves ``clock`` past the deadline during epoch ``epoch``."""
     real_fit = objective.fit
@@ -314,8 +306,7 @@ def test_too_few_tiles_to_split_exit_2(in_tmp, tiny_profile, capsys, n):
 
 def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_tmp, monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(study, "time", clock)
-    monkeypatch.setattr(objective, "time", clock)
+    use_clock(monkeypatch, clock)
     monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(2, clock))  # the baseline trains 2 epochs
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2") == 0
@@ -327,8 +318,7 @@ def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_
 
 def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
     real_fit, clock = objective.fit, Clock()
-    monkeypatch.setattr(study, "time", clock)
-    monkeypatch.setattr(objective, "time", clock)
+    use_clock(monkeypatch, clock)
     monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(1, clock))
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "1") == 0
