@@ -97,7 +97,7 @@ def train_once(split: data.Split, profile, params: dict, seed: int, args, label:
     ensure_study_dir(scratch)
     # The seed as a finalist run carries it: the objective's own seed (the split's) picks the counting halves.
     scratch.enqueue_trial(params, user_attrs={SEED_ATTR: seed})
-    objective = Objective(split, profile, device, args.split_seed, "tuned", study_dir(scratch), lambda: math.inf)
+    objective = Objective(split, profile, device, args.split_seed, "tuned", study_dir(scratch), lambda trial: math.inf)
     scratch.optimize(objective, n_trials=1)
     trial = scratch.trials[0]
     if trial.state != optuna.trial.TrialState.COMPLETE:

@@ -1,17 +1,19 @@
 """What a user submits, scored on images no part of the study saw: the default study, end to end.
 
     flock /tmp/cpu.lock python benchmarks/search_gain.py --study-seeds 0 1 --write
+    flock /tmp/cpu.lock python benchmarks/search_gain.py --study-seeds 0 1 --timeout 3600 --prefix long-s --write
     python benchmarks/search_gain.py --study-seeds 0 --test other.npz --truth other.csv --groups other_truth.npz
 
 For each study seed, runs ``python -m search.study --study-name gain-s<seed> --seed <seed>`` with
-its defaults (search and finalist stage in one budget), timing the whole command, unless that
-study already exists (its SQLite or journal file). Then exports, exactly as ``python -m
-search.export`` does, and scores on the held-out test tiles, each with a standard error over test
-images (bootstrap over the ``groups`` of the test tiles):
+its defaults (search and finalist stage in one budget; ``--timeout`` passes another budget),
+timing the whole command, unless that study already exists (its SQLite or journal file). Then
+exports, exactly as ``python -m search.export`` does, and scores on the held-out test tiles, each
+with a standard error over test images (bootstrap over the ``groups`` of the test tiles):
 
-- the default export (the winning finalist's seed ensemble),
+- the default export (the finalist with the lowest out-of-fold MAE: its search and fold models),
 - the best search trial's model alone (``--trial``),
-- the seed baseline's seed ensemble (``--finalist``).
+- the seed baseline's models and the warm start's (``--finalist`` when it was a finalist, else
+  ``--trial``, its search model alone).
 
 Nothing is trained here but by the study command, which checks its data file's fingerprint on
 resume. The last line is one JSON object.
@@ -41,7 +43,7 @@ import data  # noqa: E402
 from search import export, finalists, stats  # noqa: E402
 from search.errors import UsageError  # noqa: E402
 from search.storage import find_storage, load_existing_study  # noqa: E402
-from search.verdict import baseline_trial, gain_line, seed_verdict_line  # noqa: E402
+from search.verdict import baseline_trial, gain_line, stage_verdict_line  # noqa: E402
 
 STATES = optuna.trial.TrialState
 
@@ -56,13 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--groups", type=Path, default=data.DEFAULT_TEST_TRUTH, help="npz with the test tiles' source images 'groups'"
     )
+    p.add_argument("--timeout", type=float, help="the study command's --timeout (default: its profile's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     p.add_argument("--section", default="gain", help="BENCHMARKS.md section to write (default: %(default)s)")
     return p.parse_args(argv)
 
 
-def run_default_study(name: str, seed: int, train: Path | None) -> float | None:
+def run_default_study(name: str, seed: int, train: Path | None, timeout: float | None) -> float | None:
     """Run the default study command unless the study exists; returns its wall seconds, or None if it existed."""
     try:
         find_storage(name)
@@ -72,6 +75,7 @@ def run_default_study(name: str, seed: int, train: Path | None) -> float | None:
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "search.study", "--study-name", name, "--seed", str(seed)]
     cmd += ["--train", str(train)] if train else []
+    cmd += ["--timeout", str(timeout)] if timeout else []
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return time.perf_counter() - started
 
@@ -92,7 +96,8 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
         "se": stats.mae_se(errors, groups),
         "bias": float(errors.mean()),
         "exported": log["exported"],
-        "val": log["val_count_mae"],
+        "val": log["mae"],
+        "val_kind": log["score"],
         "members_alone": log["member_test_mae"],
         "errors": errors.tolist(),
     }
@@ -105,47 +110,58 @@ def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> dict | None:
     return stats.compare(np.array(a["errors"]), np.array(b["errors"]), groups)
 
 
+def models_of(study, trial, staged: list, name: str, args, truth, groups) -> dict | None:
+    """The export of a configuration's finalist models, or of its search trial alone if it was no finalist."""
+    if trial is None:
+        return None
+    as_finalist = any(f.trial == trial.number and f.runs for f in staged)
+    options = ["--finalist" if as_finalist else "--trial", str(trial.number)]
+    return scored_export(name, options, args, truth, groups)
+
+
 def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -> dict:
-    """Run (or reuse) one study and score its three exports."""
-    wall = run_default_study(name, seed, args.train)
+    """Run (or reuse) one study and score its exports."""
+    wall = run_default_study(name, seed, args.train, args.timeout)
     study = load_existing_study(name, find_storage(name))
     staged = finalists.results(study)
     base = baseline_trial(study)
-    base_finalist = next((f for f in staged if "seed baseline" in f.role and f.runs), None)
     trials = study.get_trials(deepcopy=False)
+    warm = next((t for t in trials if t.user_attrs.get("warm_start") and t.state == STATES.COMPLETE), None)
     if not any(t.state == STATES.COMPLETE for t in trials):
         raise SystemExit(f"study {name!r} has no complete trial: nothing to export; run it longer")
     exports = {
         "default": scored_export(name, [], args, truth, groups),
         "best_alone": scored_export(name, ["--trial", str(study.best_trial.number)], args, truth, groups),
-        "baseline_ensemble": None
-        if base_finalist is None
-        else scored_export(name, ["--finalist", str(base_finalist.trial)], args, truth, groups),
+        "baseline": models_of(study, base, staged, name, args, truth, groups),
+        "warm_start": models_of(study, warm, staged, name, args, truth, groups),
     }
     return {
         "study": name,
         "seed": seed,
         "wall_s": None if wall is None else round(wall),
+        "epoch_s": finalists.epoch_seconds([t for t in trials if t.state == STATES.COMPLETE]),
         "complete": sum(t.state == STATES.COMPLETE for t in trials),
         "pruned": sum(t.state == STATES.PRUNED for t in trials),
         "runs": sum(len(f.runs) for f in staged),
-        "planned_runs": sum(len(f.seeds) for f in staged),
+        "planned_runs": sum(f.folds for f in staged if f.role != "earlier finalist"),
         "best_trial": study.best_trial.number,
         "baseline_trial": None if base is None else base.number,
+        "warm_start_trial": None if warm is None else warm.number,
         **exports,
         "default_minus_best_alone": paired(exports["default"], exports["best_alone"], groups),
-        "default_minus_baseline_ensemble": paired(exports["default"], exports["baseline_ensemble"], groups),
+        "default_minus_baseline": paired(exports["default"], exports["baseline"], groups),
+        "default_minus_warm_start": paired(exports["default"], exports["warm_start"], groups),
         "search_verdict": gain_line(study),
-        "seed_verdict": seed_verdict_line(staged, study.user_attrs.get("val_groups", [])) if staged else None,
+        "stage_verdict": stage_verdict_line(staged) if staged else None,
     }
 
 
 def cell(r: dict | None) -> str:
-    """A table cell: test MAE +- its image-bootstrap SE (and the validation figure it was chosen on)."""
+    """A table cell: test MAE +- its image-bootstrap SE (and the study's own figure for it)."""
     if r is None:
         return "n/a"
     se = "n/a" if r["se"] is None else f"{r['se']:.3f}"
-    return f"**{r['mae']:.3f}** +- {se} (val {r['val']:.3f})"
+    return f"**{r['mae']:.3f}** +- {se} ({r['val_kind']} {r['val']:.3f})"
 
 
 def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
@@ -161,16 +177,17 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
         f"Test: `{args.test}` ({n_images} images) scored against `{args.truth}`; "
         f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
         "",
-        "| study | command wall s | search trials (complete / pruned) | finalist runs | "
-        "default export (winner's ensemble) | best trial alone | seed baseline's ensemble |",
-        "|---|---|---|---|---|---|---|",
+        "| study | command wall s | s per epoch | search trials (complete / pruned) | finalist runs | "
+        "default export | best trial alone | seed baseline's models | warm start's models |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wall = "existed" if r["wall_s"] is None else str(r["wall_s"])
+        epoch = "n/a" if r["epoch_s"] is None else f"{r['epoch_s']:.1f}"
         lines.append(
-            f"| `{r['study']}` (seed {r['seed']}) | {wall} | {r['complete']} / {r['pruned']} | "
+            f"| `{r['study']}` (seed {r['seed']}) | {wall} | {epoch} | {r['complete']} / {r['pruned']} | "
             f"{r['runs']} of {r['planned_runs']} | {cell(r['default'])} | {cell(r['best_alone'])} "
-            f"(trial {r['best_trial']}) | {cell(r['baseline_ensemble'])} |"
+            f"(trial {r['best_trial']}) | {cell(r['baseline'])} | {cell(r['warm_start'])} |"
         )
     lines.append("")
     for r in rows:
@@ -179,10 +196,11 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             f"`{r['study']}`: exported {exported}; its models alone scored "
             f"{', '.join(f'{m:.3f}' for m in r['default']['members_alone']) if r['default'] else 'n/a'}.  ",
             "Paired over test images, default export minus best trial alone: "
-            f"{diff_text(r['default_minus_best_alone'])}; minus the seed baseline's ensemble: "
-            f"{diff_text(r['default_minus_baseline_ensemble'])}.  ",
+            f"{diff_text(r['default_minus_best_alone'])}; minus the seed baseline's models: "
+            f"{diff_text(r['default_minus_baseline'])}; minus the warm start's: "
+            f"{diff_text(r['default_minus_warm_start'])}.  ",
             f"Search: {r['search_verdict']}.  ",
-            f"Verdict over seeds: {r['seed_verdict'] or 'no finalist stage'}.",
+            f"Verdict out of fold: {r['stage_verdict'] or 'no finalist stage'}.",
             "",
         ]
     return "\n".join(lines)

@@ -11,7 +11,16 @@ from .errors import DataError
 from .files import fingerprint, load_counts_csv
 from .groups import find_overlap_groups
 from .load import load_points, load_test, load_tile_ints, load_train, load_train_or_dots, point_counts
-from .split import Split, load_split, select_points, source_groups, split_groups, split_indices
+from .split import (
+    Split,
+    assign_folds,
+    fold_split,
+    load_split,
+    select_points,
+    source_groups,
+    split_groups,
+    split_indices,
+)
 
 # Resolved from this file, not the working directory, so the paths hold
 # from a clone, an editable install and any cwd.
@@ -36,6 +45,8 @@ __all__ = [
     "split_indices",
     "split_groups",
     "Split",
+    "assign_folds",
+    "fold_split",
     "load_split",
     "source_groups",
     "select_points",

@@ -1,14 +1,15 @@
-"""Turn a study into a competition submission CSV: its winning finalist's seed ensemble, or one trial.
+"""Turn a study into a competition submission CSV: its winning finalist's models, or one trial.
 
     python -m search.export                         # study 'cells' -> submission.csv
     python -m search.export --truth data/embedded/test_counts.csv
     python -m search.export --trial 7 --out t7.csv  # one trial's model alone
     python -m search.export --refit --tta --out submission.csv
 
-By default the submission is the ensemble of the winning finalist (the finalist whose runs'
-ensemble has the lowest validation MAE): each run's model predicts the test tiles and counts
-them with the counting setting that run chose, and the counts are averaged and rounded. Before
-the finalist stage has a finished run, the best trial is exported alone. ``--refit`` first
+By default the submission is the winning finalist's models (the finalist with the lowest
+out-of-fold MAE): its search trial's model and its fold models, which saw different training
+images. Each predicts the test tiles and counts them with the counting setting it chose, and
+the counts are averaged and rounded. Before the finalist stage has compared its finalists on a
+fold, the best trial is exported alone. ``--refit`` first
 retrains each model's configuration, with its seed, on all training tiles (train +
 validation; a dots study's targets drawn with the disk radius its checkpoint records);
 ``--tta`` averages each model's predictions over the 8 flips/rotations. The run is logged
@@ -37,7 +38,7 @@ from search.artifacts import FOLDER_ATTR
 from search.errors import UsageError
 from search.objective import training_targets
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
-from search.verdict import seed_verdict
+from search.verdict import EARLIER, common_folds, stage_verdict
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -45,13 +46,15 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 def parse_args(argv=None) -> argparse.Namespace:
     p = cli.parser(
         "python -m search.export",
-        "Write submission.csv (index,count) from a study: its winning finalist's seed ensemble, or one trial.",
+        "Write submission.csv (index,count) from a study: its winning finalist's models, or one trial.",
         "studies/<name>.db, or studies/<name>.journal.log when only that exists",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, help="export this search trial's model alone")
     which.add_argument(
-        "--finalist", type=int, help="export the seed ensemble of the finalist of this trial number (e.g. the baseline)"
+        "--finalist",
+        type=int,
+        help="export the models of the finalist of this search trial number (e.g. the seed baseline's)",
     )
     p.add_argument(
         "--test", type=Path, default=data.DEFAULT_TEST, help="test npz with X (default: the embedded test tiles)"
@@ -88,8 +91,9 @@ class Choice:
 
     members: list[Member]
     source: int  # the search trial whose configuration the models share
-    what: str  # e.g. "trial 3 alone", "the ensemble of trial 3's 2 runs"
-    val_mae: float  # the validation count-MAE of exactly what is exported
+    what: str  # e.g. "trial 3 alone", "trial 3's search model and 2 fold models"
+    score: str  # e.g. "val MAE 1.234", "out-of-fold MAE 1.234": what is known of its error
+    mae: float
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -105,37 +109,42 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
 
 
 def single(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Choice:
-    return Choice([Member(study, trial)], trial.number, f"trial {trial.number} alone", trial.value)
+    return Choice([Member(study, trial)], trial.number, f"trial {trial.number} alone", "val MAE", trial.value)
 
 
-def ensemble(study: optuna.Study, finalist: finalists.Finalist) -> Choice:
-    """The finalist's runs as one ensemble; its validation MAE is that of the rounded mean count."""
+def ensemble(study: optuna.Study, finalist: finalists.Finalist, folds: list[int]) -> Choice:
+    """The finalist's search trial and its fold runs; its score is the out-of-fold MAE over ``folds``.
+
+    No image is held out from all of them, so the ensemble's own error is unknown: the
+    out-of-fold MAE of its fold models is the honest figure, and averaging rarely does worse.
+    """
     staged = finalists.open_finalists(study)
-    members = [Member(staged, run) for run in finalist.runs]
-    seeds = ", ".join(map(str, finalist.run_seeds))
-    what = f"the ensemble of trial {finalist.trial}'s {len(members)} runs (seeds {seeds})"
-    return Choice(members, finalist.trial, what, stats.ensemble_mae(finalist.errors))
+    search = [Member(study, study.trials[finalist.trial])]
+    members = search + [Member(staged, run) for _, run in sorted(finalist.runs.items())]
+    what = f"trial {finalist.trial}'s search model and {len(members) - 1} fold models"
+    return Choice(members, finalist.trial, what, "out-of-fold MAE", finalist.oof_mae(folds))
 
 
 def choose(study: optuna.Study, trial: int | None, finalist: int | None) -> Choice:
     """The models to export: ``--trial``, ``--finalist``, else the winning finalist, else the best trial."""
     if trial is not None:
         return single(study, pick_trial(study, trial))
-    staged = [f for f in finalists.results(study) if f.runs]
+    staged = finalists.results(study)
     if finalist is not None:
-        match = [f for f in staged if f.trial == finalist]
+        match = [f for f in staged if f.trial == finalist and f.runs]
         if not match:
             raise UsageError(
                 f"trial {finalist} of study {study.study_name!r} is no finalist with a finished run "
-                f"(finalists with runs: {[f.trial for f in staged]}); use --trial to export it alone"
+                f"(finalists with runs: {[f.trial for f in staged if f.runs]}); use --trial to export it alone"
             )
-        return ensemble(study, match[0])
-    verdict = seed_verdict(staged, study.user_attrs.get("val_groups", []))
+        folds = common_folds([f for f in staged if f.role != EARLIER])
+        return ensemble(study, match[0], [k for k in folds if k in match[0].runs] or sorted(match[0].runs))
+    verdict = stage_verdict(staged)
     if verdict is None:
         best = single(study, pick_trial(study, None))
-        print(f"no finalist run has finished: exporting {best.what} (run python -m search.study to train them)")
+        print(f"no finalist comparison yet: exporting {best.what} (run python -m search.study to finish the stage)")
         return best
-    return ensemble(study, verdict["winner"])
+    return ensemble(study, verdict.winner, verdict.folds)
 
 
 def check_checkpoint(
@@ -241,7 +250,9 @@ def export(args) -> dict:
                 "study": member.study.study_name,
                 "trial": member.trial.number,
                 "seed": config["train"]["seed"],
-                "val_count_mae": member.trial.value,
+                "fold": member.trial.user_attrs.get(finalists.FOLD_ATTR),
+                # A fold run's is on its held-out fold, the search trial's on the validation images.
+                "count_mae": member.trial.value,
                 "counting": counting,
                 "checkpoint": str(checkpoint),
             }
@@ -256,7 +267,8 @@ def export(args) -> dict:
         "storage": safe_url(storage_url),
         "exported": choice.what,
         "trial": choice.source,
-        "val_count_mae": choice.val_mae,
+        "score": choice.score,
+        "mae": choice.mae,
         "params": source.params,
         "members": logged,
         **({"counting": logged[0]["counting"]} if len(logged) == 1 else {}),
@@ -268,7 +280,7 @@ def export(args) -> dict:
         "submission": str(args.out),
     }
     print(
-        f"exported {choice.what}: val MAE {choice.val_mae:.3f}{', refit' if args.refit else ''}"
+        f"exported {choice.what}: {choice.score} {choice.mae:.3f}{', refit' if args.refit else ''}"
         f"{', TTA' if args.tta else ''}; wrote {len(final)} counts to {args.out}"
     )
     if truth is not None:

@@ -1,12 +1,18 @@
-"""The finalist stage: the study's top configurations trained again with fresh training seeds.
+"""The finalist stage: the study's top configurations judged on images the search never chose on.
 
-One training run is one draw: its seed moves the MAE as much as the search gains. After the
-search, the best configuration, the seed baseline's and (``--finalists 3`` or more) runners-up
-are trained again with seeds the search never used (the study's ``--seed`` plus 1, 2, ...).
+The search picks its best trial on the validation images, so judging finalists on those same
+images keeps whatever luck picked them. Instead the stage cross-fits over the search's
+*training* images: they are dealt, source image by source image, into K folds
+(:func:`data.assign_folds`); each finalist is trained K times, each run with its own fresh
+seed (the study's ``--seed`` plus 1, 2, ...) on the other folds plus the validation images, and
+scored on the fold it held out. Every training-side image thus gets one out-of-fold prediction
+from every finalist, and the finalists are compared on those images, paired, plus the spread
+between runs (:func:`search.stats.compare_folds`).
+
 The runs are the trials of a second study in the same storage, ``<name>:finalists``, so they
 resume after Ctrl-C or a timeout, run under ``--workers``, show in the dashboard with their
-artifacts, and never reach the search's sampler or its best trial. Each finalist is exported as
-the ensemble of its runs; :mod:`search.verdict` compares the ensembles.
+artifacts, and never reach the search's sampler or its best trial. The export averages the
+winner's fold models and its search trial's model.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ import numpy as np
 import optuna
 
 from search.artifacts import FOLDER_ATTR
-from search.verdict import baseline_trial
+from search.verdict import EARLIER, baseline_trial
 
 STATES = optuna.trial.TrialState
 SUFFIX = ":finalists"  # ':' is refused in a user's study name, so no study of theirs can clash
-PLAN_ATTR = "plan"  # finalist-study attr: [{"trial": n, "role": ..., "params": {...}, "seeds": [...]}]
-SOURCE_ATTR, SEED_ATTR = "finalist_of", "train_seed"  # a run's trial attrs: its configuration's trial, its seed
+# Finalist-study attr: {"folds": K, "seeds": [...], "finalists": [{"trial": n, "role": ..., "params": {...}}]}.
+# Studies from before cross-fitting kept a "plan" of seed runs on the validation images: it is not read.
+PLAN_ATTR = "fold_plan"
+SOURCE_ATTR, FOLD_ATTR, SEED_ATTR = "finalist_of", "fold", "train_seed"  # a run's attrs
+MAX_FINALISTS = 10  # each costs a run per fold: more is a second search, not a final check
+MAX_FOLDS = 10  # more folds train more runs on ever larger shares of the data: no longer cheaper to judge
 
 
 class NotRun(Exception):
@@ -54,30 +64,30 @@ def pick_finalists(study: optuna.Study, k: int) -> list[tuple[optuna.trial.Froze
     return picked
 
 
-def make_plan(study: optuna.Study, k: int, n_seeds: int, study_seed: int) -> list[dict]:
-    """What the stage trains: every finalist with seeds ``study_seed + 1 .. study_seed + n_seeds``."""
-    seeds = [study_seed + i for i in range(1, n_seeds + 1)]
-    return [
-        {"trial": t.number, "role": role, "params": t.params, "seeds": seeds} for t, role in pick_finalists(study, k)
-    ]
+def make_plan(study: optuna.Study, k: int, n_folds: int, study_seed: int) -> dict:
+    """What the stage trains: every finalist once per fold, fold ``i`` with seed ``study_seed + 1 + i``."""
+    return {
+        "folds": n_folds,
+        "seeds": [study_seed + 1 + i for i in range(n_folds)],
+        "finalists": [{"trial": t.number, "role": role, "params": t.params} for t, role in pick_finalists(study, k)],
+    }
 
 
-def planned_runs(plan: list[dict]) -> list[tuple[int, int]]:
-    """``(trial, seed)`` of every run, seed by seed: a stage cut short still has every finalist's first seeds."""
-    n_seeds = max((len(f["seeds"]) for f in plan), default=0)
-    return [(f["trial"], f["seeds"][i]) for i in range(n_seeds) for f in plan if i < len(f["seeds"])]
+def planned_runs(plan: dict) -> list[tuple[int, int]]:
+    """``(trial, fold)`` of every run, fold by fold: a stage cut short compares finalists on the same folds."""
+    return [(f["trial"], fold) for fold in range(plan.get("folds", 0)) for f in plan.get("finalists", [])]
 
 
 def run_key(trial) -> tuple[int, int] | None:
-    """``(trial, seed)`` a finalist-study trial runs, or None for a trial that is no finalist run."""
+    """``(trial, fold)`` a finalist-study trial runs, or None for a trial that is no fold run."""
     attrs = trial.user_attrs
-    return (attrs[SOURCE_ATTR], attrs[SEED_ATTR]) if SOURCE_ATTR in attrs else None
+    return (attrs[SOURCE_ATTR], attrs[FOLD_ATTR]) if FOLD_ATTR in attrs else None
 
 
 def trial_label(trial) -> str:
-    """``trial 3`` for a search trial, ``run 5 (trial 3 seed 1)`` for a finalist run."""
+    """``trial 3`` for a search trial, ``run 5 (trial 3 fold 1)`` for a finalist run."""
     key = run_key(trial)
-    return f"trial {trial.number}" if key is None else f"run {trial.number} (trial {key[0]} seed {key[1]})"
+    return f"trial {trial.number}" if key is None else f"run {trial.number} (trial {key[0]} fold {key[1]})"
 
 
 def settled(trial: optuna.trial.FrozenTrial) -> bool:
@@ -85,15 +95,25 @@ def settled(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != STATES.FAIL or bool(trial.user_attrs.get("diverged"))
 
 
+def stage_folder(study: optuna.Study) -> str:
+    """The finalist study's folder: inside its search study's, so each search has its own."""
+    return f"{study.user_attrs[FOLDER_ATTR]}/finalists"
+
+
 def open_finalists(study: optuna.Study, create: bool = False) -> optuna.Study | None:
-    """The finalist study of ``study`` in the same storage (created if asked), or None."""
+    """The finalist study of ``study`` in the same storage (created if asked), or None.
+
+    A finalist study left by an earlier study of the same name (deleted and created again)
+    belongs to another folder: it is not this study's, and :func:`drop_stale` removes it.
+    """
     name = finalist_study_name(study.study_name)
     storage = study._storage  # the search study's own connection: the same storage, opened once
     if not create:
         try:
-            return optuna.load_study(study_name=name, storage=storage)
+            staged = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             return None
+        return staged if staged.user_attrs.get(FOLDER_ATTR) == stage_folder(study) else None
     # Every run's parameters are queued: a sampler never draws one, and no trial is pruned.
     finalists = optuna.create_study(
         study_name=name,
@@ -105,63 +125,91 @@ def open_finalists(study: optuna.Study, create: bool = False) -> optuna.Study | 
     )
     finalists.set_user_attr("search_study", study.study_name)
     # Checkpoints in a subfolder of the search's; artifacts in its store (search.artifacts.artifact_dir).
-    finalists.set_user_attr(FOLDER_ATTR, f"{study.user_attrs[FOLDER_ATTR]}/finalists")
+    finalists.set_user_attr(FOLDER_ATTR, stage_folder(study))
     return finalists
 
 
-def queue_missing(finalists: optuna.Study, plan: list[dict]) -> None:
-    """Record ``plan`` and queue each of its runs that no trial has settled."""
+def drop_stale(study: optuna.Study) -> str | None:
+    """Delete a finalist study that an earlier study of this name left behind; says so, or None.
+
+    Its runs were trained for another search (perhaps on another file): they must not appear
+    in this study's verdict or export.
+    """
+    name = finalist_study_name(study.study_name)
+    try:
+        staged = optuna.load_study(study_name=name, storage=study._storage)
+    except KeyError:
+        return None
+    folder = staged.user_attrs.get(FOLDER_ATTR)
+    if folder == stage_folder(study):
+        return None
+    optuna.delete_study(study_name=name, storage=study._storage)
+    return f"deleted the finalist study {name!r} of an earlier study of this name ({folder})"
+
+
+def queue_plan(finalists: optuna.Study, plan: dict, claim) -> None:
+    """Record ``plan`` and leave exactly its runs still to do waiting, in plan order.
+
+    Waiting runs out of plan order (a run queued again after Ctrl-C or a timeout goes to the
+    back) and runs of an earlier plan are taken off the queue in one pass: ``claim(trial)``
+    takes a waiting trial as a worker starting it would (False when another worker did
+    first), and the trial is failed as "not run". The missing runs are then queued in order.
+    """
     finalists.set_user_attr(PLAN_ATTR, plan)
-    params = {f["trial"]: f["params"] for f in plan}
-    done = {run_key(t) for t in finalists.get_trials(deepcopy=False) if settled(t)}
-    for source, seed in planned_runs(plan):
-        if (source, seed) not in done:
-            finalists.enqueue_trial(params[source], user_attrs={SOURCE_ATTR: source, SEED_ATTR: seed})
+    trials = finalists.get_trials(deepcopy=False)
+    done = {run_key(t) for t in trials if settled(t) and t.state != STATES.WAITING}
+    missing = [key for key in planned_runs(plan) if key not in done]
+    waiting = [t for t in trials if t.state == STATES.WAITING]
+    if [run_key(t) for t in waiting] == missing:
+        return
+    for trial in waiting:
+        if claim(trial):
+            finalists._storage.set_trial_user_attr(
+                trial._trial_id, "fail_reason", "not run: queued again in plan order"
+            )
+            finalists._storage.set_trial_state_values(trial._trial_id, STATES.FAIL)
+    params = {f["trial"]: f["params"] for f in plan["finalists"]}
+    for source, fold in missing:
+        attrs = {SOURCE_ATTR: source, FOLD_ATTR: fold, SEED_ATTR: plan["seeds"][fold]}
+        finalists.enqueue_trial(params[source], user_attrs=attrs)
 
 
-def trial_seconds(trial: optuna.trial.FrozenTrial) -> float:
-    """What a complete trial cost, training, counting and figures: as its objective measured it."""
-    if "trial_seconds" in trial.user_attrs:
-        return trial.user_attrs["trial_seconds"]
-    return (trial.datetime_complete - trial.datetime_start).total_seconds()  # studies from before that record
+def stage_plan(finalists: optuna.Study | None) -> dict | None:
+    """The plan the finalist study last recorded, or None."""
+    return None if finalists is None else finalists.user_attrs.get(PLAN_ATTR)
 
 
-def missing_seconds(study: optuna.Study, plan: list[dict], finalists: optuna.Study | None) -> float:
-    """Seconds the plan's runs still to do will take: each as long as its configuration's search trial took."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(STATES.COMPLETE,))}
+def missing_runs(plan: dict, finalists: optuna.Study | None) -> list[tuple[int, int]]:
+    """The plan's runs with no complete or diverged trial, in plan order."""
     done = set()
     if finalists is not None:
-        done = {run_key(t) for t in finalists.get_trials(deepcopy=False, states=(STATES.COMPLETE,))}
-    seconds = 0.0
-    for source, seed in planned_runs(plan):
-        trial = trials.get(source)
-        if (source, seed) not in done and trial is not None:
-            seconds += trial_seconds(trial)
-    return seconds
+        done = {run_key(t) for t in finalists.get_trials(deepcopy=False) if t.state == STATES.COMPLETE}
+        done |= {run_key(t) for t in finalists.get_trials(deepcopy=False) if t.user_attrs.get("diverged")}
+    return [key for key in planned_runs(plan) if key not in done]
 
 
 class FinalistRun:
-    """The objective of a finalist run: the search's objective, trained with the run's own seed.
+    """The objective of a finalist run: the search's objective on the run's fold, with the run's seed.
 
-    The search's objective reads the seed from the trial's ``train_seed`` attribute. A trial
-    that holds no queued run (two workers popped the last one at once), a run of an earlier
-    plan (the best trial changed since it was queued) or a run an earlier trial holds fails at
-    once, without training.
+    ``objective_for(fold)`` gives the objective of the split that holds fold ``fold`` out; it
+    reads the seed from the trial's ``train_seed`` attribute. A trial that holds no queued run
+    (two workers popped the last one at once), a run of an earlier plan, or a run an earlier
+    trial holds fails at once, without training.
     """
 
-    def __init__(self, objective):
-        self.objective = objective
+    def __init__(self, objective_for):
+        self.objective_for = objective_for
 
     def __call__(self, trial: optuna.Trial) -> float:
         key = run_key(trial)
         if key is None:
             raise self._not_run(trial, "not run: no finalist run was waiting")
-        if key not in planned_runs(trial.study.user_attrs.get(PLAN_ATTR, [])):
+        if key not in planned_runs(trial.study.user_attrs.get(PLAN_ATTR, {})):
             raise self._not_run(trial, "not run: its configuration is no longer a finalist")
         for other in trial.study.get_trials(deepcopy=False):
             if other.number < trial.number and run_key(other) == key and settled(other):
                 raise self._not_run(trial, f"not run: trial {other.number} already holds this run")
-        return self.objective(trial)
+        return self.objective_for(key[1])(trial)
 
     @staticmethod
     def _not_run(trial: optuna.Trial, reason: str) -> NotRun:
@@ -171,47 +219,76 @@ class FinalistRun:
 
 @dataclass
 class Finalist:
-    """A finalist configuration and its complete runs, one per training seed, in seed order."""
+    """A finalist configuration and its complete runs, one per fold."""
 
     trial: int  # the search trial whose configuration it is
     role: str
     params: dict
-    seeds: list[int]  # the seeds planned
-    runs: list[optuna.trial.FrozenTrial] = field(default_factory=list)
-    diverged: list[int] = field(default_factory=list)  # seeds whose run diverged
+    folds: int  # the folds planned
+    runs: dict[int, optuna.trial.FrozenTrial] = field(default_factory=dict)  # complete runs by fold
+    diverged: list[int] = field(default_factory=list)  # folds whose run diverged
 
-    @property
-    def errors(self) -> np.ndarray:
-        """Per-tile validation count errors of its runs, shape (runs, tiles)."""
-        return np.array([r.user_attrs["val_errors"] for r in self.runs], dtype=float).reshape(len(self.runs), -1)
+    def out_of_fold(self, folds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-tile errors, source images and folds of the runs of ``folds``, fold by fold.
 
-    @property
-    def run_seeds(self) -> list[int]:
-        return [r.user_attrs[SEED_ATTR] for r in self.runs]
+        Every finalist's run of a fold is scored on the same tiles in the same order, so the
+        arrays of two finalists over the same folds are paired tile by tile.
+        """
+        runs = [self.runs[k] for k in folds]
+        errors = np.concatenate([r.user_attrs["val_errors"] for r in runs]).astype(float)
+        groups = np.concatenate([r.user_attrs["val_groups"] for r in runs]).astype(np.int64)
+        fold_of = np.concatenate([[k] * len(r.user_attrs["val_errors"]) for k, r in zip(folds, runs)])
+        return errors, groups, fold_of.astype(np.int64)
+
+    def oof_mae(self, folds: list[int]) -> float:
+        """Out-of-fold count-MAE over the tiles of ``folds``."""
+        return float(np.abs(self.out_of_fold(folds)[0]).mean())
 
 
 def results(study: optuna.Study) -> list[Finalist]:
-    """The finalists of the stage's last plan with their complete runs; empty before the stage began."""
-    finalists = open_finalists(study)
-    if finalists is None:
+    """The finalists of the stage's plan, then earlier finalists with runs, with their complete runs.
+
+    A configuration whose runs finished under an earlier plan (the search's best changed since)
+    keeps them: it is listed as an ``"earlier finalist"`` and can still win. Empty before the
+    stage began.
+    """
+    staged = open_finalists(study)
+    plan = stage_plan(staged)
+    if plan is None:
         return []
     complete, diverged = {}, set()
-    for trial in finalists.get_trials(deepcopy=False):
+    for trial in staged.get_trials(deepcopy=False):
+        key = run_key(trial)
+        if key is None or key[1] >= plan["folds"]:
+            continue
         if trial.state == STATES.COMPLETE:
-            complete.setdefault(run_key(trial), trial)
+            complete.setdefault(key, trial)
         elif trial.user_attrs.get("diverged"):
-            diverged.add(run_key(trial))
+            diverged.add(key)
+    listed = [(f["trial"], f["role"], f["params"]) for f in plan["finalists"]]
+    planned = {f["trial"] for f in plan["finalists"]}
+    for source, _ in sorted(complete):
+        if source not in planned:
+            planned.add(source)
+            listed.append((source, EARLIER, complete[next(k for k in complete if k[0] == source)].params))
     out = []
-    for f in finalists.user_attrs.get(PLAN_ATTR, []):
-        keys = [(f["trial"], seed) for seed in f["seeds"]]
-        out.append(
-            Finalist(
-                f["trial"],
-                f["role"],
-                f["params"],
-                f["seeds"],
-                [complete[k] for k in keys if k in complete],
-                [k[1] for k in keys if k in diverged and k not in complete],
-            )
-        )
+    for source, role, params in listed:
+        runs = {k: complete[(source, k)] for k in range(plan["folds"]) if (source, k) in complete}
+        gone = [k for k in range(plan["folds"]) if (source, k) in diverged and k not in runs]
+        out.append(Finalist(source, role, params, plan["folds"], runs, gone))
     return out
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+
+def epoch_seconds(trials: list[optuna.trial.FrozenTrial]) -> float | None:
+    """The median cost of one epoch over ``trials`` that recorded it (training, scoring, figures), or None."""
+    seen = [t.user_attrs["epoch_seconds"] for t in trials if t.user_attrs.get("epoch_seconds")]
+    return float(np.median(seen)) if seen else None
+
+
+def run_epochs(plan: dict, finalists: optuna.Study | None) -> list[int]:
+    """Epochs of each of the plan's runs still to do, in plan order: as many as its configuration's search trial."""
+    epochs = {f["trial"]: f["params"]["epochs"] for f in plan.get("finalists", [])}
+    return [epochs[source] for source, _ in missing_runs(plan, finalists)]

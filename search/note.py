@@ -65,7 +65,7 @@ class StudyNote:
         ]
         staged = finalists.results(study)
         if staged:
-            lines += ["", "### Finalists", *finalist_lines(staged, meta.get("val_groups", []))]
+            lines += ["", "### Finalists", *finalist_lines(staged, study)]
         return "\n".join(lines) + "\n"
 
     def write(self, study: optuna.Study) -> None:

@@ -28,28 +28,43 @@ from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
 from search.artifacts import FOLDER_ATTR, log_trial_artifacts
-from search.finalists import SEED_ATTR, SOURCE_ATTR, trial_label
+from search.finalists import FOLD_ATTR, SEED_ATTR, SOURCE_ATTR, trial_label
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
-REQUEUED_ATTRS = ("baseline", "warm_start", SOURCE_ATTR, SEED_ATTR)
+REQUEUED_ATTRS = ("baseline", "warm_start", SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
 
 
 class StudyTimeout(Exception):
     """Raised in a trial that the study's timeout stops before its last epoch: the trial fails."""
 
 
+class NoTime(Exception):
+    """Raised in a trial not started because its epochs would end after its deadline: the trial fails."""
+
+
+def with_val_counts(split: data.Split) -> str:
+    """Fill ``split.val_counts`` when the file stored none; returns where they come from."""
+    if split.val_counts is not None:
+        return "stored counts"
+    if split.annotation == "dots":
+        split.val_counts = data.point_counts(split.val_points, len(split.val_images))
+        return "the dots per tile ('points')"
+    # Competition archives ship masks only: count the true masks with the default counter.
+    split.val_counts = count_setting(split.val_masks, {"counter": "watershed"})
+    return "counted from the true masks (watershed defaults)"
+
+
 def study_split(path: Path, seed: int, val_fraction: float, by: str) -> tuple[data.Split, str, str]:
     """The study's split, where its true counts come from and how tiles were grouped."""
     split, rule = data.load_split(path, seed, val_fraction, by)
-    source = "stored counts"
-    if split.val_counts is None and split.annotation == "dots":
-        split.val_counts = data.point_counts(split.val_points, len(split.val_images))
-        source = "the dots per tile ('points')"
-    elif split.val_counts is None:
-        # Competition archives ship masks only: count the true masks with the default counter.
-        split.val_counts = count_setting(split.val_masks, {"counter": "watershed"})
-        source = "counted from the true masks (watershed defaults)"
-    return split, source, rule
+    return split, with_val_counts(split), rule
+
+
+def fold_split(split: data.Split, folds: np.ndarray, fold: int) -> data.Split:
+    """The split of the finalist run that holds out ``fold`` of the training tiles, with its true counts."""
+    held_out = data.fold_split(split, folds, fold)
+    with_val_counts(held_out)
+    return held_out
 
 
 def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
@@ -78,15 +93,31 @@ class Objective:
     """Train one sampled configuration and return its validation count-MAE.
 
     ``seed`` seeds the training of every trial but one that carries its own ``train_seed``
-    attribute (a finalist run). ``deadline`` returns the ``time.monotonic()`` after which a
-    trial stops at the end of its epoch; it is read when a trial starts.
+    attribute (a finalist run). ``deadline(trial)`` returns the ``time.monotonic()`` after which
+    the trial stops at the end of its epoch; it is read when the trial starts. A trial whose epochs,
+    at ``epoch_seconds()`` each (None: not known yet), would end after it is not started:
+    it fails at once (queued again if it was queued) and ``out_of_time`` becomes True.
+    ``on_epoch_seconds`` is called with each epoch's seconds, as measured.
     """
 
-    def __init__(self, split, profile, device, seed, mode, out_dir, deadline: Callable[[], float]):
+    def __init__(
+        self,
+        split,
+        profile,
+        device,
+        seed,
+        mode,
+        out_dir,
+        deadline: Callable[[optuna.Trial], float],
+        epoch_seconds: Callable[[], float | None] = lambda: None,
+        on_epoch_seconds: Callable[[float], None] = lambda seconds: None,
+    ):
         self.split, self.profile, self.device = split, profile, device
         self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
+        self.epoch_seconds, self.on_epoch_seconds = epoch_seconds, on_epoch_seconds
         self.grid = space.counting_grid()
         self.stop_at = math.inf
+        self.out_of_time = False
 
     def epoch_score(self, sampled: dict | None):
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
@@ -113,6 +144,7 @@ class Objective:
         name = trial_label(trial)
 
         def callback(r):
+            self.on_epoch_seconds(r.seconds)
             print(
                 f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
                 f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)",
@@ -137,7 +169,8 @@ class Objective:
         params = space.suggest(trial, self.profile, self.mode, s.annotation)
         sampled = space.counting_of(params) if self.mode == "sampled" else None
         seed = trial.user_attrs.get(SEED_ATTR, self.seed)
-        started, self.stop_at = time.monotonic(), self.deadline()
+        started, self.stop_at = time.monotonic(), self.deadline(trial)
+        self.check_time(trial, params, started)
         unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
         train = TrainConfig(**space.train_options(params), seed=seed)
         net = seeded_net(unet, seed, self.device)
@@ -185,8 +218,22 @@ class Objective:
         predicted = (s.val_counts + scored.grid_errors[scored.row]).astype(np.int64)
         log_trial_artifacts(trial, result, s, scored.counting, predicted, ckpt)  # figures + checkpoint
         # The whole cost of the trial, counting and figures too: a finalist run of it costs as much.
-        trial.set_user_attr("trial_seconds", round(time.monotonic() - started, 1))
+        seconds = time.monotonic() - started
+        trial.set_user_attr("trial_seconds", round(seconds, 1))
+        trial.set_user_attr("epoch_seconds", round(seconds / train.epochs, 2))
         return scored.value
+
+    def check_time(self, trial: optuna.Trial, params: dict, now: float) -> None:
+        """Fail ``trial`` before training when its epochs would end after the deadline (see the class)."""
+        per_epoch = self.epoch_seconds()
+        if per_epoch is None or now + params["epochs"] * per_epoch <= self.stop_at:
+            return
+        self.out_of_time = True
+        reason = (
+            f"not run: its {params['epochs']} epochs (about {params['epochs'] * per_epoch:.0f} s at "
+            f"{per_epoch:.1f} s each) would end after the deadline, {max(0.0, self.stop_at - now):.0f} s away"
+        )
+        raise NoTime(fail_and_requeue(trial, params, reason, queued_only=True))
 
 
 def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups: np.ndarray) -> None:
@@ -203,6 +250,7 @@ def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups:
     trial.set_user_attr("value_out_of_sample", scored.out_of_sample)
     trial.set_user_attr("val_bias", round(float(errors.mean()), 4))
     trial.set_user_attr("val_errors", [int(e) for e in errors])
+    trial.set_user_attr("val_groups", [int(g) for g in groups])  # the images those errors are over
     trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
     trial.set_user_attr("val_mae_seed_counting", by_name[space.setting_name(space.SEED_COUNTING)])
     for setting in space.with_offsets(counting):
@@ -217,13 +265,25 @@ def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) 
     the baseline, the warm start or the finalist run if it was) runs when the study resumes,
     before any newly sampled trial (a baseline before every other, see ``workers.queue_first``).
     """
-    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
     trial.set_user_attr("stopped", "study timeout reached")
+    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
+    return StudyTimeout(fail_and_requeue(trial, params, reason))
+
+
+def fail_and_requeue(trial: optuna.Trial, params: dict, reason: str, queued_only: bool = False) -> str:
+    """Record why ``trial`` fails and queue its parameters again; returns the reason.
+
+    With ``queued_only``, a freshly sampled trial is not queued again: the sampler draws anew.
+    """
+    if queued_only and not any(k in trial.user_attrs for k in (*REQUEUED_ATTRS, "requeued_from")):
+        trial.set_user_attr("fail_reason", reason)
+        return reason
+    reason += "; queued again" if queued_only else ""
     trial.set_user_attr("fail_reason", reason)
     attrs = {"requeued_from": trial.number}
     attrs.update({k: v for k, v in trial.user_attrs.items() if k in REQUEUED_ATTRS})
     trial.study.enqueue_trial(params, user_attrs=attrs)
-    return StudyTimeout(reason)
+    return reason
 
 
 class QuietFailures(logging.Filter):

@@ -8,7 +8,7 @@ import secrets
 import optuna
 
 import data
-from search import cli, space, workers
+from search import cli, finalists, space, workers
 from search.artifacts import ensure_study_dir
 from search.errors import UsageError
 from search.storage import is_sqlite
@@ -34,10 +34,13 @@ def check_args(args) -> None:
         raise UsageError(f"--timeout must be positive and finite, got {args.timeout}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
-    if args.finalists is not None and (args.finalists < 0 or args.finalists == 1):
-        raise UsageError("--finalists must be 0 (no finalist stage) or at least 2 (the best trial, the seed baseline)")
-    if args.finalist_seeds is not None and args.finalist_seeds < 1:
-        raise UsageError("--finalist-seeds must be at least 1")
+    if args.finalists is not None and not (args.finalists == 0 or 2 <= args.finalists <= finalists.MAX_FINALISTS):
+        raise UsageError(
+            f"--finalists must be 0 (no finalist stage) or 2..{finalists.MAX_FINALISTS} (the best trial, the seed "
+            "baseline, runners-up)"
+        )
+    if args.folds is not None and not 2 <= args.folds <= finalists.MAX_FOLDS:
+        raise UsageError(f"--folds must be in 2..{finalists.MAX_FOLDS}")
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -117,6 +120,9 @@ def prepare_study(args, storage, annotation: str) -> tuple[optuna.Study, space.P
             flush=True,
         )
     ensure_study_dir(study)
+    stale = finalists.drop_stale(study)
+    if stale:
+        print(stale, flush=True)
     ensure_baseline(study, profile, args.objective, annotation)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
         study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={"warm_start": True})

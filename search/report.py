@@ -235,12 +235,12 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
 
 
 def finalists_html(study: optuna.Study) -> str:
-    """The finalist table and the verdict over seeds, as the summary prints them; empty before the stage."""
+    """The finalist table and the out-of-fold verdict, as the summary prints them; empty before the stage."""
     staged = finalists.results(study)
     if not staged:
         return ""
-    texts = finalist_text(staged, study.user_attrs.get("val_groups", []))
-    rows = [{k: table_cell(v) for k, v in row.items()} for row in finalist_rows(staged)]
+    texts = finalist_text(staged)
+    rows = [{k: table_cell(v) for k, v in row.items()} for row in finalist_rows(staged, study)]
     table = pd.DataFrame(rows).to_html(index=False, classes="finalists")
     intro, *after = [f"<p>{html.escape(t)}</p>" for t in texts if t]
     return "\n".join(["<h2>Finalists</h2>", intro, table, *after]) + "\n"

@@ -62,15 +62,16 @@ class Profile:
     epochs: tuple[int, int]  # searched range, inclusive
     timeout: float  # default wall-clock budget of one run, search and finalists together, seconds
     n_trials: int  # default number of search trials
-    finalists: int = 2  # configurations trained again after the search (best, seed baseline, runners-up)
-    finalist_seeds: int = 2  # fresh training seeds per finalist: its ensemble's size
+    finalists: int = 2  # configurations judged out of fold after the search (best, seed baseline, runners-up)
+    folds: int = 2  # cross-fitting folds of the training images: runs per finalist, each with a fresh seed
 
 
 PROFILES = {
-    # The seed's full-size net, for a GPU: room for a runner-up and a third seed.
-    "full": Profile("full", base=64, epochs=(10, 60), timeout=4 * 3600, n_trials=40, finalists=3, finalist_seeds=3),
-    # A small net and short trials: search and finalists within 20 minutes on 2 CPU cores.
-    "quick": Profile("quick", base=8, epochs=(4, 16), timeout=18 * 60, n_trials=40, finalists=2, finalist_seeds=2),
+    # The seed's full-size net, for a GPU: room for a runner-up and a third fold.
+    "full": Profile("full", base=64, epochs=(10, 60), timeout=4 * 3600, n_trials=40, finalists=3, folds=3),
+    # A small net and short trials: search and finalists within 20 minutes on 2 CPU cores. Two
+    # folds cost what two seeds per finalist cost before, and judge on the training images.
+    "quick": Profile("quick", base=8, epochs=(4, 16), timeout=18 * 60, n_trials=40, finalists=2, folds=2),
 }
 
 

@@ -1,8 +1,8 @@
-"""Honest trial values: counting chosen out of sample, uncertainty over source images and training seeds.
+"""Honest trial values: counting chosen out of sample, uncertainty over source images and training runs.
 
 Everything here works on per-tile count errors, counts and tile groups (source images); nothing
 knows about pixels or networks. Every interval first asks :func:`too_few` whether the data can
-support one: a bootstrap over one or two images, or a spread over one training seed, says nothing.
+support one: a bootstrap over one or two images, or a spread over one training run, says nothing.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ import numpy as np
 N_BOOT = 2000  # bootstrap resamples: the standard error's own noise is then about 1.6%
 LEVEL = 0.95  # two-sided coverage of every interval
 MIN_IMAGES = 5  # validation images an interval needs: a bootstrap over fewer resamples almost nothing
-MIN_SEEDS = 2  # training seeds per finalist a spread over seeds needs
+MIN_RUNS = 2  # training runs (folds) per configuration a spread between runs needs
 
 
-def too_few(n_images: int, seeds: dict | None = None) -> str | None:
-    """Why no interval can be estimated from ``n_images`` images and these seeds, or None.
+def too_few(n_images: int, runs: int | None = None, kind: str = "validation") -> str | None:
+    """Why no interval can be estimated from ``n_images`` images and ``runs`` training runs, or None.
 
     Parameters
     ----------
     n_images : int
-        Distinct validation images (source images) behind the errors.
-    seeds : dict, optional
-        Number of training seeds of each compared model, by a label naming it.
+        Distinct images (source images) behind the errors.
+    runs : int, optional
+        Training runs of each compared configuration, one per fold.
+    kind : str
+        What the images are, for the clause.
 
     Returns
     -------
@@ -35,10 +37,9 @@ def too_few(n_images: int, seeds: dict | None = None) -> str | None:
     """
     reasons = []
     if n_images < MIN_IMAGES:
-        reasons.append(f"{n_images} validation image{'s' * (n_images != 1)} (an interval needs {MIN_IMAGES})")
-    for label, n in (seeds or {}).items():
-        if n < MIN_SEEDS:
-            reasons.append(f"{n} training seed{'s' * (n != 1)} of {label} (a spread needs {MIN_SEEDS})")
+        reasons.append(f"{n_images} {kind} image{'s' * (n_images != 1)} (an interval needs {MIN_IMAGES})")
+    if runs is not None and runs < MIN_RUNS:
+        reasons.append(f"{runs} training run{'s' * (runs != 1)} per finalist (a spread needs {MIN_RUNS})")
     return " and ".join(reasons) or None
 
 
@@ -192,52 +193,43 @@ def ensemble_counts(counts: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(counts, dtype=float).mean(0) + 0.5).astype(np.int64)
 
 
-def ensemble_mae(member_errors: np.ndarray) -> float:
-    """Count-MAE of the ensemble of models with these per-tile errors, shape (M, N)."""
-    return float(np.abs(ensemble_counts(member_errors)).mean())
+def compare_folds(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray, folds: np.ndarray) -> dict:
+    """Compare two configurations' out-of-fold count-MAE (a minus b) over images and training runs.
 
-
-def seed_variance(member_errors: np.ndarray) -> float:
-    """Jackknife variance over training seeds of the ensemble's MAE on fixed tiles.
-
-    Leaving one model out at a time shows how much the ensemble's MAE depends on which seeds
-    were drawn. Needs at least 2 models.
-    """
-    m = len(member_errors)
-    loo = np.array([ensemble_mae(np.delete(member_errors, i, axis=0)) for i in range(m)])
-    return float((m - 1) / m * ((loo - loo.mean()) ** 2).sum())
-
-
-def compare_ensembles(
-    errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray, labels: tuple[str, str] = ("a", "b")
-) -> dict:
-    """Compare two seed ensembles' count-MAE (a minus b) over validation images and training seeds.
+    Each fold's images were predicted by one run of each configuration, trained without them.
+    The difference is taken over all images (tiles weighted alike). Its variance has two parts:
+    which images were drawn (a paired bootstrap over images within each fold) and which runs
+    were drawn, a random effect per fold run. The second is estimated from how much more the
+    folds' own differences vary than their images explain (method of moments, at least 0),
+    with ``folds - 1`` degrees of freedom; the interval is a t interval over both parts.
 
     Parameters
     ----------
-    errors_a, errors_b : ndarray, shapes (Ma, N) and (Mb, N)
-        Per-tile signed count errors of each model (one per training seed) of each ensemble.
+    errors_a, errors_b : ndarray, shape (N,)
+        Each tile's signed count error under the run that held out its fold.
     groups : ndarray, shape (N,)
         Source image of each tile.
-    labels : tuple of str
-        Names of the two ensembles, for the reason :func:`too_few` gives.
+    folds : ndarray, shape (N,)
+        Fold of each tile (the run that predicted it).
 
     Returns
     -------
     dict
-        As :func:`compare`, with ``se_images`` (paired image bootstrap of the two ensembles'
-        errors) and ``se_seeds`` (jackknife over each ensemble's seeds) whose squares add up to
-        ``se**2``. Which seeds were drawn is as much a source of chance as which images were:
-        an interval over images alone calls a lucky seed a gain.
+        As :func:`compare`, with ``se_images`` and ``se_runs`` whose squares add up to ``se**2``.
     """
-    errors_a, errors_b = np.atleast_2d(errors_a), np.atleast_2d(errors_b)
-    ens_a, ens_b = ensemble_counts(errors_a), ensemble_counts(errors_b)
-    paired = np.abs(ens_a) - np.abs(ens_b)
+    paired = np.abs(np.asarray(errors_a, float)) - np.abs(np.asarray(errors_b, float))
+    groups, folds = np.asarray(groups), np.asarray(folds)
     diff = float(paired.mean())
+    ids = np.unique(folds)
     n_images = len(np.unique(groups))
-    reason = too_few(n_images, dict(zip(labels, (len(errors_a), len(errors_b)))))
+    reason = too_few(n_images, len(ids), "out-of-fold")
     if reason:
         return {"diff": diff, "too_few": reason, "significant": False}
-    parts = [float(bootstrap_means(paired, groups).var(ddof=1)), seed_variance(errors_a), seed_variance(errors_b)]
-    result = _interval(diff, parts, [n_images - 1, len(errors_a) - 1, len(errors_b) - 1])
-    return {**result, "se_images": math.sqrt(parts[0]), "se_seeds": math.sqrt(parts[1] + parts[2])}
+    weights = np.array([np.mean(folds == k) for k in ids])
+    fold_diffs = np.array([paired[folds == k].mean() for k in ids])
+    fold_vars = np.array([bootstrap_means(paired[folds == k], groups[folds == k]).var(ddof=1) for k in ids])
+    var_images = float((weights**2 * fold_vars).sum())
+    between = max(0.0, float(fold_diffs.var(ddof=1) - fold_vars.mean()))
+    var_runs = float((weights**2).sum() * between)
+    result = _interval(diff, [var_images, var_runs], [n_images - len(ids), len(ids) - 1])
+    return {**result, "se_images": math.sqrt(var_images), "se_runs": math.sqrt(var_runs)}

@@ -17,7 +17,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import optuna
@@ -26,15 +25,16 @@ import torch
 import data
 from search import cli, finalists, prepare, space, stats, workers
 from search.artifacts import artifact_dir, study_dir
+from search.budget import Budget
 from search.errors import UsageError
 from search.note import StudyNote
-from search.objective import Objective, QuietFailures, StudyTimeout, study_split
+from search.objective import NoTime, Objective, QuietFailures, StudyTimeout, fold_split, study_split
 from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
-from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, seed_verdict
+from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, stage_verdict
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 # One instance: adding it again on every run is then a no-op.
-QUIET = QuietFailures((StudyTimeout, finalists.NotRun, workers.SurplusTrial))
+QUIET = QuietFailures((StudyTimeout, NoTime, finalists.NotRun, workers.SurplusTrial))
 
 
 def add_worker_options(p: argparse.ArgumentParser) -> None:
@@ -129,25 +129,26 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def add_finalist_options(p: argparse.ArgumentParser) -> None:
-    """Options for the finalist stage: how many configurations are trained again, with how many seeds."""
+    """Options for the finalist stage: how many configurations are judged out of fold, over how many folds."""
     p.add_argument(
         "--finalists",
         type=int,
-        help="configurations trained again with fresh seeds after the search: the best, the seed "
-        "baseline, then runners-up; 0 skips the stage (default: the profile's: quick 2, full 3)",
+        help="configurations judged out of fold after the search: the best, the seed baseline, then "
+        "runners-up; 0 skips the stage (default: the profile's: quick 2, full 3)",
     )
     p.add_argument(
-        "--finalist-seeds",
+        "--folds",
         type=int,
-        help="fresh training seeds per finalist: the size of the ensemble the export averages "
+        help=f"folds of the training images, 2..{finalists.MAX_FOLDS}: each finalist is trained once per fold, "
+        "with a fresh seed, on the other folds and the validation images, and scored on the fold it held out "
         "(default: the profile's: quick 2, full 3)",
     )
 
 
 def stage_size(args, profile: space.Profile) -> tuple[int, int]:
-    """Finalists and seeds per finalist of this run: the options, else the profile's."""
+    """Finalists and folds of this run: the options, else the profile's."""
     k = profile.finalists if args.finalists is None else args.finalists
-    return k, profile.finalist_seeds if args.finalist_seeds is None else args.finalist_seeds
+    return k, profile.folds if args.folds is None else args.folds
 
 
 class StopAfterFailures:
@@ -235,51 +236,45 @@ def run(args, argv=()) -> optuna.Study:
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
-    timeout = args.timeout or profile.timeout
-    deadline = time.monotonic() + timeout
-    k, n_seeds = stage_size(args, profile)
+    k, n_folds = stage_size(args, profile)
+    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, args.timeout or profile.timeout)
     print(
-        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_seeds} fresh seeds; the search stops "
-        "when the finalist runs still to do would need the rest"
+        f"budget {args.timeout or profile.timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
+        "the finalist stage reserved first at its measured cost"
         if k
-        else f"budget {timeout:.0f} s for the search (no finalist stage)",
+        else f"budget {args.timeout or profile.timeout:.0f} s for the search (no finalist stage)",
         flush=True,
     )
-    search_until = search_deadline(study, args, profile, deadline)
-    run_trials(study, args, profile, split, n_trials, storage_url, note, search_until)
-    run_finalists(study, args, profile, split, note, deadline)
+    if not budget.announce():
+        print("the plan follows once the first epoch has shown the speed", flush=True)
+    objective = Objective(
+        split,
+        profile,
+        cli.resolve_device(args.device),
+        args.seed,
+        args.objective,
+        study_dir(study),
+        budget.search_until,
+        budget.epoch_seconds,
+        budget.on_epoch_seconds,
+    )
+    # A resumed study trains the finalist runs it left queued before any new search trial.
+    if finalists.stage_plan(finalists.open_finalists(study)) is not None:
+        run_finalists(study, args, profile, split, note, budget, resumed=True)
+    run_trials(study, args, profile, objective, n_trials, storage_url, note, budget.search_until)
+    run_finalists(study, args, profile, split, note, budget)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
         summarize(study, storage_url, n_trials)
     return study
 
 
-def search_deadline(study: optuna.Study, args, profile: space.Profile, deadline: float) -> Callable[[], float]:
-    """When the search must stop for the finalist runs still to do to fit before ``deadline``.
-
-    Each run is expected to take as long as its configuration's search trial took; several
-    workers share the runs. Read before each trial, so the reserve follows the best trial.
-    """
-    k, n_seeds = stage_size(args, profile)
-
-    def at() -> float:
-        if k == 0:
-            return deadline
-        plan = finalists.make_plan(study, k, n_seeds, args.seed)
-        return deadline - finalists.missing_seconds(study, plan, finalists.open_finalists(study)) / args.workers
-
-    return at
-
-
-def run_trials(study, args, profile, split, n_trials: int, storage_url: str, note: StudyNote, deadline) -> None:
+def run_trials(study, args, profile, objective, n_trials: int, storage_url: str, note: StudyNote, deadline) -> None:
     """Run trials in this process until the study has ``n_trials`` finished ones or ``deadline()`` has passed."""
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     if done < n_trials and time.monotonic() < deadline():
         seed = prepare.sampler_seed(study, args.seed, args.worker_index, storage_url)
         study.sampler = prepare.make_sampler(args.sampler, seed)
         study.pruner = prepare.make_pruner(args.pruner, profile)
-        objective = Objective(
-            split, profile, cli.resolve_device(args.device), args.seed, args.objective, study_dir(study), deadline
-        )
         print(f"running up to {n_trials - done} trials (study target {n_trials})", flush=True)
         # Failed trials (diverged, crashed) don't count towards the target: stop on finished ones.
         failures = StopAfterFailures(n_trials)
@@ -289,37 +284,63 @@ def run_trials(study, args, profile, split, n_trials: int, storage_url: str, not
             objective,
             n_trials,
             deadline,
-            catch=(FloatingPointError, StudyTimeout),
+            catch=(FloatingPointError, StudyTimeout, NoTime),
             callbacks=[print_trial, failures, note],
-            should_stop=lambda: failures.failed >= failures.limit,
+            should_stop=lambda: failures.failed >= failures.limit or objective.out_of_time,
             first=prepare.is_baseline,  # the study's summary compares every trial with it
         )
+        if objective.out_of_time:
+            print("search ended: the next trial would not finish before the finalist reserve", flush=True)
 
 
-def run_finalists(study, args, profile, split, note: StudyNote, deadline: float) -> None:
-    """The second stage: the finalists trained with fresh seeds, until every run is done or ``deadline``."""
-    k, n_seeds = stage_size(args, profile)
+def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, resumed: bool = False) -> None:
+    """The finalist stage: each finalist trained once per fold, until every run is done or the deadline.
+
+    ``resumed``: train the runs of the plan the study recorded (left queued by an earlier run)
+    rather than a new plan.
+    """
+    k, n_folds = stage_size(args, profile)
     if k == 0:
         return
-    workers.wait_until_idle(study, deadline)  # every worker then plans the same finalists
-    plan = finalists.make_plan(study, k, n_seeds, args.seed)
-    if not plan:
-        return
+    workers.wait_until_idle(study, budget.deadline)  # every worker then plans the same finalists
     staged = finalists.open_finalists(study, create=True)
-    finalists.queue_missing(staged, plan)
-    done = sum(len(f.runs) for f in finalists.results(study))
-    names = ", ".join(f"trial {f['trial']} ({f['role']})" for f in plan)
-    runs = len(finalists.planned_runs(plan))
-    print(f"finalists: {names}; seeds {plan[0]['seeds']}: {done} of {runs} runs done", flush=True)
-    objective = Objective(
-        split, profile, cli.resolve_device(args.device), args.seed, args.objective, study_dir(staged), lambda: deadline
+    plan = finalists.stage_plan(staged) if resumed else finalists.make_plan(study, k, n_folds, args.seed)
+    if not plan or not plan["finalists"] or (resumed and not finalists.missing_runs(plan, staged)):
+        return
+    finalists.queue_plan(staged, plan, lambda trial: workers.claim(staged, trial))
+    runs = finalists.planned_runs(plan)
+    done = len(runs) - len(finalists.missing_runs(plan, staged))
+    names = ", ".join(f"trial {f['trial']} ({f['role']})" for f in plan["finalists"])
+    first = "resuming the finalist stage first" if resumed else "finalists"
+    print(
+        f"{first}: {names}; {plan['folds']} folds, seeds {plan['seeds']}: {done} of {len(runs)} runs done", flush=True
     )
+    folds = data.assign_folds(split.train_groups, plan["folds"], args.seed)
+    device = cli.resolve_device(args.device)
+    objectives = {}
+
+    def objective_for(fold: int) -> Objective:
+        if fold not in objectives:
+            objectives[fold] = Objective(
+                fold_split(split, folds, fold),
+                profile,
+                device,
+                args.seed,
+                args.objective,
+                study_dir(staged),
+                lambda trial: budget.deadline,
+                budget.stage_epoch_seconds,
+                budget.on_epoch_seconds,
+            )
+        return objectives[fold]
+
     workers.run_queue(
         staged,
-        finalists.FinalistRun(objective),
-        deadline,
-        catch=(FloatingPointError, StudyTimeout, finalists.NotRun),
+        finalists.FinalistRun(objective_for),
+        budget.deadline,
+        catch=(FloatingPointError, StudyTimeout, finalists.NotRun, NoTime),
         callbacks=[print_trial, lambda _, trial: note.write(study) if trial.state.is_finished() else None],
+        should_stop=lambda: any(o.out_of_time for o in objectives.values()),
     )
 
 
@@ -354,9 +375,9 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
             f"({space.setting_name(space.SEED_COUNTING)})"
         )
     print(f"search: {gain_line(study)}")
-    staged, groups = finalists.results(study), study.user_attrs.get("val_groups", [])
+    staged = finalists.results(study)
     if staged:
-        print("\n" + "\n".join(finalist_lines(staged, groups)) + "\n")
+        print("\n" + "\n".join(finalist_lines(staged, study)) + "\n")
     print(
         f"browse: optuna-dashboard {dashboard_target(storage_url)} "
         f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1"
@@ -364,8 +385,8 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     export = f"python -m search.export --study-name {study.study_name}" + (
         f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""
     )
-    v = seed_verdict(staged, groups)
-    what = f"trial {best.number} alone" if v is None else f"the ensemble of trial {v['winner'].trial}'s runs"
+    v = stage_verdict(staged)
+    what = f"trial {best.number} alone" if v is None else f"trial {v.winner.trial}'s search and fold models"
     print(f"export: {export}   ({what})", flush=True)
     safe = safe_choice(study, v)
     if safe is not None:

@@ -2,12 +2,13 @@
 
 Two views, one per stage. The search's own (:func:`gain_line`): the best trial against the seed
 baseline on the validation images, one training run each, the best picked on those very errors.
-The finalists' (:func:`seed_verdict_line`): seed ensembles of fresh runs, compared over
-validation images and training seeds; the one the export follows.
+The finalists' (:func:`stage_verdict_line`): fresh runs cross-fitted over the search's training
+images, compared out of fold over those images and between runs; the one the export follows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +18,8 @@ from search import stats
 
 if TYPE_CHECKING:
     from search.finalists import Finalist
+
+EARLIER = "earlier finalist"  # role of a configuration whose runs a later finalist plan no longer holds
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -81,74 +84,102 @@ def gain_line(study: optuna.Study) -> str:
     return head + ": NOT a significant gain; the seed baseline is the safe choice"
 
 
-def seed_verdict(finalists: list[Finalist], groups) -> dict | None:
-    """The finalist whose seed ensemble scores best on validation, against the seed baseline's ensemble.
-
-    Returns
-    -------
-    dict or None
-        None before any finalist run completed. Otherwise ``winner`` and ``baseline`` (the
-        seed baseline's :class:`~search.finalists.Finalist`, or None) and, when both have runs
-        and differ, :func:`search.stats.compare_ensembles`' dict (winner minus baseline).
-    """
+def common_folds(finalists: list[Finalist]) -> list[int]:
+    """The folds every finalist with a run has a complete run of: the images they can be compared on."""
     ready = [f for f in finalists if f.runs]
     if not ready:
+        return []
+    return sorted(set.intersection(*(set(f.runs) for f in ready)))
+
+
+@dataclass(frozen=True)
+class StageVerdict:
+    """The finalist with the lowest out-of-fold MAE, and how it compares with the seed baseline's.
+
+    ``folds`` are the folds every planned finalist with a run has finished: the images compared.
+    ``comparison`` is :func:`search.stats.compare_folds`' dict (winner minus baseline), or None
+    when there is no other seed-baseline finalist to compare with.
+    """
+
+    winner: Finalist
+    baseline: Finalist | None
+    folds: list[int]
+    n_images: int
+    comparison: dict | None
+
+
+def stage_verdict(finalists: list[Finalist]) -> StageVerdict | None:
+    """Which finalist wins out of fold, and whether it beats the seed baseline's configuration.
+
+    Returns None until the planned finalists have a fold in common. An earlier finalist (one a
+    later plan dropped) competes when its runs cover those folds.
+    """
+    folds = common_folds([f for f in finalists if f.role != EARLIER])
+    if not folds:
         return None
-    winner = min(ready, key=lambda f: stats.ensemble_mae(f.errors))  # ties: the earlier in the plan
-    baseline = next((f for f in finalists if "seed baseline" in f.role), None)
-    verdict = {"winner": winner, "baseline": baseline}
-    if baseline is not None and baseline.runs and baseline is not winner:
-        labels = (f"trial {winner.trial}", f"trial {baseline.trial}")
-        verdict.update(stats.compare_ensembles(winner.errors, baseline.errors, np.asarray(groups), labels))
-    return verdict
+    ready = [f for f in finalists if set(folds) <= set(f.runs)]
+    winner = min(ready, key=lambda f: f.oof_mae(folds))  # ties: the earlier in the plan
+    baseline = next((f for f in ready if "seed baseline" in f.role), None)
+    errors, groups, fold_of = winner.out_of_fold(folds)
+    comparison = None
+    if baseline is not None and baseline is not winner:
+        base_errors, base_groups, _ = baseline.out_of_fold(folds)
+        if not np.array_equal(groups, base_groups):  # same folds, same tiles: anything else is a bug
+            raise ValueError(f"trials {winner.trial} and {baseline.trial} were scored on different tiles")
+        comparison = stats.compare_folds(errors, base_errors, groups, fold_of)
+    return StageVerdict(winner, baseline, folds, len(np.unique(groups)), comparison)
 
 
-def seed_verdict_line(finalists: list[Finalist], groups) -> str:
-    """One plain sentence: does the best finalist's ensemble beat the seed baseline's beyond seeds and images?"""
-    v = seed_verdict(finalists, groups)
+def stage_verdict_line(finalists: list[Finalist]) -> str:
+    """One plain sentence: which finalist wins out of fold, and does it beat the seed's configuration?"""
+    v = stage_verdict(finalists)
     if v is None:
-        return "no finalist run has finished yet"
-    winner, baseline = v["winner"], v["baseline"]
-    lead = f"trial {winner.trial}'s ensemble of {len(winner.runs)} has the lowest validation MAE of the finalists"
+        return "no fold has a finished run of every finalist yet"
+    winner, baseline, c = v.winner, v.baseline, v.comparison
+    where = f"over {v.n_images} training-side images, {len(v.folds)} of {winner.folds} folds"
+    lead = (
+        f"trial {winner.trial} has the lowest out-of-fold MAE of the finalists ({winner.oof_mae(v.folds):.3f} {where})"
+    )
     if baseline is None:
-        return lead + " (no seed-baseline finalist to compare it with)"
+        return lead + "; no seed-baseline finalist to compare it with"
     if baseline is winner:
         return (
-            f"the seed baseline's ensemble (trial {baseline.trial}) has the lowest validation MAE of the finalists: "
+            f"the seed baseline (trial {baseline.trial}) has the lowest out-of-fold MAE ({where}): "
             "keep the seed's configuration"
         )
-    if not baseline.runs:
-        return lead + "; the seed baseline's runs have not finished, so there is no comparison yet"
-    head = f"trial {winner.trial}'s ensemble against the seed baseline's (trial {baseline.trial}): {v['diff']:+.3f} MAE"
-    if "too_few" in v:
-        return f"{head}; no interval, too few to estimate one: {v['too_few']}"
+    head = f"{lead}; the search beat the seed's configuration (trial {baseline.trial}) by {-c['diff']:+.3f} MAE"
+    if "too_few" in c:
+        return f"{head}; no interval, too few to estimate one: {c['too_few']}"
     head += (
-        f", standard error {v['se']:.3f} ({v['se_images']:.3f} over validation images, {v['se_seeds']:.3f} over "
-        f"training seeds; 95% interval {v['low']:+.3f} to {v['high']:+.3f})"
+        f", standard error {c['se']:.3f} ({c['se_images']:.3f} over images, {c['se_runs']:.3f} between runs; "
+        f"95% interval of the gain {-c['high']:+.3f} to {-c['low']:+.3f})"
     )
-    if is_gain(v):
+    if is_gain(c):
         return head + ": a significant gain"
-    return head + ": NOT a significant gain; the seed baseline's ensemble is the safe choice"
+    return head + ": NOT a significant gain; the seed's configuration is the safe choice"
 
 
-def finalist_rows(finalists: list[Finalist]) -> list[dict]:
-    """One row per finalist: each seed's validation MAE, their mean and sd, the ensemble's MAE.
+def finalist_rows(finalists: list[Finalist], search: optuna.Study | None = None) -> list[dict]:
+    """One row per finalist: its search trial's validation MAE, each fold run's MAE, the out-of-fold MAE.
 
-    A seed whose run has not finished is None; one that diverged is ``"diverged"``.
+    A fold whose run has not finished is None; one that diverged is ``"diverged"``. The
+    out-of-fold MAE is over the folds every planned finalist has finished (None if it lacks one).
     """
-    seeds = sorted({s for f in finalists for s in f.seeds})
+    folds = common_folds([f for f in finalists if f.role != EARLIER])
+    n_folds = max((f.folds for f in finalists), default=0)
+    values = (
+        {} if search is None else {t.number: t.value for t in search.get_trials(deepcopy=False, states=(COMPLETE,))}
+    )
     rows = []
     for f in finalists:
-        maes = [r.value for r in f.runs]
-        by_seed = dict(zip(f.run_seeds, maes))
+        by_fold = {k: r.value for k, r in f.runs.items()}
         rows.append(
             {
                 "finalist": f"trial {f.trial}",
                 "role": f.role,
-                **{f"seed {s}": by_seed.get(s, "diverged" if s in f.diverged else None) for s in seeds},
-                "mean": float(np.mean(maes)) if maes else None,
-                "sd": float(np.std(maes, ddof=1)) if len(maes) > 1 else None,
-                "ensemble": stats.ensemble_mae(f.errors) if maes else None,
+                "search val": values.get(f.trial),
+                **{f"fold {k}": by_fold.get(k, "diverged" if k in f.diverged else None) for k in range(n_folds)},
+                "out-of-fold": f.oof_mae(folds) if folds and set(folds) <= set(f.runs) else None,
             }
         )
     return rows
@@ -168,36 +199,40 @@ def table_cell(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def finalist_text(finalists: list[Finalist], groups) -> tuple[str, str, str | None]:
-    """The sentences around the finalist table: what it shows, the verdict over seeds, what is left to run."""
-    planned = sum(len(f.seeds) for f in finalists)
-    settled = sum(len(f.runs) + len(f.diverged) for f in finalists)
+def finalist_text(finalists: list[Finalist]) -> tuple[str, str, str | None]:
+    """The sentences around the finalist table: what it shows, the verdict, what is left to run."""
+    planned = [f for f in finalists if f.role != EARLIER]
+    total = sum(f.folds for f in planned)
+    settled = sum(len(f.runs) + len(f.diverged) for f in planned)
     intro = (
-        "Finalists trained again with fresh seeds: validation count-MAE of each run, their mean and sd, "
-        f"and the MAE of their ensemble (rounded mean count); {settled} of {planned} runs done."
+        "Finalists judged out of fold: each trained once per fold of the search's training images (the other "
+        "folds and the validation images) with a fresh seed, and scored on the fold it held out; "
+        f"{settled} of {total} runs done."
     )
-    left = "The finalist stage is not finished: run the same command to finish it." if settled < planned else None
-    return intro, f"Verdict over seeds: {seed_verdict_line(finalists, groups)}.", left
+    earlier = [f"trial {f.trial}" for f in finalists if f.role == EARLIER]
+    if earlier:
+        intro += f" Runs of {', '.join(earlier)} finished under an earlier plan (the search's best changed since)."
+    left = "The finalist stage is not finished: run the same command to finish it." if settled < total else None
+    return intro, f"Verdict out of fold: {stage_verdict_line(finalists)}.", left
 
 
-def finalist_lines(finalists: list[Finalist], groups) -> list[str]:
-    """The finalist table and the verdict over seeds, as Markdown lines (the summary and the note)."""
-    intro, verdict, left = finalist_text(finalists, groups)
-    return [intro, "", *markdown_table(finalist_rows(finalists)), "", verdict, *([left] if left else [])]
+def finalist_lines(finalists: list[Finalist], search: optuna.Study | None = None) -> list[str]:
+    """The finalist table and the verdict, as Markdown lines (the summary and the note)."""
+    intro, verdict, left = finalist_text(finalists)
+    return [intro, "", *markdown_table(finalist_rows(finalists, search)), "", verdict, *([left] if left else [])]
 
 
-def safe_choice(study: optuna.Study, verdict: dict | None) -> tuple[str, str] | None:
+def safe_choice(study: optuna.Study, verdict: StageVerdict | None) -> tuple[str, str] | None:
     """What to export instead of the default while its lead over the seed baseline is not established.
 
     Returns ``(what, export option)``, or None when the default is the baseline or beats it
-    significantly. With finalist runs the verdict over seeds (:func:`seed_verdict`, given)
-    decides, else the search's own.
+    significantly. With a finalist verdict it decides, else the search's own comparison.
     """
     if verdict is not None:
-        winner, base = verdict["winner"], verdict["baseline"]
-        if base is None or not base.runs or base is winner or is_gain(verdict):
+        base = verdict.baseline
+        if base is None or base is verdict.winner or is_gain(verdict.comparison):
             return None
-        return "the seed baseline's ensemble", f"--finalist {base.trial}"
+        return "the seed baseline's models", f"--finalist {base.trial}"
     g = gain(study)
     if g is None or g["best"] == g["baseline"] or is_gain(g):
         return None

@@ -209,7 +209,7 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _claim(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+def claim(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Take waiting ``trial`` off the queue as a worker starting it would; False if another did first."""
     try:
         return study._storage.set_trial_state_values(trial._trial_id, STATES.RUNNING)
@@ -230,7 +230,7 @@ def queue_first(study: optuna.Study, first: Callable[[optuna.trial.FrozenTrial],
     waiting = study.get_trials(deepcopy=False, states=(STATES.WAITING,))
     ahead = next((t.number for t in waiting if first(t)), None)
     for trial in waiting:
-        if ahead is None or trial.number >= ahead or not _claim(study, trial):
+        if ahead is None or trial.number >= ahead or not claim(study, trial):
             continue
         study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_id())
         copy = optuna.trial.create_trial(
@@ -313,15 +313,17 @@ def wait_until_idle(study: optuna.Study, deadline: float) -> None:
         _nap(deadline)
 
 
-def run_queue(study: optuna.Study, objective, deadline: float, catch: tuple, callbacks: list) -> None:
-    """Run the study's queued trials one at a time until none is left or ``deadline`` has passed.
+def run_queue(
+    study: optuna.Study, objective, deadline: float, catch: tuple, callbacks: list, should_stop=lambda: False
+) -> None:
+    """Run the study's queued trials one at a time until none is left, ``deadline`` has passed or ``should_stop()``.
 
     While nothing waits but trials run elsewhere, it waits too: a worker that dies leaves its
     trial queued again (by the reaper or the heartbeat), and this worker then runs it.
     """
     guarded = TrialGuard(objective, math.inf)  # the worker record and out-of-memory handling, no target
     catch = (*catch, torch.cuda.OutOfMemoryError)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not should_stop():
         _fail_stale(study)
         if study.get_trials(deepcopy=False, states=(STATES.WAITING,)):
             study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from tiny_worker import TINY  # tests/ is on sys.path: pytest puts a conftest's folder there
 
 from model import plots
-from search import artifacts, objective, space, study, workers
+from search import artifacts, budget, objective, space, study, workers
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -131,5 +131,5 @@ class Clock:
 
 def use_clock(monkeypatch, clock):
     """Every module that reads the time for the study's deadlines reads ``clock``."""
-    for module in (study, objective, workers):
+    for module in (study, objective, workers, budget):
         monkeypatch.setattr(module, "time", clock)

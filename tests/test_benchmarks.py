@@ -41,15 +41,16 @@ def bench(search_gain, tiny_files, capsys, *extra):
 
 def test_reuses_a_study_kept_in_a_journal_file(search_gain, tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
     train, _, _ = tiny_files
-    stage = ["--finalists", "2", "--finalist-seeds", "2"]
+    stage = ["--finalists", "2", "--folds", "2"]
     journal = ["--storage", "studies/gain-s0.journal.log"]
     assert study.main(["--train", str(train), "--profile", "tiny", "--study-name", "gain-s0", *journal, *stage]) == 0
     monkeypatch.setattr(search_gain.subprocess, "run", lambda *a, **k: pytest.fail("started a study"))
     row = bench(search_gain, tiny_files, capsys)
     assert row["runs"] == row["planned_runs"] == 4 and row["wall_s"] is None
-    for key in ("default", "best_alone", "baseline_ensemble"):
+    for key in ("default", "best_alone", "baseline", "warm_start"):
         assert row[key]["mae"] >= 0 and row[key]["se"] is None  # 3 test images: too few for an SE
-    assert "ensemble" in row["default"]["exported"]
+    assert "fold models" in row["default"]["exported"] and "fold models" in row["baseline"]["exported"]
+    assert row["epoch_s"] > 0
 
 
 def test_a_study_whose_baseline_never_completed(search_gain, tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
@@ -64,7 +65,7 @@ def test_a_study_whose_baseline_never_completed(search_gain, tiny_files, tiny_pr
     train, _, _ = tiny_files
     assert study.main(["--train", str(train), "--profile", "tiny", "--study-name", "gain-s0", "--n-trials", "2"]) == 0
     row = bench(search_gain, tiny_files, capsys)
-    assert row["baseline_trial"] is None and row["baseline_ensemble"] is None and row["seed_verdict"] is None
+    assert row["baseline_trial"] is None and row["baseline"] is None and row["stage_verdict"] is None
     assert row["default"]["exported"] == f"trial {row['best_trial']} alone"
 
 

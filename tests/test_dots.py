@@ -285,7 +285,7 @@ def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
         assert import_main([str(images), "--dots", str(dots), "--out", out, *TILE, *extra]) == 0
     with np.load("train.npz") as z:
         assert "y" not in z.files and len(z["X"]) == 30
-    stage = ["--n-trials", "3", "--finalists", "2", "--finalist-seeds", "2"]
+    stage = ["--n-trials", "3", "--finalists", "2", "--folds", "2"]
     assert study.main(["--study-name", "mine", "--train", "train.npz", "--profile", "tiny", *stage]) == 0
     s = load("mine")
     assert s.user_attrs["annotation"] == "dots"
@@ -293,12 +293,12 @@ def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
     runs = optuna.load_study(study_name="mine:finalists", storage="sqlite:///studies/mine.db").trials
     assert len(runs) == 4 and all(r.state == STATES.COMPLETE and "target_radius" in r.params for r in runs)
     out = capsys.readouterr().out
-    assert "trains from dots" in out and "Verdict over seeds:" in out
+    assert "trains from dots" in out and "Verdict out of fold:" in out
 
     truth = ["--test", "test.npz", "--truth", "test_counts.csv"]
     assert export.main(["--study-name", "mine", *truth, "--out", "mine.csv"]) == 0
     log = json.loads((in_tmp / "mine.json").read_text())
-    assert "ensemble" in log["exported"] and len(log["members"]) == 2 and log["test_mae"] >= 0
+    assert "fold models" in log["exported"] and len(log["members"]) == 3 and log["test_mae"] >= 0
     assert len(pd.read_csv("mine.csv")) == 6
 
     assert export.main(["--study-name", "mine", *truth, "--refit", "--out", "refit.csv"]) == 0

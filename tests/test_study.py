@@ -187,7 +187,9 @@ def test_bad_arguments_exit_2(tiny_files, tiny_profile, in_tmp, capsys, args, me
         (["--seed", "4294967295"], "--seed must be in 0..2147483647, got 4294967295"),
         (["--finalists", "1"], "--finalists must be 0"),
         (["--finalists", "-2"], "--finalists must be 0"),
-        (["--finalist-seeds", "0"], "--finalist-seeds must be at least 1"),
+        (["--finalists", "11"], "--finalists must be 0"),
+        (["--folds", "1"], "--folds must be in 2..10"),
+        (["--folds", "600"], "--folds must be in 2..10"),
     ],
 )
 def test_numbers_out_of_range_exit_2_before_writing(tiny_files, tiny_profile, in_tmp, capsys, args, message):

@@ -135,17 +135,18 @@ def test_workers_share_the_finalist_runs(tiny_files, in_tmp, monkeypatch, capsys
     monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, str(WORKER)])
     monkeypatch.setitem(study.space.PROFILES, "tiny", sys.modules["tiny_worker"].TINY)
     train, _, _ = tiny_files
-    stage = ("--finalists", "2", "--finalist-seeds", "2")
+    stage = ("--finalists", "2", "--folds", "2")
     assert study.main(tiny_args(train, "--workers", "2", "--n-trials", "3", *stage)) == 0
     journal = storage.open_storage("studies/cells.journal.log")
     runs = optuna.load_study(study_name="cells:finalists", storage=journal).trials
     done = [t for t in runs if t.state == STATES.COMPLETE]
     # Every planned run trained exactly once; a run two workers took at once failed the second, untrained.
     search = optuna.load_study(study_name="cells", storage=journal)
-    planned = finalists.planned_runs([{"trial": f.trial, "seeds": f.seeds} for f in finalists.results(search)])
+    staged = finalists.results(search)
+    planned = finalists.planned_runs({"folds": 2, "finalists": [{"trial": f.trial} for f in staged]})
     assert len(planned) == 4 and sorted(finalists.run_key(t) for t in done) == sorted(planned)
     assert all("not run" in t.user_attrs.get("fail_reason", "not run") for t in runs if t.state != STATES.COMPLETE)
-    assert "Verdict over seeds" in capsys.readouterr().out
+    assert "Verdict out of fold" in capsys.readouterr().out
 
 
 def test_journal_url(tmp_path):
