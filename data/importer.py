@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, check_distinct_outputs
 from .folders import (
     IMAGE_SUFFIXES,
     dots_from_image,
@@ -332,6 +332,7 @@ def run(args):
     """Import as `args` say, write the outputs and print a summary."""
     out = check_output(args.out)
     csv_out = None if args.counts_csv is None else check_output(args.counts_csv)
+    check_distinct_outputs({"--out": out, "--counts-csv": csv_out}, {"--dots-csv": args.dots_csv})
     if args.masks is not None:
         kind, sources = "masks", mask_sources(args.images, args.masks, args.allow_empty)
     elif args.dots is not None:

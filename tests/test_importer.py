@@ -400,6 +400,27 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capfd, case):
     assert sorted(tmp_path.rglob("*")) == before  # no output, no temporary file
 
 
+@pytest.mark.parametrize(
+    "out, counts_csv, clash",
+    [
+        ("o.npz", "dots.csv", "--dots-csv"),  # the annotations overwritten by their counts
+        ("dots.csv", None, "--dots-csv"),
+        ("o.npz", "sub/../o.npz", "--out"),  # a CSV named .npz in place of the tiles
+    ],
+)
+def test_output_that_is_an_input_or_the_other_output_is_refused(tmp_path, capsys, out, counts_csv, clash):
+    images, _ = _good_masks(tmp_path)
+    (tmp_path / "sub").mkdir()
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,1,1\nb,2,2\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    csv_args = [] if counts_csv is None else ["--counts-csv", tmp_path / counts_csv]
+    assert _import(images, "--dots-csv", table, "--out", tmp_path / out, *csv_args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"is the same file as {clash}" in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_allow_empty_imports_images_without_cells(tmp_path):
     images, masks = _good_masks(tmp_path)
     _write(masks / "b.tif", np.zeros((40, 40), np.uint16))
