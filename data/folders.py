@@ -181,7 +181,9 @@ def to_gray_uint8(image, path):
     Colour is collapsed by the maximum over the colour channels (alpha dropped).
     8-bit images keep their values; any other depth (16-bit, float) is
     stretched linearly so the image's 0.1th percentile maps to 0 and its
-    99.9th to 255 (``STRETCH_PERCENTILES``), clipped; a flat image becomes 0.
+    99.9th to 255 (``STRETCH_PERCENTILES``), clipped; when the two are equal
+    (signal in under 0.1% of the pixels) its minimum and maximum are used
+    instead, and a flat image becomes 0.
 
     Parameters
     ----------
@@ -199,6 +201,10 @@ def to_gray_uint8(image, path):
     if not np.isfinite(image).all():
         raise DataError(path, "image holds NaN or inf values")
     lo, hi = np.percentile(image, STRETCH_PERCENTILES)
+    if hi <= lo:
+        # A mostly dark image whose cells cover under 0.1% of it: the percentiles
+        # are both background, and stretching between them would blacken the cells.
+        lo, hi = image.min(), image.max()
     if hi <= lo:
         return np.zeros(image.shape, np.uint8)
     scaled = (image.astype(np.float64) - lo) * (255.0 / (hi - lo))

@@ -64,7 +64,8 @@ rules:
   grey        colour images become the maximum over their colour channels (a nucleus stained
               in one channel keeps its contrast; luminance would dim blue to 11%); alpha is
               dropped. 8-bit values are kept; 16-bit and float images are stretched linearly,
-              their 0.1th-99.9th percentiles to 0-255.
+              their 0.1th-99.9th percentiles to 0-255 (their minimum-maximum when those
+              percentiles are equal: a few cells on a dark image).
   rescale     with masks, an image whose median cell (equivalent diameter) is over
               {KEEP_RATIO:.3g} x --object-size ({KEEP_RATIO * OBJECT_SIZE:g} px by default; the embedded set's
               nuclei are 8-14 px) is shrunk to --object-size by area averaging; the

@@ -252,6 +252,19 @@ def test_16bit_images_stretched_past_hot_pixels(tmp_path):
     assert (X[(labels == 0) & (X < 255)] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_sparse_deep_images_keep_their_cells_visible(tmp_path, dtype):
+    # One 2x2 cell in 64x64 (0.1% of the pixels): the 0.1th and 99.9th percentiles are both background.
+    labels = rect_labels((64, 64), [(30, 31, 30, 31)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(images / "a.tif", np.where(labels > 0, 3000, 100).astype(dtype))
+    (images / "a.png").unlink()
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=64) == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [1]
+    np.testing.assert_array_equal(out["X"][0], np.where(labels > 0, 255, 0))
+
+
 # --- rescaling ------------------------------------------------------------------
 
 
