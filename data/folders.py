@@ -22,6 +22,7 @@ __all__ = [
     "read_image",
     "to_gray_uint8",
     "labels_from_image",
+    "split_binary_mask",
     "dots_from_image",
     "read_dots_csv",
 ]
@@ -232,6 +233,40 @@ def labels_from_image(image, path):
     if image.min() < 0:
         raise DataError(path, "mask holds negative instance ids")
     return image
+
+
+def split_binary_mask(labels):
+    """Label each blob of a binary mask as its own instance.
+
+    A mask whose one non-zero value (1, or 255) covers several separate blobs
+    is a foreground/background mask, not instance labels: taken as is, all its
+    cells would be one instance, counted once, and its huge area would shrink
+    the image. Touching pixels (8-connected) are one blob. Any other mask is
+    returned unchanged: an instance id in several pieces is one cell.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W)
+    blobs : int
+        The number of blobs labelled, 0 when `labels` was returned unchanged.
+
+    Examples
+    --------
+    >>> mask = np.zeros((3, 5), np.uint8)
+    >>> mask[0, 0] = mask[2, 4] = 255
+    >>> labels, blobs = split_binary_mask(mask)
+    >>> blobs, int(labels[2, 4])
+    (2, 2)
+    """
+    values = np.unique(labels)
+    if len(values[values != 0]) != 1:
+        return labels, 0
+    n, components = cv2.connectedComponents((labels != 0).astype(np.uint8), connectivity=8)
+    return (components, n - 1) if n > 2 else (labels, 0)
 
 
 def dots_from_image(image, path):

@@ -30,6 +30,7 @@ from .folders import (
     pair_folders,
     read_dots_csv,
     read_image,
+    split_binary_mask,
     to_gray_uint8,
 )
 from .load import SIZE_MULTIPLE
@@ -51,7 +52,9 @@ __all__ = ["Source", "mask_sources", "dots_sources", "csv_sources", "tile_source
 RULES = f"""\
 layouts:
   --masks DIR      instance label images (0 = background, one id per cell), the image's file
-                   stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif
+                   stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif;
+                   a binary mask (one value, 0/1 or 0/255, in separate blobs) has one cell per
+                   blob of touching pixels, and the importer says so
   --dots DIR       dots images, one dot per cell (pixels over half the brightest one; touching
                    dot pixels are one dot), the image's stem in another folder, or named
                    001cell.png -> 001dots.png (VGG) or NAME_000.png -> NAME_dots_000.png (bone
@@ -123,7 +126,9 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
     """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
     for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
         image = _gray(image_path)
-        labels = labels_from_image(read_image(mask_path), mask_path)
+        labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path), mask_path))
+        if blobs:
+            print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
         _check_size(mask_path, labels.shape, image_path, image)
         centroids, areas = instance_centroids(labels)
         _check_not_empty(mask_path, len(areas), allow_empty, "mask has no instance (all 0)")

@@ -135,6 +135,17 @@ def test_groups_never_mix_images(tmp_path):
 # --- layouts ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", [1, 255])
+def test_binary_mask_counts_each_blob(tmp_path, capsys, value):
+    labels = _disc_labels((64, 64), [(10, 10), (10, 40), (40, 20), (50, 50)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(masks / "a.tif", np.where(labels > 0, value, 0).astype(np.uint8))
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", tile=64) == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [4] and out["scale"].tolist() == [1]  # 7 px cells: not shrunk
+    assert "binary mask (one value in 4 separate blobs)" in capsys.readouterr().out
+
+
 def test_masks_layout_loads_with_the_harness_loaders(tmp_path):
     labels = _disc_labels((70, 50), [(10, 10), (30, 40), (60, 20), (62, 25)], 3)
     images, masks = _masks_set(tmp_path, {"one": labels, "two": labels[::-1].copy()})
