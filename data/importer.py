@@ -40,6 +40,7 @@ from .tiling import (
     choose_scale,
     count_in_windows,
     cut_tiles,
+    float32_points,
     instance_centroids,
     map_points,
     resize,
@@ -74,7 +75,8 @@ rules:
               nuclei are 8-14 px) is shrunk to --object-size by area averaging; the
               others are kept (never enlarged). Dots carry no size: only --scale F rescales
               them. --scale F applies F to every image (above 1 enlarges, bilinearly).
-              Centroids are rescaled with the pixels.
+              Centroids are rescaled with the pixels; one in an edge's outer half pixel
+              is clipped into the image, not lost.
   windows     --tile square windows, stride one tile, the last flush with the far edge
               (overlapping the previous); an image smaller than a tile is padded with black
               at the bottom/right (masks with 0).
@@ -220,7 +222,7 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
     arrays = {
         "X": np.concatenate(X),
         "counts": np.concatenate(counts).astype(np.int32),
-        "points": np.concatenate(points).astype(np.float32),
+        "points": float32_points(np.concatenate(points), tile),
         "groups": np.repeat(np.arange(len(X)), [len(x) for x in X]).astype(np.int32),
         "names": np.array(names),
         "scale": np.array(scales, np.float32),

@@ -223,6 +223,26 @@ def test_dots_csv_by_file_name_or_stem(tmp_path):
     np.testing.assert_allclose(out["points"], expected, atol=1e-5)
 
 
+def test_dot_just_under_the_far_edge_stays_in_its_tile_as_float32(tmp_path):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,3,39.99999999\n")  # col 31.99999999 of the window at 8
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
+    X, _, points = load_train_or_dots(tmp_path / "o.npz")  # refuses a point outside its tile
+    assert points[:, 0].tolist() == [1] and (points[:, 1:] < T).all()
+
+
+def test_dot_in_the_last_half_pixel_kept_when_enlarging(tmp_path):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,39.9,39.9\na,0.1,0.1\n")
+    out_path = tmp_path / "o.npz"
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", out_path, "--scale", "1.5") == 0
+    out = _npz(out_path)  # 60 px: windows at 0 and 28; each dot in one corner window
+    assert out["counts"].tolist() == [1, 0, 0, 1]
+    assert (out["points"][:, 1:] < T).all() and (out["points"][:, 1:] >= 0).all()
+
+
 def test_counts_csv_of_a_test_set(tmp_path):
     labels = _disc_labels((64, 40), [(5, 5), (40, 30), (50, 10)], 3)
     images, masks = _masks_set(tmp_path, {"t": labels})
