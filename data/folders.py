@@ -142,7 +142,8 @@ def read_image(path):
     Raises
     ------
     DataError
-        If the file is missing, empty, unreadable or not an image cv2 decodes.
+        If the file is missing, empty, unreadable or not an image cv2 decodes,
+        or cv2 refuses it (over ``CV_IO_MAX_IMAGE_PIXELS``, 2**30 by default).
     """
     path = check_file(path)
     try:
@@ -153,7 +154,12 @@ def read_image(path):
         raise DataError(path, f"cannot read file ({err.strerror or err})") from err
     if buffer.size == 0:
         raise DataError(path, "file is empty")
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        # cv2 raises, not returns None, for a header over its size limits (a few bytes can claim 40000x40000).
+        reason = (str(err).partition("error: ")[2] or str(err)).strip()
+        raise DataError(path, f"OpenCV cannot decode image ({reason}): over its size limit, or corrupt") from None
     if image is None or image.size == 0:
         raise DataError(path, "cannot decode image (corrupt, or not a PNG, TIFF, JPEG or BMP file)")
     return image

@@ -1,7 +1,9 @@
 """Tests for ``python -m data.importer`` on small image folders built here."""
 
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
@@ -349,6 +351,16 @@ def test_object_size_needs_masks(tmp_path, capsys):
 # --- bad folders: one line, exit code 2, nothing written ------------------------------------
 
 
+def _png_header_only(width, height):
+    """A PNG of a few bytes whose header claims `width` x `height` 8-bit grey pixels (its data is short)."""
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def _good_masks(root):
     return _masks_set(root, {"a": rect_labels((40, 40), [(3, 6, 3, 6)]), "b": rect_labels((40, 40), [(9, 9, 9, 9)])})
 
@@ -375,6 +387,9 @@ def _bad_case(root, case):
         return args, "b.tif"
     if case == "unreadable image":
         (images / "a.png").write_bytes(b"not an image at all")
+        return args, "a.png"
+    if case == "image over OpenCV's pixel limit":
+        (images / "a.png").write_bytes(_png_header_only(40000, 40000))
         return args, "a.png"
     if case == "empty file":
         (masks / "a.tif").write_bytes(b"")
@@ -418,6 +433,7 @@ BAD_CASES = [
     "mask without instance",
     "colour mask",
     "unreadable image",
+    "image over OpenCV's pixel limit",
     "empty file",
     "empty folder",
     "missing folder",
