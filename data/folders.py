@@ -275,24 +275,39 @@ def split_binary_mask(labels):
     return (components, n - 1) if n > 2 else (labels, 0)
 
 
-def dots_from_image(image, path):
-    """The cells marked in a dots image, one per blob of dot pixels.
+def dot_pixels(image, path):
+    """Which pixels of a decoded dots image are dot pixels.
 
-    Dot pixels are those brighter than half the image's brightest pixel, over
-    the colour channels (a red dot on black, a white one, a label value 1):
-    faint compression noise is not a dot. Touching dot pixels (8-connected)
-    are one dot, counted once at their centroid.
+    In a one-channel integer image stored losslessly (a label image: dots
+    1..K, or 10, 20, ...) every non-zero pixel is: half the brightest would
+    drop the dots of the lower labels. In a colour image or a JPEG, those
+    brighter than half the brightest pixel over the colour channels are (a
+    red dot on black, a white one): faint compression noise is not a dot.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (H, W)
+    """
+    signal = _one_channel(image, path)
+    labels = image.ndim == 2 or image.shape[2] == 1
+    lossless = Path(path).suffix.lower() not in (".jpg", ".jpeg")
+    if labels and lossless and np.issubdtype(signal.dtype, np.integer):
+        return signal > 0
+    return signal > signal.max() / 2 if signal.max() > 0 else np.zeros(signal.shape, bool)
+
+
+def dots_from_image(image, path):
+    """The cells marked in a dots image, one per blob of dot pixels (see :func:`dot_pixels`).
+
+    Touching dot pixels (8-connected) are one dot, counted once at their
+    centroid.
 
     Returns
     -------
     dots : ndarray of float64, shape (K, 2)
         ``(row, col)`` of every dot; K is 0 for an image with no dot.
     """
-    signal = _one_channel(image, path)
-    peak = signal.max()
-    if peak <= 0:
-        return np.zeros((0, 2))
-    n, _, _, centroids = cv2.connectedComponentsWithStats((signal > peak / 2).astype(np.uint8), connectivity=8)
+    _, _, _, centroids = cv2.connectedComponentsWithStats(dot_pixels(image, path).astype(np.uint8), connectivity=8)
     # Label 0 is the background; cv2 gives (x, y), that is (col, row).
     return centroids[1:, ::-1].astype(np.float64)
 

@@ -56,8 +56,10 @@ layouts:
                    stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif;
                    a binary mask (one value, 0/1 or 0/255, in separate blobs) has one cell per
                    blob of touching pixels, and the importer says so
-  --dots DIR       dots images, one dot per cell (pixels over half the brightest one; touching
-                   dot pixels are one dot), the image's stem in another folder, or named
+  --dots DIR       dots images, one dot per cell (in a grey PNG, TIFF or BMP every non-zero
+                   pixel, so label values 1..K all count; in a colour image or a JPEG pixels
+                   over half the brightest one; touching dot pixels are one dot), the image's
+                   stem in another folder, or named
                    001cell.png -> 001dots.png (VGG) or NAME_000.png -> NAME_dots_000.png (bone
                    marrow), in any folder, the images' one included
   --dots-csv FILE  CSV with columns image,row,col, one row per cell: image is the file name or

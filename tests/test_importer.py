@@ -213,6 +213,19 @@ def test_dot_blob_counts_once_at_its_centroid(tmp_path):
     np.testing.assert_allclose(out["points"][:2], [[0, 10.5, 10.5], [0, 30, 5]])
 
 
+@pytest.mark.parametrize(
+    "values, dtype", [(range(1, 7), np.uint8), (range(10, 70, 10), np.uint8), (range(1000, 7000, 1000), np.uint16)]
+)
+def test_grey_dots_image_of_label_values_counts_every_dot(tmp_path, values, dtype):
+    marks = np.zeros((40, 40), dtype)
+    for i, value in enumerate(values):
+        marks[5 * i + 2, 3 * i + 1] = value
+    _write(tmp_path / "c" / "001cell.png", np.full((40, 40), 30, np.uint8))
+    _write(tmp_path / "c" / "001dots.png", marks)
+    assert _import(tmp_path / "c", "--dots", tmp_path / "c", "--out", tmp_path / "o.npz") == 0
+    assert _npz(tmp_path / "o.npz")["counts"][0] == 6  # before: 1-2 and 10-30, at most half the brightest, dropped
+
+
 def test_dots_csv_by_file_name_or_stem(tmp_path):
     for stem in ("a", "b"):
         _write(tmp_path / "img" / f"{stem}.tif", np.full((40, 40), 30, np.uint8))
