@@ -7,11 +7,13 @@ indices, ``(row, col)``, with pixel centres at integers. Every problem is a
 one-line :class:`DataError` naming the file.
 """
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .errors import DataError, check_file
 
@@ -33,6 +35,10 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 # a few hot pixels (common on fluorescence cameras) would otherwise squeeze every
 # nucleus into a handful of grey levels, as a plain min/max stretch does.
 STRETCH_PERCENTILES = (0.1, 99.9)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Offset of the colour type byte: signature (8), IHDR length and name (8), width, height (8), bit depth (1).
+PNG_COLOUR_TYPE = 25
 
 
 def list_images(folder):
@@ -136,8 +142,30 @@ def pair_folders(images_dir, annotations_dir, kind):
     return [(images[s], paired[s]) for s in sorted(images)]
 
 
-def read_image(path):
+def _is_palette_png(buffer):
+    """Whether the bytes are a PNG of colour type 3 (palette), read from its IHDR chunk."""
+    return buffer[:8].tobytes() == PNG_SIGNATURE and buffer.size > PNG_COLOUR_TYPE and buffer[PNG_COLOUR_TYPE] == 3
+
+
+def _palette_indices(buffer, path):
+    """The palette indices of a palette PNG's pixels, not their colours (which cv2 returns)."""
+    try:
+        with Image.open(io.BytesIO(buffer.tobytes())) as image:
+            return np.asarray(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(path, f"cannot decode palette PNG ({err})") from None
+
+
+def read_image(path, palette_indices=False):
     """Decode an image file as stored: any bit depth, channels kept (BGR order).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    palette_indices : bool, optional
+        Return a palette PNG's indices, shape (H, W), not its colours: a
+        label mask saved with a palette (common for instance masks) holds its
+        ids in the indices.
 
     Raises
     ------
@@ -154,6 +182,8 @@ def read_image(path):
         raise DataError(path, f"cannot read file ({err.strerror or err})") from err
     if buffer.size == 0:
         raise DataError(path, "file is empty")
+    if palette_indices and _is_palette_png(buffer):
+        return _palette_indices(buffer, path)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -228,14 +258,18 @@ def labels_from_image(image, path):
     Raises
     ------
     DataError
-        If it has colour channels, is not integer, or holds negative ids.
+        If it has colour channels, holds values that are not whole numbers
+        (floats are accepted when they all are: float TIFFs of ids), or
+        negative ids.
     """
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim != 2:
         raise DataError(path, f"mask must be one channel of instance ids, got shape {image.shape}")
     if not np.issubdtype(image.dtype, np.integer):
-        raise DataError(path, f"mask must hold integer instance ids, got dtype {image.dtype}")
+        if not np.issubdtype(image.dtype, np.floating) or not np.isfinite(image).all() or (image % 1).any():
+            raise DataError(path, f"mask must hold integer instance ids, got {image.dtype} values that are not")
+        image = image.astype(np.int64)
     if image.min() < 0:
         raise DataError(path, "mask holds negative instance ids")
     return image

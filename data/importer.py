@@ -55,7 +55,8 @@ layouts:
   --masks DIR      instance label images (0 = background, one id per cell), the image's file
                    stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif;
                    a binary mask (one value, 0/1 or 0/255, in separate blobs) has one cell per
-                   blob of touching pixels, and the importer says so
+                   blob of touching pixels, and the importer says so; a palette PNG's ids are
+                   its palette indices, and float masks must hold whole numbers
   --dots DIR       dots images, one dot per cell (in a grey PNG, TIFF or BMP every non-zero
                    pixel, so label values 1..K all count; in a colour image or a JPEG pixels
                    over half the brightest one; touching dot pixels are one dot), the image's
@@ -130,7 +131,7 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
     """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
     for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
         image = _gray(image_path)
-        labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path), mask_path))
+        labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path, palette_indices=True), mask_path))
         if blobs:
             print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
         _check_size(mask_path, labels.shape, image_path, image)

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from data import load_counts_csv, load_test, load_tile_ints, load_train, load_train_or_dots
 from data.importer import main
@@ -283,6 +284,28 @@ def test_colour_images_take_the_brightest_channel(tmp_path, channels):
     _write(images / "a.png", colour)
     assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
     np.testing.assert_array_equal(_npz(tmp_path / "o.npz")["X"][0], np.where(labels > 0, 200, 10))
+
+
+def test_palette_png_mask_ids_are_its_indices(tmp_path):
+    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    (masks / "a.tif").unlink()
+    mask = Image.frombytes("P", (40, 40), labels.astype(np.uint8).tobytes())
+    mask.putpalette([0, 0, 0] + [200, 30, 90] * 255)  # every cell the same colour: only the indices tell them apart
+    mask.save(masks / "a.png")
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 0
+    assert _npz(tmp_path / "o.npz")["counts"].tolist() == [3]
+
+
+def test_float_mask_of_whole_ids_is_read_and_fractions_refused(tmp_path, capsys):
+    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(masks / "a.tif", labels.astype(np.float32))
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 0
+    assert _npz(tmp_path / "o.npz")["counts"].tolist() == [3]
+    _write(masks / "a.tif", labels.astype(np.float32) / 2)
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 2
+    assert "a.tif: mask must hold integer instance ids" in capsys.readouterr().err
 
 
 def test_16bit_images_stretched_past_hot_pixels(tmp_path):
