@@ -3,10 +3,12 @@
     python -m data.importer IMAGES --masks MASKS --out train.npz
     python -m data.importer IMAGES --dots DOTS --out train.npz --scale 0.5
     python -m data.importer IMAGES --dots-csv dots.csv --out test.npz --counts-csv test_counts.csv
+    python -m data.importer IMAGES --out test.npz --scale 0.5
 
 Every image is rescaled, cut into square windows and each window's cells counted by
 the rule of the embedded set: a cell counts for a tile when its centroid on the whole
-image lies inside it. Bad input is one line naming the file and exit code 2, and then
+image lies inside it. Images without annotation are only rescaled and cut: the tiles of a
+test set to predict. Bad input is one line naming the file and exit code 2, and then
 nothing is written. See ``python -m data.importer --help`` for every rule.
 """
 
@@ -48,7 +50,16 @@ from .tiling import (
     soft_mask,
 )
 
-__all__ = ["Source", "mask_sources", "dots_sources", "csv_sources", "tile_source", "import_tiles", "main"]
+__all__ = [
+    "Source",
+    "mask_sources",
+    "dots_sources",
+    "csv_sources",
+    "image_sources",
+    "tile_source",
+    "import_tiles",
+    "main",
+]
 
 RULES = f"""\
 layouts:
@@ -60,11 +71,14 @@ layouts:
   --dots DIR       dots images, one dot per cell (in a grey PNG, TIFF or BMP every non-zero
                    pixel, so label values 1..K all count; in a colour image or a JPEG pixels
                    over half the brightest one; touching dot pixels are one dot), the image's
-                   stem in another folder, or named
-                   001cell.png -> 001dots.png (VGG) or NAME_000.png -> NAME_dots_000.png (bone
-                   marrow), in any folder, the images' one included
+                   stem in another folder, or named 001cell.png -> 001dots.png (VGG) or
+                   NAME_000.png -> NAME_dots_000.png (bone marrow), in any folder, the images'
+                   one included
   --dots-csv FILE  CSV with columns image,row,col, one row per cell: image is the file name or
                    stem, row and col pixel indices (fractions allowed)
+  none of them     images only, for a test set to predict (search.export --test): no counts,
+                   points or y; --scale F, default 1 (no annotation, no cell size to rescale
+                   by: give the --scale its training images got)
   Files ending {", ".join(IMAGE_SUFFIXES)} are read; hidden and other files are skipped.
 
 rules:
@@ -87,6 +101,8 @@ rules:
               for columns), computed on the whole rescaled image: mask pixel centroid, or dot.
   empty       a mask without instance, a dots image without dot, or an image without CSV
               row is refused, unless --allow-empty (then the image has no cells).
+  outputs     --out and --counts-csv must differ from each other and from --dots-csv
+              (resolved paths): refused, nothing written.
 
 output npz:
   X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
@@ -94,17 +110,18 @@ output npz:
   points (M,3) float32 rows (tile, row, col) in tile coordinates; groups (N,) int32, the
   source image; names (I,) its file name; scale (I,) float32 its rescale factor.
   A test set is imported the same way: search.export --test reads its X, and --counts-csv
-  writes its true counts as index,count for search.export --truth.
+  writes its true counts as index,count for search.export --truth. Without annotation the
+  file has X, groups, names and scale only.
 """
 
 
 @dataclass
 class Source:
-    """One whole image ready to tile: 8-bit grey pixels, cell centroids, and labels when known."""
+    """One whole image ready to tile: 8-bit grey pixels, cell centroids when annotated, and labels when known."""
 
     path: Path
     image: np.ndarray
-    centroids: np.ndarray
+    centroids: np.ndarray | None
     labels: np.ndarray | None = None
     areas: np.ndarray | None = None
 
@@ -168,6 +185,12 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
         yield Source(path, image, dots)
 
 
+def image_sources(images_dir):
+    """The images of a folder, without annotation (a test set to predict)."""
+    for path in list_images(images_dir).values():
+        yield Source(path, _gray(path), None)
+
+
 def tile_source(source, scale, tile):
     """Rescale one whole image, cut it into windows and count each window's cells.
 
@@ -183,13 +206,15 @@ def tile_source(source, scale, tile):
     -------
     X : ndarray of uint8, shape (N, tile, tile)
     y : ndarray of float32, shape (N, tile, tile), or None without labels
-    counts : ndarray of int64, shape (N,)
-    points : ndarray of float64, shape (M, 3)
+    counts : ndarray of int64, shape (N,), or None without centroids
+    points : ndarray of float64, shape (M, 3), or None without centroids
         ``(window, row, col)`` in window coordinates.
     """
     shape = scaled_shape(source.image.shape, scale)
     X, origins = cut_tiles(resize(source.image, shape), tile)
-    counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
+    counts = points = None
+    if source.centroids is not None:
+        counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
     y = None if source.labels is None else cut_tiles(soft_mask(source.labels, shape), tile)[0]
     return X, y, counts, points
 
@@ -210,8 +235,8 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
     Returns
     -------
     arrays : dict of str to ndarray
-        ``X``, ``y`` (when every source has labels), ``counts``, ``points``,
-        ``groups``, ``names`` and ``scale``.
+        ``X``, ``y`` (when every source has labels), ``counts`` and ``points``
+        (when every source has centroids), ``groups``, ``names`` and ``scale``.
     """
     parts, names, scales = [], [], []
     for source in sources:
@@ -220,16 +245,17 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
         names.append(source.path.name)
         scales.append(factor)
     X, y, counts, points = zip(*parts)
-    first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
-    points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
     arrays = {
         "X": np.concatenate(X),
-        "counts": np.concatenate(counts).astype(np.int32),
-        "points": float32_points(np.concatenate(points), tile),
         "groups": np.repeat(np.arange(len(X)), [len(x) for x in X]).astype(np.int32),
         "names": np.array(names),
         "scale": np.array(scales, np.float32),
     }
+    if counts[0] is not None:  # images without annotation have no cells to count
+        first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
+        points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
+        arrays["counts"] = np.concatenate(counts).astype(np.int32)
+        arrays["points"] = float32_points(np.concatenate(points), tile)
     if y[0] is not None:  # masks give every image labels, dots none
         arrays["y"] = np.concatenate(y)
     return arrays
@@ -312,12 +338,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m data.importer",
         description="Cut a folder of microscopy images and their cell annotations into tiles\n"
-        "with per-tile counts, in the harness's npz layout.",
+        "with per-tile counts, in the harness's npz layout; images alone into tiles to predict.",
         epilog=RULES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images")
-    layout = p.add_mutually_exclusive_group(required=True)
+    layout = p.add_mutually_exclusive_group()
     layout.add_argument("--masks", type=Path, metavar="DIR", help="folder of instance label masks")
     layout.add_argument("--dots", type=Path, metavar="DIR", help="folder of dots images (may be IMAGES_DIR)")
     layout.add_argument("--dots-csv", type=Path, metavar="FILE", help="CSV of image,row,col, one row per cell")
@@ -325,7 +351,9 @@ def parse_args(argv=None):
     p.add_argument("--counts-csv", type=Path, metavar="FILE", help="also write the tiles' counts as index,count")
     p.add_argument("--tile", type=_tile_size, default=128, help="window side in pixels (default: %(default)s)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=_positive, metavar="F", help="rescale every image by F")
+    size.add_argument(
+        "--scale", type=_positive, metavar="F", help="rescale every image by F (without annotation: default 1)"
+    )
     size.add_argument(
         "--object-size",
         type=_positive,
@@ -336,6 +364,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.object_size is not None and args.masks is None:
         p.error("--object-size needs --masks: dots carry no cell size (use --scale)")
+    if args.masks is None and args.dots is None and args.dots_csv is None:
+        unused = [o for o, v in (("--counts-csv", args.counts_csv), ("--allow-empty", args.allow_empty)) if v]
+        if unused:
+            p.error(f"{unused[0]} needs an annotation (--masks, --dots or --dots-csv): images alone have no cells")
     return args
 
 
@@ -348,17 +380,21 @@ def run(args):
         kind, sources = "masks", mask_sources(args.images, args.masks, args.allow_empty)
     elif args.dots is not None:
         kind, sources = "dots", dots_sources(args.images, args.dots, args.allow_empty)
-    else:
+    elif args.dots_csv is not None:
         kind, sources = "dots CSV", csv_sources(args.images, args.dots_csv, args.allow_empty)
+    else:
+        kind, sources = "no annotation", image_sources(args.images)
     arrays = import_tiles(sources, args.tile, args.scale, args.object_size or OBJECT_SIZE)
     outputs = {out: lambda f: np.savez_compressed(f, **arrays)}
     if csv_out is not None:
         outputs[csv_out] = lambda f: f.write(counts_csv(arrays["counts"]).encode())
     write_files(outputs)
     n, tile = len(arrays["X"]), args.tile
-    print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}, {arrays['counts'].sum()} cells")
+    cells = f", {arrays['counts'].sum()} cells" if "counts" in arrays else ""
+    print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}{cells}")
     print(scale_summary(arrays["scale"]))
-    print("wrote " + ", ".join(map(str, outputs)) + ("" if "y" in arrays else " (no masks: no y)"))
+    missing = "" if "y" in arrays else " (no masks: no y)" if "counts" in arrays else " (no annotation: X only)"
+    print("wrote " + ", ".join(map(str, outputs)) + missing)
 
 
 def main(argv=None):

@@ -269,6 +269,29 @@ def test_counts_csv_of_a_test_set(tmp_path):
     assert counts.tolist() == _npz(out_path)["counts"].tolist() == [1, 0, 2, 2]
 
 
+def test_images_alone_make_a_test_file(tmp_path, capsys):
+    for stem, shape in (("a", (40, 40)), ("b", (64, 20))):
+        _write(tmp_path / "img" / f"{stem}.png", np.full(shape, 30, np.uint8))
+    out_path = tmp_path / "test.npz"
+    assert _import(tmp_path / "img", "--out", out_path, "--scale", "0.5") == 0
+    out = _npz(out_path)
+    assert sorted(out) == ["X", "groups", "names", "scale"]  # nothing to count: no counts, points or y
+    assert out["groups"].tolist() == [0, 1] and out["scale"].tolist() == [0.5, 0.5]
+    np.testing.assert_array_equal(load_test(out_path), out["X"])  # what search.export --test reads
+    assert "2 images (no annotation) -> 2 tiles of 32x32\n" in capsys.readouterr().out
+    assert _import(tmp_path / "img", "--out", out_path) == 0
+    assert _npz(out_path)["scale"].tolist() == [1, 1]  # no cell size to rescale by: kept
+
+
+@pytest.mark.parametrize("option", [["--counts-csv", "c.csv"], ["--allow-empty"]])
+def test_images_alone_refuse_the_options_of_annotations(tmp_path, capsys, option):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        _import(tmp_path / "img", "--out", tmp_path / "o.npz", *option)
+    assert exc.value.code == 2 and f"{option[0]} needs an annotation" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
+
+
 # --- pixel formats ------------------------------------------------------------
 
 
