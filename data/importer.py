@@ -101,8 +101,8 @@ rules:
               for columns), computed on the whole rescaled image: mask pixel centroid, or dot.
   empty       a mask without instance, a dots image without dot, or an image without CSV
               row is refused, unless --allow-empty (then the image has no cells).
-  outputs     --out and --counts-csv must differ from each other and from --dots-csv
-              (resolved paths): refused, nothing written.
+  outputs     --out and --counts-csv must differ from each other, from --dots-csv and from
+              the images read (resolved paths): refused, nothing written.
 
 output npz:
   X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
@@ -371,11 +371,20 @@ def parse_args(argv=None):
     return args
 
 
+def input_files(args):
+    """Every file the import of `args` reads, by what names it: the dots CSV and the folders' images."""
+    files = {"--dots-csv": args.dots_csv}
+    for option, folder in (("IMAGES_DIR", args.images), ("--masks", args.masks), ("--dots", args.dots)):
+        if folder is not None:
+            files |= {f"{path.name} in {option}": path for path in list_images(folder).values()}
+    return files
+
+
 def run(args):
     """Import as `args` say, write the outputs and print a summary."""
     out = check_output(args.out)
     csv_out = None if args.counts_csv is None else check_output(args.counts_csv)
-    check_distinct_outputs({"--out": out, "--counts-csv": csv_out}, {"--dots-csv": args.dots_csv})
+    check_distinct_outputs({"--out": out, "--counts-csv": csv_out}, input_files(args))
     if args.masks is not None:
         kind, sources = "masks", mask_sources(args.images, args.masks, args.allow_empty)
     elif args.dots is not None:

@@ -525,6 +525,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capfd, case):
         ("o.npz", "dots.csv", "--dots-csv"),  # the annotations overwritten by their counts
         ("dots.csv", None, "--dots-csv"),
         ("o.npz", "sub/../o.npz", "--out"),  # a CSV named .npz in place of the tiles
+        ("images/a.png", None, "a.png in IMAGES_DIR"),
     ],
 )
 def test_output_that_is_an_input_or_the_other_output_is_refused(tmp_path, capsys, out, counts_csv, clash):
