@@ -100,7 +100,8 @@ rules:
   counting    a cell counts for every window holding its centroid (row in [r0, r0+T), same
               for columns), computed on the whole rescaled image: mask pixel centroid, or dot.
   empty       a mask without instance, a dots image without dot, or an image without CSV
-              row is refused, unless --allow-empty (then the image has no cells).
+              row is refused, unless --allow-empty (then the image has no cells); so is an
+              all-black image (a flat 16-bit one too) whose annotation has cells.
   outputs     --out and --counts-csv must differ from each other, from --dots-csv and from
               the images read (resolved paths): refused, nothing written.
 
@@ -191,6 +192,17 @@ def image_sources(images_dir):
         yield Source(path, _gray(path), None)
 
 
+def check_visible(source):
+    """Refuse an image that is all black while its annotation has cells.
+
+    Its tiles would teach counts of cells nothing shows: a flat 16-bit or float
+    image (one value) becomes black in 8 bits, and so does a blank export.
+    """
+    n = 0 if source.centroids is None else len(source.centroids)
+    if n and not source.image.any():
+        raise DataError(source.path, f"image is all black (in 8 bits) but its annotation has {n} cells")
+
+
 def tile_source(source, scale, tile):
     """Rescale one whole image, cut it into windows and count each window's cells.
 
@@ -240,6 +252,7 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
     """
     parts, names, scales = [], [], []
     for source in sources:
+        check_visible(source)
         factor = scale or (choose_scale(source.areas, object_size) if source.areas is not None else 1.0)
         parts.append(tile_source(source, factor, tile))
         names.append(source.path.name)

@@ -206,7 +206,7 @@ def test_dots_layouts(tmp_path, layout, image_name, dots_name, same_folder):
 
 def test_dot_blob_counts_once_at_its_centroid(tmp_path):
     dots = _dots_image((40, 40), [(10, 10), (10, 11), (11, 10), (11, 11), (30, 5)], colour=(255, 255, 255))
-    _write(tmp_path / "c" / "001cell.png", np.zeros((40, 40), np.uint8))
+    _write(tmp_path / "c" / "001cell.png", np.full((40, 40), 30, np.uint8))
     _write(tmp_path / "c" / "001dots.png", dots)
     assert _import(tmp_path / "c", "--dots", tmp_path / "c", "--out", tmp_path / "o.npz") == 0
     out = _npz(tmp_path / "o.npz")
@@ -450,6 +450,9 @@ def _bad_case(root, case):
     if case == "image over OpenCV's pixel limit":
         (images / "a.png").write_bytes(_png_header_only(40000, 40000))
         return args, "a.png"
+    if case == "flat 16-bit image with cells":
+        _write(images / "b.png", np.full((40, 40), 1000, np.uint16))  # black in 8 bits: nothing to see
+        return args, "b.png"
     if case == "empty file":
         (masks / "a.tif").write_bytes(b"")
         return args, "a.tif"
@@ -493,6 +496,7 @@ BAD_CASES = [
     "colour mask",
     "unreadable image",
     "image over OpenCV's pixel limit",
+    "flat 16-bit image with cells",
     "empty file",
     "empty folder",
     "missing folder",
