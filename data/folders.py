@@ -268,7 +268,7 @@ def labels_from_image(image, path):
         raise DataError(path, f"mask must be one channel of instance ids, got shape {image.shape}")
     if not np.issubdtype(image.dtype, np.integer):
         if not np.issubdtype(image.dtype, np.floating) or not np.isfinite(image).all() or (image % 1).any():
-            raise DataError(path, f"mask must hold integer instance ids, got {image.dtype} values that are not")
+            raise DataError(path, f"mask must hold integer instance ids, got {image.dtype} values that are not whole")
         image = image.astype(np.int64)
     if image.min() < 0:
         raise DataError(path, "mask holds negative instance ids")
