@@ -7,7 +7,7 @@ fresh clone runs offline; see ``embedded/README.md``.
 
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, check_distinct_outputs
 from .files import fingerprint, load_counts_csv
 from .groups import find_overlap_groups
 from .load import load_points, load_test, load_tile_ints, load_train, load_train_or_dots, point_counts
@@ -33,6 +33,7 @@ DEFAULT_TEST_TRUTH = EMBEDDED_DIR / "test_truth.npz"
 
 __all__ = [
     "DataError",
+    "check_distinct_outputs",
     "load_train",
     "load_train_or_dots",
     "load_points",

@@ -7,11 +7,13 @@ indices, ``(row, col)``, with pixel centres at integers. Every problem is a
 one-line :class:`DataError` naming the file.
 """
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .errors import DataError, check_file
 
@@ -22,6 +24,7 @@ __all__ = [
     "read_image",
     "to_gray_uint8",
     "labels_from_image",
+    "split_binary_mask",
     "dots_from_image",
     "read_dots_csv",
 ]
@@ -32,6 +35,10 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 # a few hot pixels (common on fluorescence cameras) would otherwise squeeze every
 # nucleus into a handful of grey levels, as a plain min/max stretch does.
 STRETCH_PERCENTILES = (0.1, 99.9)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Offset of the colour type byte: signature (8), IHDR length and name (8), width, height (8), bit depth (1).
+PNG_COLOUR_TYPE = 25
 
 
 def list_images(folder):
@@ -135,13 +142,36 @@ def pair_folders(images_dir, annotations_dir, kind):
     return [(images[s], paired[s]) for s in sorted(images)]
 
 
-def read_image(path):
+def _is_palette_png(buffer):
+    """Whether the bytes are a PNG of colour type 3 (palette), read from its IHDR chunk."""
+    return buffer[:8].tobytes() == PNG_SIGNATURE and buffer.size > PNG_COLOUR_TYPE and buffer[PNG_COLOUR_TYPE] == 3
+
+
+def _palette_indices(buffer, path):
+    """The palette indices of a palette PNG's pixels, not their colours (which cv2 returns)."""
+    try:
+        with Image.open(io.BytesIO(buffer.tobytes())) as image:
+            return np.asarray(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(path, f"cannot decode palette PNG ({err})") from None
+
+
+def read_image(path, palette_indices=False):
     """Decode an image file as stored: any bit depth, channels kept (BGR order).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    palette_indices : bool, optional
+        Return a palette PNG's indices, shape (H, W), not its colours: a
+        label mask saved with a palette (common for instance masks) holds its
+        ids in the indices.
 
     Raises
     ------
     DataError
-        If the file is missing, empty, unreadable or not an image cv2 decodes.
+        If the file is missing, empty, unreadable or not an image cv2 decodes,
+        or cv2 refuses it (over ``CV_IO_MAX_IMAGE_PIXELS``, 2**30 by default).
     """
     path = check_file(path)
     try:
@@ -152,7 +182,14 @@ def read_image(path):
         raise DataError(path, f"cannot read file ({err.strerror or err})") from err
     if buffer.size == 0:
         raise DataError(path, "file is empty")
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if palette_indices and _is_palette_png(buffer):
+        return _palette_indices(buffer, path)
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        # cv2 raises, not returns None, for a header over its size limits (a few bytes can claim 40000x40000).
+        reason = (str(err).partition("error: ")[2] or str(err)).strip()
+        raise DataError(path, f"OpenCV cannot decode image ({reason}): over its size limit, or corrupt") from None
     if image is None or image.size == 0:
         raise DataError(path, "cannot decode image (corrupt, or not a PNG, TIFF, JPEG or BMP file)")
     return image
@@ -181,7 +218,9 @@ def to_gray_uint8(image, path):
     Colour is collapsed by the maximum over the colour channels (alpha dropped).
     8-bit images keep their values; any other depth (16-bit, float) is
     stretched linearly so the image's 0.1th percentile maps to 0 and its
-    99.9th to 255 (``STRETCH_PERCENTILES``), clipped; a flat image becomes 0.
+    99.9th to 255 (``STRETCH_PERCENTILES``), clipped; when the two are equal
+    (signal in under 0.1% of the pixels) its minimum and maximum are used
+    instead, and a flat image becomes 0.
 
     Parameters
     ----------
@@ -200,6 +239,10 @@ def to_gray_uint8(image, path):
         raise DataError(path, "image holds NaN or inf values")
     lo, hi = np.percentile(image, STRETCH_PERCENTILES)
     if hi <= lo:
+        # A mostly dark image whose cells cover under 0.1% of it: the percentiles
+        # are both background, and stretching between them would blacken the cells.
+        lo, hi = image.min(), image.max()
+    if hi <= lo:
         return np.zeros(image.shape, np.uint8)
     scaled = (image.astype(np.float64) - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
@@ -215,37 +258,90 @@ def labels_from_image(image, path):
     Raises
     ------
     DataError
-        If it has colour channels, is not integer, or holds negative ids.
+        If it has colour channels, holds values that are not whole numbers
+        (floats are accepted when they all are: float TIFFs of ids), or
+        negative ids.
     """
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim != 2:
         raise DataError(path, f"mask must be one channel of instance ids, got shape {image.shape}")
     if not np.issubdtype(image.dtype, np.integer):
-        raise DataError(path, f"mask must hold integer instance ids, got dtype {image.dtype}")
+        if not np.issubdtype(image.dtype, np.floating) or not np.isfinite(image).all() or (image % 1).any():
+            raise DataError(path, f"mask must hold integer instance ids, got {image.dtype} values that are not whole")
+        image = image.astype(np.int64)
     if image.min() < 0:
         raise DataError(path, "mask holds negative instance ids")
     return image
 
 
-def dots_from_image(image, path):
-    """The cells marked in a dots image, one per blob of dot pixels.
+def split_binary_mask(labels):
+    """Label each blob of a binary mask as its own instance.
 
-    Dot pixels are those brighter than half the image's brightest pixel, over
-    the colour channels (a red dot on black, a white one, a label value 1):
-    faint compression noise is not a dot. Touching dot pixels (8-connected)
-    are one dot, counted once at their centroid.
+    A mask whose one non-zero value (1, or 255) covers several separate blobs
+    is a foreground/background mask, not instance labels: taken as is, all its
+    cells would be one instance, counted once, and its huge area would shrink
+    the image. Touching pixels (8-connected) are one blob. Any other mask is
+    returned unchanged: an instance id in several pieces is one cell.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W)
+    blobs : int
+        The number of blobs labelled, 0 when `labels` was returned unchanged.
+
+    Examples
+    --------
+    >>> mask = np.zeros((3, 5), np.uint8)
+    >>> mask[0, 0] = mask[2, 4] = 255
+    >>> labels, blobs = split_binary_mask(mask)
+    >>> blobs, int(labels[2, 4])
+    (2, 2)
+    """
+    values = np.unique(labels)
+    if len(values[values != 0]) != 1:
+        return labels, 0
+    n, components = cv2.connectedComponents((labels != 0).astype(np.uint8), connectivity=8)
+    return (components, n - 1) if n > 2 else (labels, 0)
+
+
+def dot_pixels(image, path):
+    """Which pixels of a decoded dots image are dot pixels.
+
+    In a one-channel integer image stored losslessly (a label image: dots
+    1..K, or 10, 20, ...) every non-zero pixel is: half the brightest would
+    drop the dots of the lower labels. In a colour image or a JPEG, those
+    brighter than half the brightest pixel over the colour channels are (a
+    red dot on black, a white one): faint compression noise is not a dot.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (H, W)
+    """
+    signal = _one_channel(image, path)
+    labels = image.ndim == 2 or image.shape[2] == 1
+    lossless = Path(path).suffix.lower() not in (".jpg", ".jpeg")
+    if labels and lossless and np.issubdtype(signal.dtype, np.integer):
+        return signal > 0
+    return signal > signal.max() / 2 if signal.max() > 0 else np.zeros(signal.shape, bool)
+
+
+def dots_from_image(image, path):
+    """The cells marked in a dots image, one per blob of dot pixels (see :func:`dot_pixels`).
+
+    Touching dot pixels (8-connected) are one dot, counted once at their
+    centroid.
 
     Returns
     -------
     dots : ndarray of float64, shape (K, 2)
         ``(row, col)`` of every dot; K is 0 for an image with no dot.
     """
-    signal = _one_channel(image, path)
-    peak = signal.max()
-    if peak <= 0:
-        return np.zeros((0, 2))
-    n, _, _, centroids = cv2.connectedComponentsWithStats((signal > peak / 2).astype(np.uint8), connectivity=8)
+    _, _, _, centroids = cv2.connectedComponentsWithStats(dot_pixels(image, path).astype(np.uint8), connectivity=8)
     # Label 0 is the background; cv2 gives (x, y), that is (col, row).
     return centroids[1:, ::-1].astype(np.float64)
 

@@ -3,10 +3,12 @@
     python -m data.importer IMAGES --masks MASKS --out train.npz
     python -m data.importer IMAGES --dots DOTS --out train.npz --scale 0.5
     python -m data.importer IMAGES --dots-csv dots.csv --out test.npz --counts-csv test_counts.csv
+    python -m data.importer IMAGES --out test.npz --scale 0.5
 
 Every image is rescaled, cut into square windows and each window's cells counted by
 the rule of the embedded set: a cell counts for a tile when its centroid on the whole
-image lies inside it. Bad input is one line naming the file and exit code 2, and then
+image lies inside it. Images without annotation are only rescaled and cut: the tiles of a
+test set to predict. Bad input is one line naming the file and exit code 2, and then
 nothing is written. See ``python -m data.importer --help`` for every rule.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, check_distinct_outputs
 from .folders import (
     IMAGE_SUFFIXES,
     dots_from_image,
@@ -30,6 +32,7 @@ from .folders import (
     pair_folders,
     read_dots_csv,
     read_image,
+    split_binary_mask,
     to_gray_uint8,
 )
 from .load import SIZE_MULTIPLE
@@ -39,6 +42,7 @@ from .tiling import (
     choose_scale,
     count_in_windows,
     cut_tiles,
+    float32_points,
     instance_centroids,
     map_points,
     resize,
@@ -46,38 +50,60 @@ from .tiling import (
     soft_mask,
 )
 
-__all__ = ["Source", "mask_sources", "dots_sources", "csv_sources", "tile_source", "import_tiles", "main"]
+__all__ = [
+    "Source",
+    "mask_sources",
+    "dots_sources",
+    "csv_sources",
+    "image_sources",
+    "tile_source",
+    "import_tiles",
+    "main",
+]
 
 RULES = f"""\
 layouts:
   --masks DIR      instance label images (0 = background, one id per cell), the image's file
-                   stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif
-  --dots DIR       dots images, one dot per cell (pixels over half the brightest one; touching
-                   dot pixels are one dot), the image's stem in another folder, or named
-                   001cell.png -> 001dots.png (VGG) or NAME_000.png -> NAME_dots_000.png (bone
-                   marrow), in any folder, the images' one included
+                   stem in another folder (StarDist/Cellpose), e.g. images/a.png + masks/a.tif;
+                   a binary mask (one value, 0/1 or 0/255, in separate blobs) has one cell per
+                   blob of touching pixels, and the importer says so; a palette PNG's ids are
+                   its palette indices, and float masks must hold whole numbers
+  --dots DIR       dots images, one dot per cell (in a grey PNG, TIFF or BMP every non-zero
+                   pixel, so label values 1..K all count; in a colour image or a JPEG pixels
+                   over half the brightest one; touching dot pixels are one dot), the image's
+                   stem in another folder, or named 001cell.png -> 001dots.png (VGG) or
+                   NAME_000.png -> NAME_dots_000.png (bone marrow), in any folder, the images'
+                   one included
   --dots-csv FILE  CSV with columns image,row,col, one row per cell: image is the file name or
                    stem, row and col pixel indices (fractions allowed)
+  none of them     images only, for a test set to predict (search.export --test): no counts,
+                   points or y; --scale F, default 1 (no annotation, no cell size to rescale
+                   by: give the --scale its training images got)
   Files ending {", ".join(IMAGE_SUFFIXES)} are read; hidden and other files are skipped.
 
 rules:
   grey        colour images become the maximum over their colour channels (a nucleus stained
               in one channel keeps its contrast; luminance would dim blue to 11%); alpha is
               dropped. 8-bit values are kept; 16-bit and float images are stretched linearly,
-              their 0.1th-99.9th percentiles to 0-255.
+              their 0.1th-99.9th percentiles to 0-255 (their minimum-maximum when those
+              percentiles are equal: a few cells on a dark image).
   rescale     with masks, an image whose median cell (equivalent diameter) is over
               {KEEP_RATIO:.3g} x --object-size ({KEEP_RATIO * OBJECT_SIZE:g} px by default; the embedded set's
               nuclei are 8-14 px) is shrunk to --object-size by area averaging; the
               others are kept (never enlarged). Dots carry no size: only --scale F rescales
               them. --scale F applies F to every image (above 1 enlarges, bilinearly).
-              Centroids are rescaled with the pixels.
+              Centroids are rescaled with the pixels; one in an edge's outer half pixel
+              is clipped into the image, not lost.
   windows     --tile square windows, stride one tile, the last flush with the far edge
               (overlapping the previous); an image smaller than a tile is padded with black
               at the bottom/right (masks with 0).
   counting    a cell counts for every window holding its centroid (row in [r0, r0+T), same
               for columns), computed on the whole rescaled image: mask pixel centroid, or dot.
   empty       a mask without instance, a dots image without dot, or an image without CSV
-              row is refused, unless --allow-empty (then the image has no cells).
+              row is refused, unless --allow-empty (then the image has no cells); so is an
+              all-black image (a flat 16-bit one too) whose annotation has cells.
+  outputs     --out and --counts-csv must differ from each other, from --dots-csv and from
+              the images read (resolved paths): refused, nothing written.
 
 output npz:
   X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
@@ -85,17 +111,18 @@ output npz:
   points (M,3) float32 rows (tile, row, col) in tile coordinates; groups (N,) int32, the
   source image; names (I,) its file name; scale (I,) float32 its rescale factor.
   A test set is imported the same way: search.export --test reads its X, and --counts-csv
-  writes its true counts as index,count for search.export --truth.
+  writes its true counts as index,count for search.export --truth. Without annotation the
+  file has X, groups, names and scale only.
 """
 
 
 @dataclass
 class Source:
-    """One whole image ready to tile: 8-bit grey pixels, cell centroids, and labels when known."""
+    """One whole image ready to tile: 8-bit grey pixels, cell centroids when annotated, and labels when known."""
 
     path: Path
     image: np.ndarray
-    centroids: np.ndarray
+    centroids: np.ndarray | None
     labels: np.ndarray | None = None
     areas: np.ndarray | None = None
 
@@ -122,7 +149,9 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
     """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
     for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
         image = _gray(image_path)
-        labels = labels_from_image(read_image(mask_path), mask_path)
+        labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path, palette_indices=True), mask_path))
+        if blobs:
+            print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
         _check_size(mask_path, labels.shape, image_path, image)
         centroids, areas = instance_centroids(labels)
         _check_not_empty(mask_path, len(areas), allow_empty, "mask has no instance (all 0)")
@@ -157,6 +186,23 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
         yield Source(path, image, dots)
 
 
+def image_sources(images_dir):
+    """The images of a folder, without annotation (a test set to predict)."""
+    for path in list_images(images_dir).values():
+        yield Source(path, _gray(path), None)
+
+
+def check_visible(source):
+    """Refuse an image that is all black while its annotation has cells.
+
+    Its tiles would teach counts of cells nothing shows: a flat 16-bit or float
+    image (one value) becomes black in 8 bits, and so does a blank export.
+    """
+    n = 0 if source.centroids is None else len(source.centroids)
+    if n and not source.image.any():
+        raise DataError(source.path, f"image is all black (in 8 bits) but its annotation has {n} cells")
+
+
 def tile_source(source, scale, tile):
     """Rescale one whole image, cut it into windows and count each window's cells.
 
@@ -172,13 +218,15 @@ def tile_source(source, scale, tile):
     -------
     X : ndarray of uint8, shape (N, tile, tile)
     y : ndarray of float32, shape (N, tile, tile), or None without labels
-    counts : ndarray of int64, shape (N,)
-    points : ndarray of float64, shape (M, 3)
+    counts : ndarray of int64, shape (N,), or None without centroids
+    points : ndarray of float64, shape (M, 3), or None without centroids
         ``(window, row, col)`` in window coordinates.
     """
     shape = scaled_shape(source.image.shape, scale)
     X, origins = cut_tiles(resize(source.image, shape), tile)
-    counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
+    counts = points = None
+    if source.centroids is not None:
+        counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
     y = None if source.labels is None else cut_tiles(soft_mask(source.labels, shape), tile)[0]
     return X, y, counts, points
 
@@ -199,26 +247,28 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
     Returns
     -------
     arrays : dict of str to ndarray
-        ``X``, ``y`` (when every source has labels), ``counts``, ``points``,
-        ``groups``, ``names`` and ``scale``.
+        ``X``, ``y`` (when every source has labels), ``counts`` and ``points``
+        (when every source has centroids), ``groups``, ``names`` and ``scale``.
     """
     parts, names, scales = [], [], []
     for source in sources:
+        check_visible(source)
         factor = scale or (choose_scale(source.areas, object_size) if source.areas is not None else 1.0)
         parts.append(tile_source(source, factor, tile))
         names.append(source.path.name)
         scales.append(factor)
     X, y, counts, points = zip(*parts)
-    first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
-    points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
     arrays = {
         "X": np.concatenate(X),
-        "counts": np.concatenate(counts).astype(np.int32),
-        "points": np.concatenate(points).astype(np.float32),
         "groups": np.repeat(np.arange(len(X)), [len(x) for x in X]).astype(np.int32),
         "names": np.array(names),
         "scale": np.array(scales, np.float32),
     }
+    if counts[0] is not None:  # images without annotation have no cells to count
+        first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
+        points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
+        arrays["counts"] = np.concatenate(counts).astype(np.int32)
+        arrays["points"] = float32_points(np.concatenate(points), tile)
     if y[0] is not None:  # masks give every image labels, dots none
         arrays["y"] = np.concatenate(y)
     return arrays
@@ -301,12 +351,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m data.importer",
         description="Cut a folder of microscopy images and their cell annotations into tiles\n"
-        "with per-tile counts, in the harness's npz layout.",
+        "with per-tile counts, in the harness's npz layout; images alone into tiles to predict.",
         epilog=RULES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of images")
-    layout = p.add_mutually_exclusive_group(required=True)
+    layout = p.add_mutually_exclusive_group()
     layout.add_argument("--masks", type=Path, metavar="DIR", help="folder of instance label masks")
     layout.add_argument("--dots", type=Path, metavar="DIR", help="folder of dots images (may be IMAGES_DIR)")
     layout.add_argument("--dots-csv", type=Path, metavar="FILE", help="CSV of image,row,col, one row per cell")
@@ -314,7 +364,9 @@ def parse_args(argv=None):
     p.add_argument("--counts-csv", type=Path, metavar="FILE", help="also write the tiles' counts as index,count")
     p.add_argument("--tile", type=_tile_size, default=128, help="window side in pixels (default: %(default)s)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=_positive, metavar="F", help="rescale every image by F")
+    size.add_argument(
+        "--scale", type=_positive, metavar="F", help="rescale every image by F (without annotation: default 1)"
+    )
     size.add_argument(
         "--object-size",
         type=_positive,
@@ -325,28 +377,46 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.object_size is not None and args.masks is None:
         p.error("--object-size needs --masks: dots carry no cell size (use --scale)")
+    if args.masks is None and args.dots is None and args.dots_csv is None:
+        unused = [o for o, v in (("--counts-csv", args.counts_csv), ("--allow-empty", args.allow_empty)) if v]
+        if unused:
+            p.error(f"{unused[0]} needs an annotation (--masks, --dots or --dots-csv): images alone have no cells")
     return args
+
+
+def input_files(args):
+    """Every file the import of `args` reads, by what names it: the dots CSV and the folders' images."""
+    files = {"--dots-csv": args.dots_csv}
+    for option, folder in (("IMAGES_DIR", args.images), ("--masks", args.masks), ("--dots", args.dots)):
+        if folder is not None:
+            files |= {f"{path.name} in {option}": path for path in list_images(folder).values()}
+    return files
 
 
 def run(args):
     """Import as `args` say, write the outputs and print a summary."""
     out = check_output(args.out)
     csv_out = None if args.counts_csv is None else check_output(args.counts_csv)
+    check_distinct_outputs({"--out": out, "--counts-csv": csv_out}, input_files(args))
     if args.masks is not None:
         kind, sources = "masks", mask_sources(args.images, args.masks, args.allow_empty)
     elif args.dots is not None:
         kind, sources = "dots", dots_sources(args.images, args.dots, args.allow_empty)
-    else:
+    elif args.dots_csv is not None:
         kind, sources = "dots CSV", csv_sources(args.images, args.dots_csv, args.allow_empty)
+    else:
+        kind, sources = "no annotation", image_sources(args.images)
     arrays = import_tiles(sources, args.tile, args.scale, args.object_size or OBJECT_SIZE)
     outputs = {out: lambda f: np.savez_compressed(f, **arrays)}
     if csv_out is not None:
         outputs[csv_out] = lambda f: f.write(counts_csv(arrays["counts"]).encode())
     write_files(outputs)
     n, tile = len(arrays["X"]), args.tile
-    print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}, {arrays['counts'].sum()} cells")
+    cells = f", {arrays['counts'].sum()} cells" if "counts" in arrays else ""
+    print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}{cells}")
     print(scale_summary(arrays["scale"]))
-    print("wrote " + ", ".join(map(str, outputs)) + ("" if "y" in arrays else " (no masks: no y)"))
+    missing = "" if "y" in arrays else " (no masks: no y)" if "counts" in arrays else " (no annotation: X only)"
+    print("wrote " + ", ".join(map(str, outputs)) + missing)
 
 
 def main(argv=None):

@@ -266,8 +266,9 @@ def load_train_or_dots(path):
     Raises
     ------
     DataError
-        As :func:`load_train` for a mask file; for a dots file, as :func:`load_points`
-        and for ``X`` as :func:`load_train`; for a file with neither ``y`` nor ``points``.
+        As :func:`load_train` for a mask file; for a dots file, as :func:`load_points`,
+        for ``X`` as :func:`load_train`, and when it has no point at all; for a file
+        with neither ``y`` nor ``points``.
     """
     keys = _keys(path)
     if "y" in keys:
@@ -276,7 +277,11 @@ def load_train_or_dots(path):
         found = ", ".join(map(repr, keys)) or "none"
         raise DataError(path, f"nothing to train on: no 'y' (soft masks) and no 'points' (dots) (found: {found})")
     X = _check_square(path, _check_images(path, _read_npz(path, ["X"])["X"]))
-    return X, None, load_points(path, len(X), X.shape[1:])
+    points = load_points(path, len(X), X.shape[1:])
+    if len(points) == 0:
+        # Every true count would be 0: a study would learn blank targets and score val MAE 0.000.
+        raise DataError(path, "'points' is empty: a dots file needs at least one dot (one per cell) to train on")
+    return X, None, points
 
 
 def load_points(path, n, shape):

@@ -16,6 +16,7 @@ __all__ = [
     "scaled_shape",
     "resize",
     "map_points",
+    "float32_points",
     "soft_mask",
     "window_starts",
     "cut_tiles",
@@ -115,16 +116,40 @@ def map_points(points, shape, new_shape):
     """Pixel-index coordinates of `points` once the image is resized from `shape` to `new_shape`.
 
     Pixel edges scale, not pixel centres: ``new = (old + 0.5) * factor - 0.5``
-    per axis, with the factor of the rounded sizes. A point in the first half
-    pixel would land just below 0, outside every window; it is clipped to 0.
+    per axis, with the factor of the rounded sizes. When shrinking, a point in
+    the first half pixel would land just below 0, and when enlarging, one in
+    the last half pixel at or past the new size: outside every window, the
+    cell lost. Both are clipped into the image.
 
     Examples
     --------
     >>> map_points(np.array([[1.5, 0.0]]), (4, 4), (2, 2))
     array([[0.5, 0. ]])
+    >>> bool(map_points(np.array([[3.9, 0.0]]), (4, 4), (6, 6))[0, 0] < 6)
+    True
     """
-    factors = np.asarray(new_shape[:2], float) / np.asarray(shape[:2], float)
-    return np.maximum((np.asarray(points, float) + 0.5) * factors - 0.5, 0.0)
+    new_shape = np.asarray(new_shape[:2], float)
+    factors = new_shape / np.asarray(shape[:2], float)
+    moved = (np.asarray(points, float) + 0.5) * factors - 0.5
+    return np.clip(moved, 0.0, np.nextafter(new_shape, 0.0))
+
+
+def float32_points(points, tile):
+    """Window points ``(window, row, col)`` as float32, rows and columns still inside the window.
+
+    Float32 rounds a coordinate just under `tile` (199.99999999 - 72 in a
+    128-px window) up to `tile` itself, outside the window that counted it,
+    and the study refuses the file; such coordinates are clipped to the
+    largest float32 under `tile`.
+
+    Examples
+    --------
+    >>> bool(float32_points(np.array([[0, 3.0, 127.99999999]]), 128)[0, 2] < 128)
+    True
+    """
+    points = np.asarray(points, float).astype(np.float32)
+    points[:, 1:] = np.minimum(points[:, 1:], np.nextafter(np.float32(tile), np.float32(0)))
+    return points
 
 
 def soft_mask(labels, shape):

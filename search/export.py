@@ -228,6 +228,9 @@ def log_path(out: Path) -> Path:
 def export(args) -> dict:
     # Both outputs are checked before a refit, not after it.
     log_file = cli.check_output_file(log_path(cli.check_output_file(args.out, "--out")), "--out's log")
+    data.check_distinct_outputs(
+        {"--out": args.out, "--out's log": log_file}, {"--test": args.test, "--truth": args.truth}
+    )
     check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)

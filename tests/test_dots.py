@@ -45,11 +45,9 @@ def test_dots_file_loads_without_masks(tmp_path):
     assert y is None and X.shape == (30, T, T) and X.dtype == np.uint8
     assert points.dtype == np.float64 and points.shape == (arrays["counts"].sum(), 3)
     np.testing.assert_array_equal(points, arrays["points"])
-    # Integer coordinates and a file without any cell are dots files too.
+    # Integer coordinates are dots files too.
     ints = dots_file(tmp_path, "ints.npz", points=arrays["points"].astype(np.int64))
     np.testing.assert_array_equal(load_train_or_dots(ints)[2], arrays["points"])
-    empty = dots_file(tmp_path, "empty.npz", points=np.zeros((0, 3), np.float32), counts=None)
-    assert load_train_or_dots(empty)[2].shape == (0, 3)
 
 
 def test_mask_file_trains_from_its_masks_and_its_points_are_not_read(tmp_path):
@@ -73,6 +71,8 @@ BAD_POINTS = {
     "tile past the last": (np.array([[0, 3, 3], [30, 3, 3]], np.float32), "row 1 names tile 30; tiles are whole"),
     "row at the far edge": (np.array([[0, 32, 3]], np.float32), "row 0 at (32, 3) lies outside its 32x32 tile"),
     "negative column": (np.array([[0, 3, -0.5]], np.float32), "row 0 at (3, -0.5) lies outside"),
+    # Every true count 0: the study would train on blank targets and report val MAE 0.000.
+    "no point": (np.zeros((0, 3), np.float32), "is empty: a dots file needs at least one dot"),
 }
 
 
@@ -228,11 +228,15 @@ def test_resume_with_another_annotation_is_refused(tiny_files, tiny_dots, tiny_p
     assert len(load().trials) == 2  # the baseline and the queued warm start, nothing more
 
 
-def test_bad_points_exit_2_before_the_study_exists(tmp_path, tiny_profile, in_tmp, capsys):
-    path = dots_file(tmp_path, points=np.array([[0, 3, 40]], np.float32), counts=None)
+@pytest.mark.parametrize(
+    "points, message",
+    [([[0, 3, 40]], "'points' row 0 at (3, 40) lies outside"), (np.zeros((0, 3)), "'points' is empty")],
+)
+def test_bad_points_exit_2_before_the_study_exists(tmp_path, tiny_profile, in_tmp, capsys, points, message):
+    path = dots_file(tmp_path, points=np.asarray(points, np.float32), counts=None)
     assert run_study(path) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "dots.npz: 'points' row 0 at (3, 40) lies outside" in err
+    assert len(err.splitlines()) == 1 and f"dots.npz: {message}" in err
     assert not (in_tmp / "studies").exists()
 
 

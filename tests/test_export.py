@@ -170,6 +170,26 @@ def test_out_ending_in_json_would_be_overwritten_by_its_log_and_is_refused(finis
     assert not (in_tmp / "sub.json").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, out, clash",
+    [
+        (["--truth", "truth.csv"], "truth.csv", "--truth"),  # the next export would score MAE 0.000
+        (["--truth", "truth.csv"], "sub/../truth.csv", "--truth"),  # compared resolved
+        (["--truth", "t.json"], "t.csv", "--truth"),  # the log beside the CSV
+        ([], "test.npz", "--test"),
+    ],
+)
+def test_out_that_is_an_input_is_refused_nothing_written(finished_study, in_tmp, capsys, extra, out, clash):
+    test, truth = finished_study  # both in in_tmp
+    shutil.copy(truth, in_tmp / "t.json")
+    (in_tmp / "sub").mkdir()
+    before = {p: p.read_bytes() for p in in_tmp.glob("*.*")}
+    assert export.main(["--test", "test.npz", *extra, "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"is the same file as {clash}" in err, err
+    assert {p: p.read_bytes() for p in in_tmp.glob("*.*")} == before
+
+
 def test_config_without_what_the_export_reads_exits_2(finished_study, in_tmp, capsys):
     test, _ = finished_study
     ckpt = (

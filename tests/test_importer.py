@@ -1,12 +1,15 @@
 """Tests for ``python -m data.importer`` on small image folders built here."""
 
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from data import load_counts_csv, load_test, load_tile_ints, load_train, load_train_or_dots
 from data.importer import main
@@ -135,6 +138,17 @@ def test_groups_never_mix_images(tmp_path):
 # --- layouts ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", [1, 255])
+def test_binary_mask_counts_each_blob(tmp_path, capsys, value):
+    labels = _disc_labels((64, 64), [(10, 10), (10, 40), (40, 20), (50, 50)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(masks / "a.tif", np.where(labels > 0, value, 0).astype(np.uint8))
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", tile=64) == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [4] and out["scale"].tolist() == [1]  # 7 px cells: not shrunk
+    assert "binary mask (one value in 4 separate blobs)" in capsys.readouterr().out
+
+
 def test_masks_layout_loads_with_the_harness_loaders(tmp_path):
     labels = _disc_labels((70, 50), [(10, 10), (30, 40), (60, 20), (62, 25)], 3)
     images, masks = _masks_set(tmp_path, {"one": labels, "two": labels[::-1].copy()})
@@ -192,12 +206,25 @@ def test_dots_layouts(tmp_path, layout, image_name, dots_name, same_folder):
 
 def test_dot_blob_counts_once_at_its_centroid(tmp_path):
     dots = _dots_image((40, 40), [(10, 10), (10, 11), (11, 10), (11, 11), (30, 5)], colour=(255, 255, 255))
-    _write(tmp_path / "c" / "001cell.png", np.zeros((40, 40), np.uint8))
+    _write(tmp_path / "c" / "001cell.png", np.full((40, 40), 30, np.uint8))
     _write(tmp_path / "c" / "001dots.png", dots)
     assert _import(tmp_path / "c", "--dots", tmp_path / "c", "--out", tmp_path / "o.npz") == 0
     out = _npz(tmp_path / "o.npz")
     assert out["counts"][0] == 2
     np.testing.assert_allclose(out["points"][:2], [[0, 10.5, 10.5], [0, 30, 5]])
+
+
+@pytest.mark.parametrize(
+    "values, dtype", [(range(1, 7), np.uint8), (range(10, 70, 10), np.uint8), (range(1000, 7000, 1000), np.uint16)]
+)
+def test_grey_dots_image_of_label_values_counts_every_dot(tmp_path, values, dtype):
+    marks = np.zeros((40, 40), dtype)
+    for i, value in enumerate(values):
+        marks[5 * i + 2, 3 * i + 1] = value
+    _write(tmp_path / "c" / "001cell.png", np.full((40, 40), 30, np.uint8))
+    _write(tmp_path / "c" / "001dots.png", marks)
+    assert _import(tmp_path / "c", "--dots", tmp_path / "c", "--out", tmp_path / "o.npz") == 0
+    assert _npz(tmp_path / "o.npz")["counts"][0] == 6  # before: 1-2 and 10-30, at most half the brightest, dropped
 
 
 def test_dots_csv_by_file_name_or_stem(tmp_path):
@@ -212,6 +239,26 @@ def test_dots_csv_by_file_name_or_stem(tmp_path):
     np.testing.assert_allclose(out["points"], expected, atol=1e-5)
 
 
+def test_dot_just_under_the_far_edge_stays_in_its_tile_as_float32(tmp_path):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,3,39.99999999\n")  # col 31.99999999 of the window at 8
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
+    X, _, points = load_train_or_dots(tmp_path / "o.npz")  # refuses a point outside its tile
+    assert points[:, 0].tolist() == [1] and (points[:, 1:] < T).all()
+
+
+def test_dot_in_the_last_half_pixel_kept_when_enlarging(tmp_path):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,39.9,39.9\na,0.1,0.1\n")
+    out_path = tmp_path / "o.npz"
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", out_path, "--scale", "1.5") == 0
+    out = _npz(out_path)  # 60 px: windows at 0 and 28; each dot in one corner window
+    assert out["counts"].tolist() == [1, 0, 0, 1]
+    assert (out["points"][:, 1:] < T).all() and (out["points"][:, 1:] >= 0).all()
+
+
 def test_counts_csv_of_a_test_set(tmp_path):
     labels = _disc_labels((64, 40), [(5, 5), (40, 30), (50, 10)], 3)
     images, masks = _masks_set(tmp_path, {"t": labels})
@@ -220,6 +267,29 @@ def test_counts_csv_of_a_test_set(tmp_path):
     X = load_test(out_path)
     counts = load_counts_csv(csv_path, len(X))
     assert counts.tolist() == _npz(out_path)["counts"].tolist() == [1, 0, 2, 2]
+
+
+def test_images_alone_make_a_test_file(tmp_path, capsys):
+    for stem, shape in (("a", (40, 40)), ("b", (64, 20))):
+        _write(tmp_path / "img" / f"{stem}.png", np.full(shape, 30, np.uint8))
+    out_path = tmp_path / "test.npz"
+    assert _import(tmp_path / "img", "--out", out_path, "--scale", "0.5") == 0
+    out = _npz(out_path)
+    assert sorted(out) == ["X", "groups", "names", "scale"]  # nothing to count: no counts, points or y
+    assert out["groups"].tolist() == [0, 1] and out["scale"].tolist() == [0.5, 0.5]
+    np.testing.assert_array_equal(load_test(out_path), out["X"])  # what search.export --test reads
+    assert "2 images (no annotation) -> 2 tiles of 32x32\n" in capsys.readouterr().out
+    assert _import(tmp_path / "img", "--out", out_path) == 0
+    assert _npz(out_path)["scale"].tolist() == [1, 1]  # no cell size to rescale by: kept
+
+
+@pytest.mark.parametrize("option", [["--counts-csv", "c.csv"], ["--allow-empty"]])
+def test_images_alone_refuse_the_options_of_annotations(tmp_path, capsys, option):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        _import(tmp_path / "img", "--out", tmp_path / "o.npz", *option)
+    assert exc.value.code == 2 and f"{option[0]} needs an annotation" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
 
 
 # --- pixel formats ------------------------------------------------------------
@@ -239,6 +309,28 @@ def test_colour_images_take_the_brightest_channel(tmp_path, channels):
     np.testing.assert_array_equal(_npz(tmp_path / "o.npz")["X"][0], np.where(labels > 0, 200, 10))
 
 
+def test_palette_png_mask_ids_are_its_indices(tmp_path):
+    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    (masks / "a.tif").unlink()
+    mask = Image.frombytes("P", (40, 40), labels.astype(np.uint8).tobytes())
+    mask.putpalette([0, 0, 0] + [200, 30, 90] * 255)  # every cell the same colour: only the indices tell them apart
+    mask.save(masks / "a.png")
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 0
+    assert _npz(tmp_path / "o.npz")["counts"].tolist() == [3]
+
+
+def test_float_mask_of_whole_ids_is_read_and_fractions_refused(tmp_path, capsys):
+    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(masks / "a.tif", labels.astype(np.float32))
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 0
+    assert _npz(tmp_path / "o.npz")["counts"].tolist() == [3]
+    _write(masks / "a.tif", labels.astype(np.float32) / 2)
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 2
+    assert "a.tif: mask must hold integer instance ids" in capsys.readouterr().err
+
+
 def test_16bit_images_stretched_past_hot_pixels(tmp_path):
     labels = rect_labels((40, 40), [(10, 19, 10, 19)])
     images, masks = _masks_set(tmp_path, {"a": labels})
@@ -250,6 +342,19 @@ def test_16bit_images_stretched_past_hot_pixels(tmp_path):
     assert X.dtype == np.uint8
     assert (X[labels > 0] == 255).all() and X[0, 0] == 255
     assert (X[(labels == 0) & (X < 255)] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_sparse_deep_images_keep_their_cells_visible(tmp_path, dtype):
+    # One 2x2 cell in 64x64 (0.1% of the pixels): the 0.1th and 99.9th percentiles are both background.
+    labels = rect_labels((64, 64), [(30, 31, 30, 31)])
+    images, masks = _masks_set(tmp_path, {"a": labels})
+    _write(images / "a.tif", np.where(labels > 0, 3000, 100).astype(dtype))
+    (images / "a.png").unlink()
+    assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=64) == 0
+    out = _npz(tmp_path / "o.npz")
+    assert out["counts"].tolist() == [1]
+    np.testing.assert_array_equal(out["X"][0], np.where(labels > 0, 255, 0))
 
 
 # --- rescaling ------------------------------------------------------------------
@@ -305,6 +410,16 @@ def test_object_size_needs_masks(tmp_path, capsys):
 # --- bad folders: one line, exit code 2, nothing written ------------------------------------
 
 
+def _png_header_only(width, height):
+    """A PNG of a few bytes whose header claims `width` x `height` 8-bit grey pixels (its data is short)."""
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def _good_masks(root):
     return _masks_set(root, {"a": rect_labels((40, 40), [(3, 6, 3, 6)]), "b": rect_labels((40, 40), [(9, 9, 9, 9)])})
 
@@ -332,6 +447,12 @@ def _bad_case(root, case):
     if case == "unreadable image":
         (images / "a.png").write_bytes(b"not an image at all")
         return args, "a.png"
+    if case == "image over OpenCV's pixel limit":
+        (images / "a.png").write_bytes(_png_header_only(40000, 40000))
+        return args, "a.png"
+    if case == "flat 16-bit image with cells":
+        _write(images / "b.png", np.full((40, 40), 1000, np.uint16))  # black in 8 bits: nothing to see
+        return args, "b.png"
     if case == "empty file":
         (masks / "a.tif").write_bytes(b"")
         return args, "a.tif"
@@ -374,6 +495,8 @@ BAD_CASES = [
     "mask without instance",
     "colour mask",
     "unreadable image",
+    "image over OpenCV's pixel limit",
+    "flat 16-bit image with cells",
     "empty file",
     "empty folder",
     "missing folder",
@@ -398,6 +521,28 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capfd, case):
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], captured.err
     assert sorted(tmp_path.rglob("*")) == before  # no output, no temporary file
+
+
+@pytest.mark.parametrize(
+    "out, counts_csv, clash",
+    [
+        ("o.npz", "dots.csv", "--dots-csv"),  # the annotations overwritten by their counts
+        ("dots.csv", None, "--dots-csv"),
+        ("o.npz", "sub/../o.npz", "--out"),  # a CSV named .npz in place of the tiles
+        ("images/a.png", None, "a.png in IMAGES_DIR"),
+    ],
+)
+def test_output_that_is_an_input_or_the_other_output_is_refused(tmp_path, capsys, out, counts_csv, clash):
+    images, _ = _good_masks(tmp_path)
+    (tmp_path / "sub").mkdir()
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,1,1\nb,2,2\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    csv_args = [] if counts_csv is None else ["--counts-csv", tmp_path / counts_csv]
+    assert _import(images, "--dots-csv", table, "--out", tmp_path / out, *csv_args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"is the same file as {clash}" in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_allow_empty_imports_images_without_cells(tmp_path):
