@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from model.count import count_setting
+from model.count import count_setting, object_centroids
 from model.stitch import stitch_predict, window_origins, window_weights
 
 T = 32  # window side of the stitching tests
@@ -81,3 +81,36 @@ def test_4000_by_4000_stitching_memory_is_bounded():
         tracemalloc.stop()
     assert prob.shape == (4000, 4000)
     assert peak < 256 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+# --- where the counted objects are ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"counter": "components", "threshold": 0.5, "offset": 1},
+        {"counter": "watershed", "threshold": 0.4, "min_distance": 2, "min_area": 5, "edge_fraction": 0.5},
+        {"counter": "watershed", "threshold": 0.5, "min_distance": 3, "min_area": 0, "edge_fraction": 0, "offset": -1},
+    ],
+)
+def test_centroids_are_what_the_count_counts(setting):
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:90, :70]
+    for _ in range(5):
+        prob = np.zeros((90, 70), np.float32)
+        for r, c in rng.integers(-3, 93, size=(rng.integers(0, 25), 2)):  # some cut by the border, some touching
+            prob = np.maximum(prob, np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / 12.0))
+        centroids = object_centroids(prob, setting)
+        assert count_setting(prob, setting).tolist() == [max(len(centroids) + setting.get("offset", 0), 0)]
+        assert ((centroids >= 0) & (centroids < prob.shape)).all()
+
+
+def test_centroid_of_a_disc_and_a_counter_without_positions():
+    prob = np.zeros((40, 40), np.float32)
+    rows, cols = np.mgrid[:40, :40]
+    prob[(rows - 12) ** 2 + (cols - 25) ** 2 <= 9] = 1
+    for counter in ("components", "watershed"):
+        assert np.allclose(object_centroids(prob, {"counter": counter}), [[12, 25]])
+    with pytest.raises(ValueError, match="unknown counter with object positions 'density'"):
+        object_centroids(prob, {"counter": "density", "offset": 0})
