@@ -29,8 +29,8 @@ from .folders import (
     list_images,
     pair_folders,
     read_dots_csv,
+    read_gray,
     read_image,
-    to_gray_uint8,
 )
 from .load import SIZE_MULTIPLE
 from .tiling import (
@@ -100,11 +100,6 @@ class Source:
     areas: np.ndarray | None = None
 
 
-def _gray(path):
-    """The image file at `path` as 8-bit grey."""
-    return to_gray_uint8(read_image(path), path)
-
-
 def _check_size(path, annotation_shape, image_path, image):
     """Refuse an annotation whose height and width differ from its image's."""
     if annotation_shape[:2] != image.shape:
@@ -121,7 +116,7 @@ def _check_not_empty(path, n, allow_empty, what):
 def mask_sources(images_dir, masks_dir, allow_empty=False):
     """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
     for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
-        image = _gray(image_path)
+        image = read_gray(image_path)
         labels = labels_from_image(read_image(mask_path), mask_path)
         _check_size(mask_path, labels.shape, image_path, image)
         centroids, areas = instance_centroids(labels)
@@ -132,7 +127,7 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
 def dots_sources(images_dir, dots_dir, allow_empty=False):
     """Images and the dots of their dots images."""
     for image_path, dots_path in pair_folders(images_dir, dots_dir, "dots"):
-        image = _gray(image_path)
+        image = read_gray(image_path)
         marks = read_image(dots_path)
         _check_size(dots_path, marks.shape, image_path, image)
         dots = dots_from_image(marks, dots_path)
@@ -147,7 +142,7 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
     for path in images.values():
         _check_not_empty(path, len(table.get(path.stem, ())), allow_empty, f"image has no dot in {csv_path}")
     for stem, path in images.items():
-        image = _gray(path)
+        image = read_gray(path)
         dots = table.get(stem, np.zeros((0, 2)))
         outside = ((dots < 0) | (dots >= image.shape)).any(axis=1)
         if outside.any():
