@@ -1,12 +1,22 @@
 """Tests of whole-image prediction: stitching, counting whole images, `python -m search.predict`."""
 
+import shutil
 import tracemalloc
 
+import cv2
 import numpy as np
+import optuna
+import pandas as pd
 import pytest
+from conftest import disc_tiles
+from tiny_worker import TINY
 
+from data.folders import MAX_PIXELS, read_scaled
+from model import plots
 from model.count import count_setting, object_centroids
 from model.stitch import stitch_predict, window_origins, window_weights
+from model.train import predict_prob
+from search import export, predict, space, study
 
 T = 32  # window side of the stitching tests
 
@@ -114,3 +124,147 @@ def test_centroid_of_a_disc_and_a_counter_without_positions():
         assert np.allclose(object_centroids(prob, {"counter": counter}), [[12, 25]])
     with pytest.raises(ValueError, match="unknown counter with object positions 'density'"):
         object_centroids(prob, {"counter": "density", "offset": 0})
+
+
+# --- python -m search.predict ------------------------------------------------------
+
+
+def disc_image(shape, centres, radius=4):
+    """A dark image with a bright disc at each centre ``(row, col)``."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    image = np.full(shape, 20, np.uint8)
+    for r, c in centres:
+        image[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = 200
+    return image
+
+
+# Sizes around the tiny study's 32-px tiles: smaller than a window, and no multiple of one.
+IMAGES = {
+    "small": ((20, 45), [(10, 12), (9, 33)]),
+    "wide": ((70, 100), [(15, 15), (40, T), (60, 90), (35, 64)]),  # (40, 32) on a window edge
+}
+
+
+@pytest.fixture(scope="module")
+def built_study(tmp_path_factory):
+    """One tiny finished study for the whole module (training is what costs): its folder."""
+    root = tmp_path_factory.mktemp("built")
+    X, y, counts = disc_tiles(30, seed=1)
+    np.savez_compressed(root / "train.npz", X=X, y=y, counts=counts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setitem(space.PROFILES, "tiny", TINY)
+        assert study.main(["--train", str(root / "train.npz"), "--profile", "tiny", "--n-trials", "1"]) == 0
+    return root
+
+
+@pytest.fixture
+def images_dir(built_study, in_tmp):
+    """The built study in this test's folder, and a folder of images of odd sizes: its path."""
+    shutil.copytree(built_study / "studies", in_tmp / "studies")
+    folder = in_tmp / "images"
+    folder.mkdir()
+    for name, (shape, centres) in IMAGES.items():
+        cv2.imwrite(str(folder / f"{name}.png"), disc_image(shape, centres))
+    return folder
+
+
+@pytest.fixture
+def pixel_net(monkeypatch):
+    """The study's nets replaced by one that predicts each pixel from itself: counts are the discs'."""
+    monkeypatch.setattr(predict, "predict_prob", lambda net, windows: as_prob(windows))
+
+
+def best_setting():
+    return optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs["counting"]
+
+
+def test_whole_images_counted_with_the_study_net(images_dir, in_tmp, capsys):
+    colour = np.zeros((50, 60, 3), np.uint16)
+    colour[..., 0] = disc_image((50, 60), [(25, 30)]).astype(np.uint16) * 200  # 16-bit, blue channel
+    cv2.imwrite(str(images_dir / "deep.tif"), colour)
+    assert predict.main([str(images_dir), "--out", "counts.csv"]) == 0
+    table = pd.read_csv(in_tmp / "counts.csv")
+    assert table["image"].tolist() == ["deep.tif", "small.png", "wide.png"] and table["count"].dtype.kind == "i"
+    # The same count by hand: the trial's net over the whole image, its counting on the whole map.
+    member = export.choose(optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db"), None, None)
+    net, config = export.open_member(member.members[0], "cpu")
+    for name, count in zip(table["image"], table["count"]):
+        image = read_scaled(images_dir / name)
+        prob = stitch_predict(image, lambda w: predict_prob(net, w), config["tile_size"][0])
+        assert prob.shape == image.shape and count == count_setting(prob, best_setting())[0]
+    out = capsys.readouterr().out
+    assert "[3/3] wide.png (100x70 px)" in out and "scale 1 (" in out
+
+
+def test_overlays_mark_every_counted_cell(images_dir, in_tmp, pixel_net):
+    assert predict.main([str(images_dir), "--overlays", "marked"]) == 0
+    offset = best_setting().get("offset", 0)
+    table = pd.read_csv(in_tmp / "counts.csv").set_index("image")
+    for name, (shape, centres) in IMAGES.items():
+        assert table.loc[f"{name}.png", "count"] == max(len(centres) + offset, 0)
+        overlay = cv2.imread(str(in_tmp / "marked" / f"{name}.png"))
+        h, w = shape
+        assert overlay.shape[0] == plots.CAPTION_HEIGHT + h and overlay.shape[1] >= w
+        picture = overlay[plots.CAPTION_HEIGHT :, :w]
+        red = (picture == plots.MARK_COLOUR).all(axis=2)
+        for r, c in centres:  # the circle's rightmost pixel, inside the image
+            assert red[r, c + plots.MARK_RADIUS] or c + plots.MARK_RADIUS >= w
+        # Everything but the marks is the image as read, in grey.
+        assert (picture[~red] == disc_image(shape, centres)[~red][:, None]).all()
+        assert red.sum() > 0
+
+
+def test_truth_csv_and_masks_give_mae_bias_and_scatter(images_dir, in_tmp, pixel_net, capsys):
+    offset = best_setting().get("offset", 0)
+    truth = in_tmp / "truth.csv"
+    truth.write_text("image,count\n" + "".join(f"{n}.png,{len(c)}\n" for n, (_, c) in IMAGES.items()))
+    assert predict.main([str(images_dir), "--truth", str(truth), "--out", "out/c.csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"MAE {abs(offset):.3f}, bias {offset:+.3f} over 2 images" in out
+    assert cv2.imread(str(in_tmp / "out" / "c.png")) is not None  # the scatter plot beside --out
+    masks = in_tmp / "masks"
+    masks.mkdir()
+    for name, (shape, centres) in IMAGES.items():
+        labels = np.zeros(shape, np.uint16)
+        for i, (r, c) in enumerate(centres, start=1):
+            labels[r - 1 : r + 2, c - 1 : c + 2] = i
+        cv2.imwrite(str(masks / f"{name}.png"), labels)
+    assert predict.main([str(images_dir), "--masks", str(masks), "--out", "m.csv"]) == 0
+    assert f"MAE {abs(offset):.3f}" in capsys.readouterr().out and (in_tmp / "m.png").exists()
+
+
+def refused(args, message, capsys, in_tmp):
+    """Run predict with ``args``: exit 2, one line naming ``message``, no CSV written."""
+    assert predict.main(args) == 2, args
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, (args, err)
+    assert not (in_tmp / "counts.csv").exists()
+
+
+def test_bad_inputs_exit_2_in_one_line(images_dir, in_tmp, capsys):
+    empty = in_tmp / "empty"
+    empty.mkdir()
+    refused([str(empty)], "no image files", capsys, in_tmp)
+    refused([str(images_dir), "--out", str(images_dir / "small.png")], "is an input", capsys, in_tmp)
+    refused([str(images_dir), "--overlays", str(images_dir)], "is an input folder", capsys, in_tmp)
+    truth = in_tmp / "truth.csv"
+    truth.write_text("image,count\nsmall.png,2\n")
+    refused([str(images_dir), "--truth", str(truth)], "no count for image wide.png", capsys, in_tmp)
+    (images_dir / "zero.png").write_bytes(b"")
+    refused([str(images_dir)], "zero.png: file is empty", capsys, in_tmp)
+    (images_dir / "zero.png").write_bytes(b"not a png at all")
+    refused([str(images_dir)], "zero.png: cannot decode image", capsys, in_tmp)
+    (images_dir / "zero.png").unlink()
+    side = int(np.sqrt(MAX_PIXELS)) + 1  # black compresses to a few kB, however large
+    cv2.imwrite(str(images_dir / "huge.png"), np.zeros((side, side), np.uint8))
+    refused([str(images_dir)], f"huge.png: image is {side}x{side} pixels, over the limit", capsys, in_tmp)
+
+
+def test_study_without_finished_trial_exits_2(in_tmp, capsys):
+    (in_tmp / "studies").mkdir()
+    optuna.create_study(study_name="cells", storage="sqlite:///studies/cells.db")
+    folder = in_tmp / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), disc_image((40, 40), [(20, 20)]))
+    refused([str(folder)], "no finished trial", capsys, in_tmp)
