@@ -40,8 +40,9 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 # nucleus into a handful of grey levels, as a plain min/max stretch does.
 STRETCH_PERCENTILES = (0.1, 99.9)
 
-# Largest image read whole for prediction, as decoded and as rescaled: its
-# probability map and the counting of it take about 100 bytes a pixel.
+# Largest image read whole for prediction, as decoded and as rescaled (16 Mi
+# pixels, 4096x4096): a 4000x4000 image peaked at 0.93 GB resident, predicted
+# and counted whole with a quick-profile net (benchmarks/predict_speed.py).
 MAX_PIXELS = 16 * 2**20
 
 

@@ -1,7 +1,10 @@
 """Tests of whole-image prediction: stitching, counting whole images, `python -m search.predict`."""
 
+import importlib.util
+import json
 import shutil
 import tracemalloc
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -268,3 +271,14 @@ def test_study_without_finished_trial_exits_2(in_tmp, capsys):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), disc_image((40, 40), [(20, 20)]))
     refused([str(folder)], "no finished trial", capsys, in_tmp)
+
+
+def test_speed_benchmark_prints_what_it_measured(capsys):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predict_speed.py"
+    spec = importlib.util.spec_from_file_location("predict_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--sizes", "40", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["tile"] == 128 and result["threads"] >= 1
+    assert [r["side"] for r in result["rows"]] == [40] and result["rows"][0]["megapixels_per_s"] > 0
