@@ -5,6 +5,7 @@ import json
 import shutil
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from model.count import count_setting, object_centroids
 from model.stitch import stitch_predict, window_origins, window_weights
 from model.train import predict_prob
 from search import export, predict, space, study
+from search.errors import UsageError
 
 T = 32  # window side of the stitching tests
 
@@ -233,8 +235,15 @@ def test_truth_csv_and_masks_give_mae_bias_and_scatter(images_dir, in_tmp, pixel
         for i, (r, c) in enumerate(centres, start=1):
             labels[r - 1 : r + 2, c - 1 : c + 2] = i
         cv2.imwrite(str(masks / f"{name}.png"), labels)
-    assert predict.main([str(images_dir), "--masks", str(masks), "--out", "m.csv"]) == 0
-    assert f"MAE {abs(offset):.3f}" in capsys.readouterr().out and (in_tmp / "m.png").exists()
+    dots = in_tmp / "dots"
+    dots.mkdir()
+    for name, (shape, centres) in IMAGES.items():
+        marks = np.zeros(shape, np.uint8)
+        marks[tuple(np.array(centres).T)] = 255
+        cv2.imwrite(str(dots / f"{name}.png"), marks)
+    for option, folder in (("--masks", masks), ("--dots", dots)):
+        assert predict.main([str(images_dir), option, str(folder), "--out", "m.csv"]) == 0
+        assert f"MAE {abs(offset):.3f}" in capsys.readouterr().out and (in_tmp / "m.png").exists()
 
 
 def refused(args, message, capsys, in_tmp):
@@ -282,3 +291,25 @@ def test_speed_benchmark_prints_what_it_measured(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["device"] == "cpu" and result["tile"] == 128 and result["threads"] >= 1
     assert [r["side"] for r in result["rows"]] == [40] and result["rows"][0]["megapixels_per_s"] > 0
+
+
+def test_scale_from_the_training_import_or_the_option(tmp_path):
+    def scale_of(arrays=None, override=None):
+        train = tmp_path / "train.npz"
+        if arrays is not None:
+            np.savez(train, X=np.zeros((2, 32, 32), np.uint8), **arrays)
+        return predict.training_scale(SimpleNamespace(user_attrs={"train_path": str(train)}), override)[0]
+
+    with pytest.raises(UsageError, match="give --scale"):
+        scale_of()  # the training file is not here
+    assert scale_of({}) == 1.0  # the competition's files record none
+    assert scale_of({"scale": np.array([0.5, 0.5], np.float32)}) == 0.5
+    assert scale_of({"scale": np.array([0.4, 0.5, 1.0], np.float32)}) == 0.5  # the median
+    assert scale_of(override=2.0) == 2.0
+    assert predict.training_scale(SimpleNamespace(user_attrs={}), None)[0] == 1.0
+
+
+def test_scale_option_rescales_before_prediction(images_dir, in_tmp, pixel_net, capsys):
+    assert predict.main([str(images_dir), "--scale", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "scale 0.5 (--scale)" in out and "wide.png (50x35 px)" in out
