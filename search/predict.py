@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import data
-from data.folders import annotation_counts, image_files, read_image_counts, read_scaled
+from data.folders import IMAGE_SUFFIXES, annotation_counts, image_files, read_image_counts, read_scaled
 from model.checkpoint import atomic_write
 from model.count import LOCATORS, count_setting, object_centroids
 from model.plots import count_overlay_png, count_scatter_figure, save_png
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "studies/<name>.db, or studies/<name>.journal.log when only that exists",
     )
     p.add_argument(
-        "images", type=Path, metavar="IMAGES", help="a folder of images (.png .tif .jpg .bmp), or one image file"
+        "images", type=Path, metavar="IMAGES", help=f"a folder of images ({' '.join(IMAGE_SUFFIXES)}) or one image"
     )
     cli.add_model_choice(p, "count with")
     p.add_argument("--out", type=Path, default=Path("counts.csv"), help="CSV to write (default: %(default)s)")
