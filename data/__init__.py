@@ -10,7 +10,15 @@ from pathlib import Path
 from .errors import DataError, check_distinct_outputs
 from .files import fingerprint, load_counts_csv
 from .groups import find_overlap_groups
-from .load import load_points, load_test, load_tile_ints, load_train, load_train_or_dots, point_counts
+from .load import (
+    load_points,
+    load_scales,
+    load_test,
+    load_tile_ints,
+    load_train,
+    load_train_or_dots,
+    point_counts,
+)
 from .split import (
     Split,
     assign_folds,
@@ -39,6 +47,7 @@ __all__ = [
     "load_points",
     "point_counts",
     "load_tile_ints",
+    "load_scales",
     "find_overlap_groups",
     "load_test",
     "load_counts_csv",

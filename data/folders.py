@@ -16,17 +16,24 @@ import pandas as pd
 from PIL import Image
 
 from .errors import DataError, check_file
+from .tiling import instance_centroids, resize, scaled_shape
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "list_images",
+    "image_files",
     "pair_folders",
     "read_image",
     "to_gray_uint8",
+    "read_gray",
+    "read_scaled",
     "labels_from_image",
     "split_binary_mask",
     "dots_from_image",
+    "annotation_counts",
     "read_dots_csv",
+    "read_image_counts",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -39,6 +46,11 @@ STRETCH_PERCENTILES = (0.1, 99.9)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Offset of the colour type byte: signature (8), IHDR length and name (8), width, height (8), bit depth (1).
 PNG_COLOUR_TYPE = 25
+
+# Largest image read whole for prediction, as decoded and as rescaled (16 Mi
+# pixels, 4096x4096): a 4000x4000 image peaked at 0.93 GB resident, predicted
+# and counted whole with a quick-profile net (benchmarks/predict_speed.py).
+MAX_PIXELS = 16 * 2**20
 
 
 def list_images(folder):
@@ -74,6 +86,33 @@ def list_images(folder):
     if not files:
         raise DataError(folder, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files
+
+
+def image_files(path):
+    """The images at `path`: a folder's (see :func:`list_images`) or one image file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder, or a file whose suffix is in ``IMAGE_SUFFIXES``.
+
+    Returns
+    -------
+    files : dict of str to Path
+        By stem, sorted.
+
+    Raises
+    ------
+    DataError
+        As :func:`list_images` for a folder; for a missing file or one of another suffix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return list_images(path)
+    path = check_file(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(path, f"not an image file ({', '.join(IMAGE_SUFFIXES)}) nor a folder")
+    return {path.stem: path}
 
 
 def dots_image_stem(stem):
@@ -248,6 +287,39 @@ def to_gray_uint8(image, path):
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def read_gray(path):
+    """The image file at `path` as 8-bit grey (see :func:`to_gray_uint8`)."""
+    return to_gray_uint8(read_image(path), path)
+
+
+def read_scaled(path, scale=1.0, max_pixels=MAX_PIXELS):
+    """The image file at `path` as the importer reads it and rescales it by `scale`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    scale : float, optional
+        Rescale factor (see :func:`data.tiling.scaled_shape` and :func:`data.tiling.resize`).
+    max_pixels : int, optional
+        Largest image accepted, as decoded and as rescaled.
+
+    Returns
+    -------
+    gray : ndarray of uint8, shape (H, W)
+
+    Raises
+    ------
+    DataError
+        As :func:`read_image`, or for an image over `max_pixels`.
+    """
+    image = read_image(path)
+    shape = scaled_shape(image.shape, scale)
+    for (h, w), how in ((image.shape[:2], ""), (shape, f" rescaled by {scale:g}")):
+        if h * w > max_pixels:
+            raise DataError(path, f"image is {h}x{w} pixels{how}, over the limit of {max_pixels / 2**20:g} megapixels")
+    return resize(to_gray_uint8(image, path), shape)
+
+
 def labels_from_image(image, path):
     """Check a decoded mask is an instance label image (0 = background).
 
@@ -346,6 +418,118 @@ def dots_from_image(image, path):
     return centroids[1:, ::-1].astype(np.float64)
 
 
+def annotation_counts(images_dir, annotations_dir, kind):
+    """The number of cells in the annotation of every image of a folder.
+
+    Parameters
+    ----------
+    images_dir, annotations_dir : str or os.PathLike
+        Paired as by :func:`pair_folders`.
+    kind : {"mask", "dots"}
+        Instance label masks (one cell per id) or dots images (one per dot blob).
+
+    Returns
+    -------
+    counts : dict of Path to int
+        By image file, sorted by stem; the images of a dots folder that holds them
+        both are the files that are not dots images.
+    """
+    counts = {}
+    for image, annotation in pair_folders(images_dir, annotations_dir, kind):
+        marks = read_image(annotation)
+        found = (
+            instance_centroids(labels_from_image(marks, annotation))[1]
+            if kind == "mask"
+            else dots_from_image(marks, annotation)
+        )
+        counts[image] = len(found)
+    return counts
+
+
+def _read_image_table(path, columns, images, what):
+    """The rows of a CSV keyed by image: their image stems and numeric `columns`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV: a header naming ``image`` and `columns` (other columns ignored);
+        ``image`` is the image's file name or stem.
+    columns : tuple of str
+        The numeric columns.
+    images : dict of str to Path
+        The images, by stem.
+    what : str
+        What a row is, for messages ("dots", "counts").
+
+    Returns
+    -------
+    stems : ndarray of str, shape (R,)
+    values : ndarray of float64, shape (R, len(columns))
+    """
+    path = check_file(path)
+    try:
+        table = pd.read_csv(path, dtype={"image": str})
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "CSV file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(path, f"cannot parse CSV ({type(err).__name__}: {err})") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("image", *columns) if c not in table.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))} (found: {', '.join(table.columns)})")
+    if len(table) == 0:
+        raise DataError(path, f"CSV has a header but no {what}")
+    values = table[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0])
+        listed = " and ".join(columns)
+        raise DataError(path, f"data row {line + 1}: {listed} must be numbers, got {values[line].tolist()}")
+    stems = {p.name: s for s, p in images.items()} | {s: s for s in images}
+    names = table["image"].fillna("").str.strip()
+    unknown = ~names.isin(list(stems))
+    if unknown.any():
+        line = int(np.flatnonzero(unknown.to_numpy())[0])
+        raise DataError(path, f"data row {line + 1}: image {names.iloc[line]!r} is not in the images folder")
+    return names.map(stems).to_numpy(), values
+
+
+def read_image_counts(path, images):
+    """True counts per image from a CSV of ``image,count``, one row per image.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV (see :func:`read_dots_csv` for ``image``); ``count`` a whole number >= 0.
+    images : dict of str to Path
+        The images, by stem.
+
+    Returns
+    -------
+    counts : dict of str to int
+        By image stem.
+
+    Raises
+    ------
+    DataError
+        As :func:`read_dots_csv`, for a count that is not a whole number >= 0, an image
+        with two rows, or an image without one.
+    """
+    stems, values = _read_image_table(path, ("count",), images, "counts")
+    counts = values[:, 0]
+    bad = (counts < 0) | (counts != np.round(counts))
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"data row {line + 1}: count must be a whole number >= 0, got {counts[line]:g}")
+    unique, first, seen = np.unique(stems, return_index=True, return_counts=True)
+    if (seen > 1).any():
+        raise DataError(path, f"image {unique[seen > 1][0]!r} has more than one row")
+    lacking = sorted(set(images) - set(unique))
+    if lacking:
+        raise DataError(path, f"no count for image {images[lacking[0]].name} ({len(lacking)} images lack one)")
+    return {stem: int(counts[i]) for stem, i in zip(unique, first)}
+
+
 def read_dots_csv(path, images):
     """Dots per image from a CSV of ``image,row,col``, one row per cell.
 
@@ -369,29 +553,5 @@ def read_dots_csv(path, images):
         If the CSV is missing, empty, unparsable, lacks a column, has no row, a
         non-numeric coordinate, or names an image that is not in `images`.
     """
-    path = check_file(path)
-    try:
-        table = pd.read_csv(path, dtype={"image": str})
-    except pd.errors.EmptyDataError:
-        raise DataError(path, "CSV file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(path, f"cannot parse CSV ({type(err).__name__}: {err})") from err
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in ("image", "row", "col") if c not in table.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(map(repr, missing))} (found: {', '.join(table.columns)})")
-    if len(table) == 0:
-        raise DataError(path, "CSV has a header but no dots")
-    coords = table[["row", "col"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(coords).all(axis=1)
-    if bad.any():
-        line = int(np.flatnonzero(bad)[0])
-        raise DataError(path, f"data row {line + 1}: row and col must be numbers, got {coords[line].tolist()}")
-    stems = {p.name: s for s, p in images.items()} | {s: s for s in images}
-    names = table["image"].fillna("").str.strip()
-    unknown = ~names.isin(list(stems))
-    if unknown.any():
-        line = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataError(path, f"data row {line + 1}: image {names.iloc[line]!r} is not in the images folder")
-    keys = names.map(stems).to_numpy()
+    keys, coords = _read_image_table(path, ("row", "col"), images, "dots")
     return {stem: coords[keys == stem] for stem in np.unique(keys)}

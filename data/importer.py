@@ -31,9 +31,9 @@ from .folders import (
     list_images,
     pair_folders,
     read_dots_csv,
+    read_gray,
     read_image,
     split_binary_mask,
-    to_gray_uint8,
 )
 from .load import SIZE_MULTIPLE
 from .tiling import (
@@ -127,11 +127,6 @@ class Source:
     areas: np.ndarray | None = None
 
 
-def _gray(path):
-    """The image file at `path` as 8-bit grey."""
-    return to_gray_uint8(read_image(path), path)
-
-
 def _check_size(path, annotation_shape, image_path, image):
     """Refuse an annotation whose height and width differ from its image's."""
     if annotation_shape[:2] != image.shape:
@@ -148,7 +143,7 @@ def _check_not_empty(path, n, allow_empty, what):
 def mask_sources(images_dir, masks_dir, allow_empty=False):
     """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
     for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
-        image = _gray(image_path)
+        image = read_gray(image_path)
         labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path, palette_indices=True), mask_path))
         if blobs:
             print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
@@ -161,7 +156,7 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
 def dots_sources(images_dir, dots_dir, allow_empty=False):
     """Images and the dots of their dots images."""
     for image_path, dots_path in pair_folders(images_dir, dots_dir, "dots"):
-        image = _gray(image_path)
+        image = read_gray(image_path)
         marks = read_image(dots_path)
         _check_size(dots_path, marks.shape, image_path, image)
         dots = dots_from_image(marks, dots_path)
@@ -176,7 +171,7 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
     for path in images.values():
         _check_not_empty(path, len(table.get(path.stem, ())), allow_empty, f"image has no dot in {csv_path}")
     for stem, path in images.items():
-        image = _gray(path)
+        image = read_gray(path)
         dots = table.get(stem, np.zeros((0, 2)))
         outside = ((dots < 0) | (dots >= image.shape)).any(axis=1)
         if outside.any():
@@ -189,7 +184,7 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
 def image_sources(images_dir):
     """The images of a folder, without annotation (a test set to predict)."""
     for path in list_images(images_dir).values():
-        yield Source(path, _gray(path), None)
+        yield Source(path, read_gray(path), None)
 
 
 def check_visible(source):

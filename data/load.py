@@ -21,6 +21,7 @@ __all__ = [
     "point_counts",
     "check_dot_counts",
     "load_tile_ints",
+    "load_scales",
     "load_test",
 ]
 
@@ -409,6 +410,39 @@ def load_tile_ints(path, key, n):
             path, f"{key!r} must hold {n} non-negative integers, got {values.dtype} array of shape {values.shape}"
         )
     return values.astype(np.int64)
+
+
+def load_scales(path):
+    """The rescale factor of each source image of an imported archive, or None.
+
+    ``python -m data.importer`` records ``scale``, one factor per source image; other
+    archives (the competition's, the embedded set) have none.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A training ``.npz`` archive.
+
+    Returns
+    -------
+    scales : ndarray of float64, shape (I,), or None when the archive has no ``scale``.
+
+    Raises
+    ------
+    DataError
+        If ``scale`` is present but not a non-empty 1-D array of positive finite numbers.
+    """
+    if "scale" not in _keys(path):
+        return None
+    scales = _read_npz(path, ["scale"])["scale"]
+    if (
+        scales.ndim != 1
+        or not len(scales)
+        or scales.dtype.kind not in "iuf"
+        or not (np.isfinite(scales) & (scales > 0)).all()
+    ):
+        raise DataError(path, f"'scale' must hold positive numbers, one per image, got {scales.dtype} {scales.shape}")
+    return scales.astype(np.float64)
 
 
 def load_test(path):

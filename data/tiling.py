@@ -162,22 +162,24 @@ def soft_mask(labels, shape):
     return np.clip(resize((labels > 0).astype(np.float32), shape), 0.0, 1.0)
 
 
-def window_starts(size, tile):
+def window_starts(size, tile, stride=None):
     """First pixel of each window of `tile` pixels covering `size` pixels.
 
-    Windows step by `tile`; when `size` is not a multiple of it, the last one
-    ends flush with the far edge and overlaps the one before. A size up to one
-    tile gives the one window at 0 (the image is then padded, see
-    :func:`cut_tiles`).
+    Windows step by `stride` (default: `tile`, no overlap); when the steps do
+    not end flush with the far edge, a last window does, overlapping the one
+    before. A size up to one tile gives the one window at 0 (the image is then
+    padded, see :func:`cut_tiles`).
 
     Examples
     --------
     >>> window_starts(300, 128).tolist(), window_starts(256, 128).tolist(), window_starts(40, 128).tolist()
     ([0, 128, 172], [0, 128], [0])
+    >>> window_starts(300, 128, stride=64).tolist()
+    [0, 64, 128, 172]
     """
     if size <= tile:
         return np.zeros(1, np.int64)
-    starts = np.arange(0, size - tile + 1, tile)
+    starts = np.arange(0, size - tile + 1, stride or tile)
     return starts if starts[-1] == size - tile else np.append(starts, size - tile)
 
 

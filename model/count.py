@@ -33,6 +33,14 @@ Counters
 
 ``COUNTERS`` maps method names to counters and ``count_cells`` dispatches to
 them, validating parameter names and values first.
+
+Where the counted objects are
+-----------------------------
+``LOCATORS`` maps the counters that count objects to a function returning
+their centroids on one map, built from the very regions the counter counts:
+``object_centroids(prob, setting)`` has ``count_setting(prob, setting) - offset``
+rows (before the clip at 0), so an overlay's marks and its count agree. A
+counter of another kind (say, the sum of a density map) has no locator.
 """
 
 import inspect
@@ -41,7 +49,17 @@ import numbers
 import cv2
 import numpy as np
 
-__all__ = ["COUNTERS", "count_cells", "count_components", "count_setting", "count_watershed"]
+__all__ = [
+    "COUNTERS",
+    "LOCATORS",
+    "count_cells",
+    "count_components",
+    "count_setting",
+    "count_watershed",
+    "locate_components",
+    "locate_watershed",
+    "object_centroids",
+]
 
 # Gaussian sigma (px) applied to the distance map before peak detection. The
 # raw distance map of a pixelated disc has ridges and plateaus that give many
@@ -159,15 +177,19 @@ def _border_labels(regions, n_regions):
     return touches[1:]
 
 
-def _count_tile(mask, min_distance, min_area, edge_fraction):
-    """Count nuclei in one binary tile (uint8, 1 = foreground)."""
+def _tile_regions(mask, min_distance, min_area, edge_fraction):
+    """The nuclei of one binary tile (uint8, 1 = foreground) and which of them count.
+
+    Returns ``(regions, keep)``: a label image (0 = background, 1..n) and a boolean
+    array (n,), True for the regions that count.
+    """
     if not mask.any():
-        return 0
+        return np.zeros(mask.shape, np.int32), np.zeros(0, bool)
     dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
     dist = cv2.GaussianBlur(dist, (0, 0), _DIST_SIGMA)
     n_markers, markers = _peak_markers(dist, min_distance)
     if n_markers == 0:
-        return 0
+        return np.zeros(mask.shape, np.int32), np.zeros(0, bool)
     regions = _grow_markers(mask > 0, markers)
     area = np.bincount(regions.ravel(), minlength=n_markers + 1)[1:]
     keep = area >= min_area
@@ -180,7 +202,12 @@ def _count_tile(mask, min_distance, min_area, edge_fraction):
             reference = area[keep]
         if reference.size:
             keep &= ~on_border | (area >= edge_fraction * np.median(reference))
-    return int(keep.sum())
+    return regions, keep
+
+
+def _count_tile(mask, min_distance, min_area, edge_fraction):
+    """Count nuclei in one binary tile (uint8, 1 = foreground)."""
+    return int(_tile_regions(mask, min_distance, min_area, edge_fraction)[1].sum())
 
 
 def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fraction=0.2, offset=0):
@@ -219,7 +246,81 @@ def count_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fracti
     return add_offset(counts, offset)
 
 
+def _one_map(prob):
+    """``prob`` as a float32 array of shape (H, W)."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim != 2:
+        raise ValueError(f"prob must be one map of shape (H, W), got {prob.shape}")
+    return prob
+
+
+def _row_col(centroids_xy):
+    """cv2's ``(x, y)`` centroids as ``(row, col)``, float64, shape (K, 2)."""
+    return np.asarray(centroids_xy, np.float64).reshape(-1, 2)[:, ::-1].copy()
+
+
+def locate_components(prob, threshold=0.5, offset=0, connectivity=8):
+    """Centroids of the components that :func:`count_components` counts on one map.
+
+    Parameters
+    ----------
+    prob : ndarray, shape (H, W)
+        Nucleus probabilities in [0, 1].
+    threshold, offset, connectivity
+        As in :func:`count_components`; ``offset`` moves the count, not the objects.
+
+    Returns
+    -------
+    centroids : ndarray of float64, shape (K, 2)
+        ``(row, col)`` of each component's pixels.
+    """
+    _check_values(threshold=threshold, offset=offset, connectivity=connectivity)
+    mask = (_one_map(prob) > threshold).astype(np.uint8)
+    centroids = cv2.connectedComponentsWithStats(mask, connectivity=connectivity)[3]
+    return _row_col(centroids[1:])  # label 0 is the background
+
+
+def locate_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fraction=0.2, offset=0):
+    """Centroids of the nuclei that :func:`count_watershed` counts on one map.
+
+    Parameters
+    ----------
+    prob : ndarray, shape (H, W)
+        Nucleus probabilities in [0, 1].
+    threshold, min_distance, min_area, edge_fraction, offset
+        As in :func:`count_watershed`; ``offset`` moves the count, not the objects.
+
+    Returns
+    -------
+    centroids : ndarray of float64, shape (K, 2)
+        ``(row, col)`` of each counted region's pixels.
+    """
+    _check_values(
+        threshold=threshold, min_distance=min_distance, min_area=min_area, edge_fraction=edge_fraction, offset=offset
+    )
+    mask = (_one_map(prob) > threshold).astype(np.uint8)
+    regions, keep = _tile_regions(mask, min_distance, min_area, edge_fraction)
+    rows, cols = np.nonzero(regions)
+    labels = regions[rows, cols]
+    area = np.bincount(labels, minlength=len(keep) + 1)[1:]
+    sums = [np.bincount(labels, weights=v, minlength=len(keep) + 1)[1:] for v in (cols, rows)]
+    return _row_col(np.stack(sums, axis=1)[keep] / area[keep, None])
+
+
 COUNTERS = {"components": count_components, "watershed": count_watershed}
+LOCATORS = {"components": locate_components, "watershed": locate_watershed}
+
+
+def _dispatch(registry, prob, method, params, kind="counting method"):
+    """Call ``registry[method](prob, **params)`` once the method and parameter names are known to it."""
+    if method not in registry:
+        raise ValueError(f"unknown {kind} {method!r}; choose from {sorted(registry)}")
+    function = registry[method]
+    accepted = [p for p in inspect.signature(function).parameters if p != "prob"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {accepted}")
+    return function(prob, **params)
 
 
 def count_cells(prob, method="components", **params):
@@ -244,14 +345,7 @@ def count_cells(prob, method="components", **params):
         For an unknown method, a parameter the counter does not take, or a
         parameter value out of range.
     """
-    if method not in COUNTERS:
-        raise ValueError(f"unknown counting method {method!r}; choose from {sorted(COUNTERS)}")
-    counter = COUNTERS[method]
-    accepted = [p for p in inspect.signature(counter).parameters if p != "prob"]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {accepted}")
-    return counter(prob, **params)
+    return _dispatch(COUNTERS, prob, method, params)
 
 
 def count_setting(prob, setting):
@@ -270,3 +364,27 @@ def count_setting(prob, setting):
     """
     params = dict(setting)
     return count_cells(prob, params.pop("counter"), **params)
+
+
+def object_centroids(prob, setting):
+    """Where the objects are that a setting counts on one map (see "Where the counted objects are").
+
+    Parameters
+    ----------
+    prob : ndarray, shape (H, W)
+        Nucleus probabilities in [0, 1].
+    setting : dict
+        As for :func:`count_setting`; its ``counter`` must be a key of ``LOCATORS``.
+
+    Returns
+    -------
+    centroids : ndarray of float64, shape (K, 2)
+        ``(row, col)`` of every counted object; the count is ``max(K + offset, 0)``.
+
+    Raises
+    ------
+    ValueError
+        For a counter without a locator, or a parameter as in :func:`count_cells`.
+    """
+    params = dict(setting)
+    return _dispatch(LOCATORS, prob, params.pop("counter"), params, "counter with object positions")

@@ -1,8 +1,9 @@
 """Draw training and counting figures as PNG files (matplotlib, Agg backend).
 
 Each ``*_figure`` function takes plain arrays and returns a matplotlib ``Figure``;
-:func:`save_png` writes and releases it. Nothing here knows about Optuna: the search
-decides what to draw and where it goes.
+:func:`save_png` writes and releases it. :func:`count_overlay_png` marks the counted
+cells on a whole image at its own size (cv2, no resampling). Nothing here knows about
+Optuna: the search decides what to draw and where it goes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import matplotlib
 # Files only, never a window: works on headless machines and in worker threads.
 matplotlib.use("Agg")
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -21,6 +23,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from model.train import EpochReport  # noqa: E402
 
 DPI = 100
+
+MARK_COLOUR = (0, 0, 255)  # BGR red: no grey pixel has it
+MARK_RADIUS = 3  # px: inside the embedded set's nuclei (8-14 px across), so a mark shows its own cell
+CAPTION_HEIGHT = 22  # px of the black band above the image that holds the caption
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -109,8 +115,38 @@ def overlay_figure(
     return fig
 
 
-def count_scatter_figure(true_counts: np.ndarray, pred_counts: np.ndarray, title: str) -> Figure:
-    """Predicted against true count per tile, with the identity line and the MAE in the title."""
+def count_overlay_png(image: np.ndarray, centroids: np.ndarray, caption: str) -> bytes:
+    """A grey image with a red circle at every counted cell and a caption above it, as PNG.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W)
+        The image as it was counted; drawn at its own size.
+    centroids : ndarray, shape (K, 2)
+        ``(row, col)`` of each counted cell (see :func:`model.count.object_centroids`).
+    caption : str
+        Written in white on a black band of ``CAPTION_HEIGHT`` px above the image; the
+        canvas is widened (black on the right) when the caption is wider than the image.
+
+    Returns
+    -------
+    png : bytes
+        An 8-bit BGR PNG of ``(CAPTION_HEIGHT + H, max(W, caption width))`` pixels.
+    """
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    (text_width, _), _ = cv2.getTextSize(caption, font, size, 1)
+    h, w = image.shape
+    canvas = np.zeros((CAPTION_HEIGHT + h, max(w, text_width + 8), 3), np.uint8)
+    canvas[CAPTION_HEIGHT:, :w] = image[..., None]
+    for row, col in np.rint(np.asarray(centroids).reshape(-1, 2)).astype(int):
+        # Plain 8-connected lines, not anti-aliased: every mark pixel is exactly MARK_COLOUR.
+        cv2.circle(canvas, (int(col), int(row) + CAPTION_HEIGHT), MARK_RADIUS, MARK_COLOUR, 1, cv2.LINE_8)
+    cv2.putText(canvas, caption, (4, CAPTION_HEIGHT - 6), font, size, (255, 255, 255), 1, cv2.LINE_AA)
+    return cv2.imencode(".png", canvas)[1].tobytes()
+
+
+def count_scatter_figure(true_counts: np.ndarray, pred_counts: np.ndarray, title: str, unit: str = "tiles") -> Figure:
+    """Predicted against true count per tile (or per ``unit``), with the identity line and the MAE in the title."""
     true_counts, pred_counts = np.asarray(true_counts), np.asarray(pred_counts)
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.subplots()
@@ -123,7 +159,7 @@ def count_scatter_figure(true_counts: np.ndarray, pred_counts: np.ndarray, title
     ax.set(
         xlabel="true count",
         ylabel="predicted count",
-        title=f"{title}\nMAE {mae:.3f} on {len(true_counts)} tiles",
+        title=f"{title}\nMAE {mae:.3f} on {len(true_counts)} {unit}",
         xlim=(low - 0.5, top + 0.5),
         ylim=(low - 0.5, top + 0.5),
         aspect="equal",

@@ -34,6 +34,17 @@ def parser(prog: str, description: str, default_storage: str, device: bool = Tru
     return p
 
 
+def add_model_choice(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--trial N`` or ``--finalist N``: which models of a study ``verb`` uses (see ``search.export.choose``)."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, help=f"{verb} this search trial's model alone")
+    which.add_argument(
+        "--finalist",
+        type=int,
+        help=f"{verb} the models of the finalist of this search trial number (e.g. the seed baseline's)",
+    )
+
+
 def resolve_device(name: str):
     """The torch device ``--device`` names; UsageError for one that is unknown or absent."""
     try:
@@ -95,6 +106,33 @@ def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: exists and is not a folder")
     _check_creatable(path, option, path)
+    return path
+
+
+def beside(out: Path, suffix: str, what: str) -> Path:
+    """The file written beside a CSV ``--out``: its name with ``suffix``.
+
+    Parameters
+    ----------
+    out : Path
+        The CSV.
+    suffix : str
+        The companion file's suffix, e.g. ``".json"``.
+    what : str
+        What the companion holds, for the message, e.g. ``"its log"``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    UsageError
+        If ``out`` already ends in ``suffix``: the companion would overwrite it.
+    """
+    path = Path(out).with_suffix(suffix)
+    if path == Path(out):
+        raise UsageError(f"--out {out}: the output is a CSV and {what} is written to {path}; give a .csv name")
     return path
 
 

@@ -49,13 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "Write submission.csv (index,count) from a study: its winning finalist's models, or one trial.",
         "studies/<name>.db, or studies/<name>.journal.log when only that exists",
     )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--trial", type=int, help="export this search trial's model alone")
-    which.add_argument(
-        "--finalist",
-        type=int,
-        help="export the models of the finalist of this search trial number (e.g. the seed baseline's)",
-    )
+    cli.add_model_choice(p, "export")
     p.add_argument(
         "--test", type=Path, default=data.DEFAULT_TEST, help="test npz with X (default: the embedded test tiles)"
     )
@@ -147,10 +141,8 @@ def choose(study: optuna.Study, trial: int | None, finalist: int | None) -> Choi
     return ensemble(study, verdict.winner, verdict.folds)
 
 
-def check_checkpoint(
-    study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, test_path: Path, images: np.ndarray
-) -> None:
-    """Refuse a checkpoint that another study or trial wrote, or test tiles of another size.
+def check_owner(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict) -> None:
+    """Refuse a checkpoint that another study or trial wrote, or that lacks what is read from it.
 
     A checkpoint records its study folder, trial number, parameters and training tile size
     (``search.objective.checkpoint_record``); a folder overwritten by another study, or a copied
@@ -166,6 +158,13 @@ def check_checkpoint(
             f"study {study.study_name!r} (it records trial {config.get('trial')} of "
             f"{config.get('study_folder')}); run the trial again or export another one"
         )
+
+
+def check_checkpoint(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict, test_path: Path, images: np.ndarray
+) -> None:
+    """Refuse a checkpoint as :func:`check_owner` does, or test tiles of another size."""
+    check_owner(study, trial, config)
     tile = list(images.shape[1:])
     if tile != config["tile_size"]:
         raise data.DataError(
@@ -175,12 +174,19 @@ def check_checkpoint(
         )
 
 
-def load_member(member: Member, test_path: Path, images: np.ndarray, device) -> tuple:
-    """The member's net and checkpoint config, checked to belong to its trial and to fit the test tiles."""
+def open_member(member: Member, device) -> tuple:
+    """The member's net and checkpoint config, checked to belong to its trial (:func:`check_owner`)."""
     try:
         net, config = load_checkpoint(member.trial.user_attrs.get("checkpoint", ""), device)
     except CheckpointError as exc:
         raise UsageError(f"{member.label}: {exc}") from None
+    check_owner(member.study, member.trial, config)
+    return net, config
+
+
+def load_member(member: Member, test_path: Path, images: np.ndarray, device) -> tuple:
+    """The member's net and checkpoint config, checked to belong to its trial and to fit the test tiles."""
+    net, config = open_member(member, device)
     check_checkpoint(member.study, member.trial, config, test_path, images)
     return net, config
 
@@ -219,10 +225,7 @@ def refit(study: optuna.Study, member: Member, config: dict, device) -> tuple:
 
 def log_path(out: Path) -> Path:
     """Where the JSON log of a submission written to ``out`` goes; refuses one that would overwrite it."""
-    path = out.with_suffix(".json")
-    if path == out:
-        raise UsageError(f"--out {out}: the submission is a CSV and its log is written to {path}; give a .csv name")
-    return path
+    return cli.beside(out, ".json", "its log")
 
 
 def export(args) -> dict:
