@@ -7,6 +7,7 @@ plugs in through ``on_epoch`` (raise from it to stop training).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -31,9 +32,13 @@ class TrainConfig:
     lr : float
         Adam learning rate (the seed's: 2e-4).
     epochs : int
-        Passes over the training tiles (the seed's: 45).
+        Training epochs (the seed's: 45); one epoch is :func:`epoch_steps` optimiser steps.
     batch_size : int
         Tiles per optimiser step (the seed's: 16).
+    min_epoch_steps : int
+        The fewest optimiser steps in an epoch. An epoch is one pass over the training tiles,
+        or this many steps where a pass is shorter (the batches then run on into the next
+        shuffled pass), so a small data set trains as long as a large one. 1: always one pass.
     loss : str
         ``"bce"`` (BCE with logits on the soft masks, the seed's) or ``"bce_dice"`` (plus soft Dice).
     augment : bool
@@ -51,6 +56,7 @@ class TrainConfig:
     lr: float = 2e-4
     epochs: int = 45
     batch_size: int = 16
+    min_epoch_steps: int = 1
     loss: str = "bce"
     augment: bool = False
     schedule: str = "constant"
@@ -60,8 +66,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
+        if min(self.epochs, self.batch_size, self.min_epoch_steps) < 1:
+            raise ValueError("epochs, batch_size and min_epoch_steps must be at least 1")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.schedule not in SCHEDULES:
@@ -211,20 +217,37 @@ def train_step(net, opt, xb, yb, config: TrainConfig, precision: str, generator)
     return loss.detach()
 
 
+def epoch_steps(n: int, config: TrainConfig) -> int:
+    """Optimiser steps in one epoch over ``n`` training tiles: a pass, or ``config.min_epoch_steps`` if more."""
+    return max(config.min_epoch_steps, -(-n // config.batch_size))
+
+
+def batch_stream(n: int, batch_size: int, device: torch.device, generator: torch.Generator):
+    """Endless batches of tile indices: shuffled passes over ``n`` tiles, each cut into batches.
+
+    A pass's last batch may be short, as in a plain pass; a fresh order is drawn only when
+    the next pass starts, so an epoch of exactly one pass draws what a plain pass drew.
+    """
+    while True:
+        order = torch.randperm(n, generator=generator).to(device)
+        for i in range(0, n, batch_size):
+            yield order[i : i + batch_size]
+
+
 def train_epoch(
-    net, opt, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, precision: str, generator
+    net, opt, scheduler, x: torch.Tensor, y: torch.Tensor, batches, config: TrainConfig, precision: str, generator
 ) -> float:
-    """One shuffled pass over the training tiles, stepping the schedule; returns the mean loss."""
+    """One epoch of :func:`epoch_steps` steps from ``batches``, stepping the schedule; returns the mean loss."""
     net.train()
-    order = torch.randperm(len(x), generator=generator).to(x.device)
     total = torch.zeros((), device=x.device)
-    for i in range(0, len(order), config.batch_size):
-        idx = order[i : i + config.batch_size]
+    seen = 0
+    for idx in itertools.islice(batches, epoch_steps(len(x), config)):
         # Summed on the device: no host sync per step.
         total += train_step(net, opt, x[idx], y[idx], config, precision, generator) * len(idx)
+        seen += len(idx)
         if scheduler is not None:
             scheduler.step()
-    return float(total) / len(order)
+    return float(total) / seen
 
 
 def fit(
@@ -264,13 +287,14 @@ def fit(
     x_train, y_train = to_tensor(train_images, device), to_tensor(train_masks, device)
     val = None if val_images is None else (to_tensor(val_images, device), to_tensor(val_masks, device))
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scheduler = make_scheduler(opt, config, config.epochs * -(-len(x_train) // config.batch_size))
+    scheduler = make_scheduler(opt, config, config.epochs * epoch_steps(len(x_train), config))
+    batches = batch_stream(len(x_train), config.batch_size, device, generator)
 
     history, prob = [], None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = train_epoch(net, opt, scheduler, x_train, y_train, config, precision, generator)
+        train_loss = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
         val_loss = val_score = float("nan")
         if val is not None:
             val_loss, prob = validate(net, *val, config.loss, precision)

@@ -172,7 +172,7 @@ class Objective:
         started, self.stop_at = time.monotonic(), self.deadline(trial)
         self.check_time(trial, params, started)
         unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
-        train = TrainConfig(**space.train_options(params), seed=seed)
+        train = TrainConfig(**space.train_options(params, self.profile), seed=seed)
         net = seeded_net(unet, seed, self.device)
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("n_params", count_parameters(net))

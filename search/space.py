@@ -15,7 +15,7 @@ a mask study never has it, so its trials are what they were before dots existed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 
@@ -27,6 +27,11 @@ AUGMENT = (False, True)
 # Not searched (the seed's values): few trials cannot afford dimensions that barely matter.
 BATCH_SIZE = 16
 LOSS = "bce"
+# The training length of an epoch, in optimiser steps: one pass over the embedded set's training
+# split at batch 16 (1144-1151 tiles for any split seed: 72 steps). A smaller data set runs on
+# into further shuffled passes for as many steps (as nnU-Net fixes its iterations per epoch), so
+# the searched epochs mean the same training everywhere; a larger one still makes a whole pass.
+EPOCH_STEPS = 72
 # Added to every count (convention in model/count.py). Components undercount by 1.6-1.8 on
 # perfect masks of the embedded data (touching nuclei merge), so +2 must be reachable; a
 # splitting counter can over-split, so -1 is too.
@@ -64,6 +69,7 @@ class Profile:
     n_trials: int  # default number of search trials
     finalists: int = 2  # configurations judged out of fold after the search (best, seed baseline, runners-up)
     folds: int = 2  # cross-fitting folds of the training images: runs per finalist, each with a fresh seed
+    epoch_steps: int = EPOCH_STEPS  # the fewest optimiser steps in an epoch (TrainConfig.min_epoch_steps)
 
 
 PROFILES = {
@@ -156,11 +162,21 @@ def annotation_text(annotation: str) -> str:
     return "masks ('y', soft masks)"
 
 
-def train_options(params: dict) -> dict:
-    """The ``TrainConfig`` keyword arguments of trial parameters."""
+def fold_profile(profile: Profile, n_search_tiles: int) -> Profile:
+    """``profile`` for a finalist's fold run: its epochs as many steps as its search trial's.
+
+    A fold run trains on fewer tiles than the search trial (one fold is held out); a pass over
+    them is shorter, so each epoch runs on for the steps of a pass over the search's tiles.
+    """
+    return replace(profile, epoch_steps=max(profile.epoch_steps, -(-n_search_tiles // BATCH_SIZE)))
+
+
+def train_options(params: dict, profile: Profile) -> dict:
+    """The ``TrainConfig`` keyword arguments of trial parameters trained in ``profile``."""
     return {
         "lr": params["lr"],
         "epochs": params["epochs"],
+        "min_epoch_steps": profile.epoch_steps,
         "schedule": params["schedule"],
         "augment": params["augment"],
         "batch_size": BATCH_SIZE,

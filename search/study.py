@@ -323,7 +323,7 @@ def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, 
         if fold not in objectives:
             objectives[fold] = Objective(
                 fold_split(split, folds, fold),
-                profile,
+                space.fold_profile(profile, len(split.train_images)),
                 device,
                 args.seed,
                 args.objective,

@@ -5,10 +5,12 @@ import pytest
 import torch
 from conftest import disc_tiles
 
+import model.train as train_module
 from model.train import (
     EpochReport,
     TrainConfig,
     dihedral,
+    epoch_steps,
     fit,
     loss_fn,
     make_scheduler,
@@ -173,6 +175,61 @@ def test_dihedral_results_are_dihedral_images():
         assert any(torch.equal(xa[i], v) for v in views)
 
 
+def one_pass_epochs(net, config, images, masks):
+    """The weights after ``config.epochs`` plain shuffled passes: the training loop before epochs had steps."""
+    generator = torch.Generator().manual_seed(config.seed)
+    x, y = to_tensor(images, CPU), to_tensor(masks, CPU)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scheduler = make_scheduler(opt, config, config.epochs * -(-len(x) // config.batch_size))
+    for _ in range(config.epochs):
+        net.train()
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            train_module.train_step(net, opt, x[idx], y[idx], config, "fp32", generator)
+            scheduler.step()
+    return net.state_dict()
+
+
+@pytest.mark.parametrize("min_steps", [1, 3])
+def test_epoch_of_one_pass_trains_as_before(train_set, min_steps):
+    # 8 tiles at batch 3 are 3 steps, the last one short: as many as (or more than) the minimum,
+    # so an epoch is one plain pass and training is what it was, draw for draw.
+    config = TrainConfig(
+        lr=1e-2, epochs=2, batch_size=3, augment=True, schedule="cosine", min_epoch_steps=min_steps, precision="fp32"
+    )
+    assert epoch_steps(len(train_set[0]), config) == 3
+    new = fit(tiny_net(0), config, *train_set).state_dict
+    old = one_pass_epochs(tiny_net(0), config, *train_set)
+    assert all(torch.equal(new[k], old[k]) for k in old)
+
+
+def test_small_set_trains_as_many_steps_as_a_large_one(monkeypatch, train_set):
+    seen = []
+    real_step = train_module.train_step
+
+    def step(net, opt, xb, *args):
+        seen.append(len(xb))
+        return real_step(net, opt, xb, *args)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    images, masks = train_set
+    config = TrainConfig(lr=1e-3, epochs=2, batch_size=4, min_epoch_steps=6)
+    steps = {}
+    for n in (2, 8, 24):
+        seen.clear()
+        reps = -(-n // len(images))
+        result = fit(tiny_net(), config, np.tile(images, (reps, 1, 1))[:n], np.tile(masks, (reps, 1, 1))[:n])
+        steps[n] = len(seen)
+        assert len(result.history) == 2 and all(np.isfinite(r.train_loss) for r in result.history)
+        if n == 8:  # 6 steps of 4 tiles an epoch: 3 whole passes, every tile 3 times
+            assert seen == [4] * 12
+    assert steps == {2: 12, 8: 12, 24: 12}  # 6 steps an epoch at any size up to a pass of 6 batches
+    seen.clear()
+    fit(tiny_net(), config, np.tile(images, (4, 1, 1)), np.tile(masks, (4, 1, 1)))
+    assert len(seen) == 2 * 8  # 32 tiles: a whole pass of 8 batches, more than the minimum
+
+
 def test_bce_dice_exceeds_bce():
     torch.manual_seed(0)
     logits = torch.randn(3, 1, 32, 32)
@@ -191,7 +248,9 @@ def test_dice_term_near_zero_for_perfect_prediction():
     assert abs(float(diff)) < 1e-3
 
 
-@pytest.mark.parametrize("kwargs", [{"loss": "xx"}, {"lr": 0}, {"epochs": 0}, {"batch_size": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"loss": "xx"}, {"lr": 0}, {"epochs": 0}, {"batch_size": 0}, {"min_epoch_steps": 0}]
+)
 def test_invalid_train_config_raises(kwargs):
     with pytest.raises(ValueError):
         TrainConfig(**kwargs)

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search import objective, space, study  # noqa: E402
 
 # No finalist stage unless a test asks for one (--finalists): most tests look at the search alone.
-TINY = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3, finalists=0)
+# Epochs of 3 steps: a pass over the tiny training split is 2 batches, so epochs run into the next.
+TINY = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3, finalists=0, epoch_steps=3)
 
 
 def hang_after_first_epoch():
