@@ -59,25 +59,56 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--groups", type=Path, default=data.DEFAULT_TEST_TRUTH, help="npz with the test tiles' source images 'groups'"
     )
     p.add_argument("--timeout", type=float, help="the study command's --timeout (default: its profile's)")
+    p.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the studies at the same time, the CPU cores split between them (one each on 2 cores)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     p.add_argument("--section", default="gain", help="BENCHMARKS.md section to write (default: %(default)s)")
     return p.parse_args(argv)
 
 
-def run_default_study(name: str, seed: int, train: Path | None, timeout: float | None) -> float | None:
-    """Run the default study command unless the study exists; returns its wall seconds, or None if it existed."""
-    try:
-        find_storage(name)
-        return None
-    except UsageError:
-        pass
-    started = time.perf_counter()
+def study_command(name: str, seed: int, train: Path | None, timeout: float | None) -> list[str]:
+    """The default study command for one study seed."""
     cmd = [sys.executable, "-m", "search.study", "--study-name", name, "--seed", str(seed)]
     cmd += ["--train", str(train)] if train else []
-    cmd += ["--timeout", str(timeout)] if timeout else []
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return time.perf_counter() - started
+    return cmd + (["--timeout", str(timeout)] if timeout else [])
+
+
+def run_studies(names: list[str], seeds: list[int], args) -> dict[str, float | None]:
+    """Run each study's default command unless the study exists; its wall seconds, or None if it existed.
+
+    With ``--parallel`` the commands run at once, each with an equal share of the CPU cores
+    (``OMP_NUM_THREADS``), and each prints into its own log beside the studies.
+    """
+    todo = []
+    for name, seed in zip(names, seeds):
+        try:
+            find_storage(name)
+        except UsageError:
+            todo.append((name, seed))
+    walls = {name: None for name in names}
+    threads = max(1, (os.cpu_count() or 1) // len(todo)) if args.parallel and todo else None
+    args.threads = threads if todo else 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    started, procs = {}, {}
+    for name, seed in todo:
+        started[name] = time.perf_counter()
+        cmd = study_command(name, seed, args.train, args.timeout)
+        if not args.parallel:
+            subprocess.run(cmd, check=True, env=env)
+            walls[name] = time.perf_counter() - started[name]
+            continue
+        log = Path("studies") / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        procs[name] = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"study {name!r} failed: see studies/{name}.log")
+        walls[name] = time.perf_counter() - started[name]
+    return walls
 
 
 def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups: np.ndarray) -> dict | None:
@@ -119,9 +150,8 @@ def models_of(study, trial, staged: list, name: str, args, truth, groups) -> dic
     return scored_export(name, options, args, truth, groups)
 
 
-def measure(name: str, seed: int, args, truth: np.ndarray, groups: np.ndarray) -> dict:
-    """Run (or reuse) one study and score its exports."""
-    wall = run_default_study(name, seed, args.train, args.timeout)
+def measure(name: str, seed: int, wall: float | None, args, truth: np.ndarray, groups: np.ndarray) -> dict:
+    """Score one study's exports."""
     study = load_existing_study(name, find_storage(name))
     staged = finalists.results(study)
     base = baseline_trial(study)
@@ -168,12 +198,20 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
     """The Markdown section: what was run and what it measured."""
     m = machine()
     lines = [
-        "## The default study end to end: its submissions on unseen images",
+        f"## The {'default' if args.timeout is None else f'{args.timeout:.0f}-second'} study end to end: "
+        "its submissions on unseen images",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/search_gain.py', *args.argv])}`  ",
         f"Training file: `{args.train or data.DEFAULT_TRAIN}`.  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
-        f"torch {m['torch']}, Python {m['python']}.  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, ISA {', '.join(m['isa'])}; torch {m['torch']}, "
+        f"Python {m['python']}. "
+        + (
+            f"The studies ran at the same time, {args.threads} torch thread(s) each.  "
+            if args.threads
+            else f"The studies ran one after another, {m['torch_threads']} torch threads.  "
+            if args.threads is None
+            else "The studies existed: their commands did not run here.  "
+        ),
         f"Test: `{args.test}` ({n_images} images) scored against `{args.truth}`; "
         f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
         "",
@@ -223,7 +261,9 @@ def main(argv=None) -> int:
     n_test = len(data.load_test(args.test))
     truth = data.load_counts_csv(args.truth, n=n_test)
     groups = load_test_groups(args.groups, n_test)
-    rows = [measure(f"{args.prefix}{seed}", seed, args, truth, groups) for seed in args.study_seeds]
+    names = [f"{args.prefix}{seed}" for seed in args.study_seeds]
+    walls = run_studies(names, args.study_seeds, args)
+    rows = [measure(name, seed, walls[name], args, truth, groups) for name, seed in zip(names, args.study_seeds)]
     text = report(args, rows, len(np.unique(groups)), time.perf_counter() - started)
     print(text)
     if args.write:
