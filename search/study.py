@@ -23,6 +23,7 @@ import optuna
 import torch
 
 import data
+from model.train import resolve_precision
 from search import cli, finalists, prepare, space, stats, workers
 from search.artifacts import artifact_dir, study_dir
 from search.budget import Budget
@@ -245,12 +246,19 @@ def run(args, argv=()) -> optuna.Study:
         else f"budget {args.timeout or profile.timeout:.0f} s for the search (no finalist stage)",
         flush=True,
     )
+    device = cli.resolve_device(args.device)
+    if resolve_precision("auto", device) == "fp32" and device.type == "cpu":
+        print(
+            "this CPU has no native bf16: training runs in fp32, several times slower than on one that has; "
+            "the plan after the first epoch says how much of the search and finalist stage fits",
+            flush=True,
+        )
     if not budget.announce():
         print("the plan follows once the first epoch has shown the speed", flush=True)
     objective = Objective(
         split,
         profile,
-        cli.resolve_device(args.device),
+        device,
         args.seed,
         args.objective,
         study_dir(study),

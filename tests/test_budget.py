@@ -86,3 +86,12 @@ def test_no_trial_starts_whose_epochs_cannot_finish_in_time(tiny_files, tiny_pro
     assert trials[2].state == STATES.FAIL and trials[2].user_attrs["fail_reason"].startswith("not run: its")
     out = capsys.readouterr().out
     assert "search ended: the next trial would not finish" in out and "plan at" in out
+
+
+def test_a_cpu_without_native_bf16_is_told_at_the_start(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
+    monkeypatch.setattr(study, "resolve_precision", lambda precision, device: "fp32")
+    train, _, _ = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "this CPU has no native bf16: training runs in fp32" in out
+    assert out.index("no native bf16") < out.index("epoch 1/")
