@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,29 @@ def load_test_groups(path: Path, n: int) -> np.ndarray:
     if groups is None:
         raise SystemExit(f"{path} has no 'groups' array: the test images cannot be resampled")
     return groups
+
+
+def run_commands(commands: dict[str, list[str]], parallel: bool) -> tuple[dict[str, float], int | None]:
+    """Run each named command; returns their wall seconds and the torch threads each had.
+
+    With ``parallel`` they run at once, the CPU cores split between them (``OMP_NUM_THREADS``),
+    each printing into ``studies/<name>.log``; otherwise one after another on all cores (threads
+    None). A command that fails ends the benchmark.
+    """
+    threads = max(1, (os.cpu_count() or 1) // len(commands)) if parallel else None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    walls, started, procs = {}, {}, {}
+    for name, cmd in commands.items():
+        started[name] = time.perf_counter()
+        if not parallel:
+            subprocess.run(cmd, check=True, env=env)
+            walls[name] = time.perf_counter() - started[name]
+            continue
+        log = Path("studies") / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        procs[name] = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"{name} failed: see studies/{name}.log")
+        walls[name] = time.perf_counter() - started[name]
+    return walls, threads

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import load_test_groups, machine, write_section  # noqa: E402
+from common import load_test_groups, machine, run_commands, write_section  # noqa: E402
 
 import data  # noqa: E402
 from search import export, finalists, stats  # noqa: E402
@@ -78,37 +76,15 @@ def study_command(name: str, seed: int, train: Path | None, timeout: float | Non
 
 
 def run_studies(names: list[str], seeds: list[int], args) -> dict[str, float | None]:
-    """Run each study's default command unless the study exists; its wall seconds, or None if it existed.
-
-    With ``--parallel`` the commands run at once, each with an equal share of the CPU cores
-    (``OMP_NUM_THREADS``), and each prints into its own log beside the studies.
-    """
-    todo = []
+    """Run each study's default command unless the study exists; its wall seconds, or None if it existed."""
+    todo = {}
     for name, seed in zip(names, seeds):
         try:
             find_storage(name)
         except UsageError:
-            todo.append((name, seed))
-    walls = {name: None for name in names}
-    threads = max(1, (os.cpu_count() or 1) // len(todo)) if args.parallel and todo else None
-    args.threads = threads if todo else 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT)} | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    started, procs = {}, {}
-    for name, seed in todo:
-        started[name] = time.perf_counter()
-        cmd = study_command(name, seed, args.train, args.timeout)
-        if not args.parallel:
-            subprocess.run(cmd, check=True, env=env)
-            walls[name] = time.perf_counter() - started[name]
-            continue
-        log = Path("studies") / f"{name}.log"
-        log.parent.mkdir(exist_ok=True)
-        procs[name] = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    for name, proc in procs.items():
-        if proc.wait() != 0:
-            raise SystemExit(f"study {name!r} failed: see studies/{name}.log")
-        walls[name] = time.perf_counter() - started[name]
-    return walls
+            todo[name] = study_command(name, seed, args.train, args.timeout)
+    walls, args.threads = run_commands(todo, args.parallel) if todo else ({}, 0)
+    return {name: walls.get(name) for name in names}
 
 
 def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups: np.ndarray) -> dict | None:

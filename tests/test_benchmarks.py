@@ -44,7 +44,7 @@ def test_reuses_a_study_kept_in_a_journal_file(search_gain, tiny_files, tiny_pro
     stage = ["--finalists", "2", "--folds", "2"]
     journal = ["--storage", "studies/gain-s0.journal.log"]
     assert study.main(["--train", str(train), "--profile", "tiny", "--study-name", "gain-s0", *journal, *stage]) == 0
-    monkeypatch.setattr(search_gain.subprocess, "run", lambda *a, **k: pytest.fail("started a study"))
+    monkeypatch.setattr(search_gain, "run_commands", lambda commands, parallel: pytest.fail("started a study"))
     row = bench(search_gain, tiny_files, capsys)
     assert row["runs"] == row["planned_runs"] == 4 and row["wall_s"] is None
     for key in ("default", "best_alone", "baseline", "warm_start"):
