@@ -238,12 +238,13 @@ def run(args, argv=()) -> optuna.Study:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
     k, n_folds = stage_size(args, profile)
-    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, args.timeout or profile.timeout)
+    timeout = args.timeout or profile.timeout
+    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout)
     print(
-        f"budget {args.timeout or profile.timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
+        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
         "the finalist stage reserved first at its measured cost"
         if k
-        else f"budget {args.timeout or profile.timeout:.0f} s for the search (no finalist stage)",
+        else f"budget {timeout:.0f} s for the search (no finalist stage)",
         flush=True,
     )
     device = cli.resolve_device(args.device)
@@ -268,9 +269,9 @@ def run(args, argv=()) -> optuna.Study:
     )
     # A resumed study trains the finalist runs it left queued before any new search trial.
     if finalists.stage_plan(finalists.open_finalists(study)) is not None:
-        run_finalists(study, args, profile, split, note, budget, resumed=True)
+        run_finalists(study, args, profile, split, note, budget, device, resumed=True)
     run_trials(study, args, profile, objective, n_trials, storage_url, note, budget.search_until)
-    run_finalists(study, args, profile, split, note, budget)
+    run_finalists(study, args, profile, split, note, budget, device)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
         summarize(study, storage_url, n_trials)
     return study
@@ -301,7 +302,7 @@ def run_trials(study, args, profile, objective, n_trials: int, storage_url: str,
             print("search ended: the next trial would not finish before the finalist reserve", flush=True)
 
 
-def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, resumed: bool = False) -> None:
+def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, device, resumed: bool = False) -> None:
     """The finalist stage: each finalist trained once per fold, until every run is done or the deadline.
 
     ``resumed``: train the runs of the plan the study recorded (left queued by an earlier run)
@@ -324,7 +325,6 @@ def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, 
         f"{first}: {names}; {plan['folds']} folds, seeds {plan['seeds']}: {done} of {len(runs)} runs done", flush=True
     )
     folds = data.assign_folds(split.train_groups, plan["folds"], args.seed)
-    device = cli.resolve_device(args.device)
     objectives = {}
 
     def objective_for(fold: int) -> Objective:
