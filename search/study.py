@@ -25,7 +25,7 @@ import torch
 
 import data
 from search import cli, finalists, prepare, space, stats, workers
-from search.artifacts import artifact_dir, study_dir
+from search.artifacts import artifact_dir, record_project, study_dir
 from search.errors import UsageError
 from search.note import StudyNote
 from search.objective import Objective, QuietFailures, StudyTimeout, study_split
@@ -210,6 +210,7 @@ def run(args, argv=()) -> optuna.Study:
         )
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare.prepare_study(args, storage, split.annotation)
+    record_project(study, storage_url)  # the export finds the checkpoints from any folder
     trains_from = space.annotation_text(split.annotation)
     print(
         f"data: {args.train}: {len(split.train_images)} training, "
