@@ -33,8 +33,8 @@ from search.storage import check_study_name, dashboard_target, default_url, give
 from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, seed_verdict
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
-# One instance: adding it again on every run is then a no-op.
-QUIET = QuietFailures((StudyTimeout, finalists.NotRun, workers.SurplusTrial))
+# One instance: adding it again on every run is then a no-op. Ctrl-C's one line is run_command's.
+QUIET = QuietFailures((StudyTimeout, finalists.NotRun, workers.SurplusTrial, KeyboardInterrupt))
 
 
 def add_worker_options(p: argparse.ArgumentParser) -> None:
