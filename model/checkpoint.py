@@ -72,50 +72,71 @@ def _read(path: Path) -> bytes:
         raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
-def _read_config(path: Path) -> tuple[dict, UNetConfig]:
-    """The config saved at ``path`` and the U-Net it describes."""
-    text = _read(path)
+def _parse_config(text: bytes, name: str) -> tuple[dict, UNetConfig]:
+    """The config in ``text`` (named ``name`` in messages) and the U-Net it describes."""
     try:
         config = json.loads(text)
     except ValueError as exc:  # also a UnicodeDecodeError
-        raise CheckpointError(f"{path}: not valid JSON ({_detail(exc)})") from None
+        raise CheckpointError(f"{name}: not valid JSON ({_detail(exc)})") from None
     if not isinstance(config, dict) or not isinstance(config.get("unet"), dict):
-        raise CheckpointError(f"{path}: no 'unet' settings, not a checkpoint config")
+        raise CheckpointError(f"{name}: no 'unet' settings, not a checkpoint config")
     try:
         return config, UNetConfig(**config["unet"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad 'unet' settings ({_detail(exc)})") from None
+        raise CheckpointError(f"{name}: bad 'unet' settings ({_detail(exc)})") from None
 
 
 def load_checkpoint(directory: Path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
     """Rebuild the U-Net saved in ``directory``; returns ``(net, config)``.
 
+    Raises
+    ------
+    CheckpointError
+        If a file is missing or unreadable, or :func:`checkpoint_from_bytes` refuses them.
+    """
+    directory = Path(directory)
+    config, weights = _read(directory / CONFIG), _read(directory / WEIGHTS)
+    return checkpoint_from_bytes(config, weights, (str(directory / CONFIG), str(directory / WEIGHTS)), device)
+
+
+def checkpoint_from_bytes(
+    config: bytes, weights: bytes, names: tuple[str, str], device: torch.device | str = "cpu"
+) -> tuple[UNet, dict]:
+    """Rebuild the U-Net of a checkpoint's two files, read from a folder or an artifact store.
+
     The weights must have the SHA-256 that the config records. A checkpoint saved before
     checksums were recorded has none: it still loads, its weights unchecked against the config.
+
+    Parameters
+    ----------
+    config, weights : bytes
+        The contents of ``config.json`` and ``model.safetensors``.
+    names : tuple of str
+        Where the config and the weights came from, for the messages.
+    device : torch.device or str
+        Where the net goes.
 
     Raises
     ------
     CheckpointError
-        If a file is missing, unreadable or corrupt, the config lacks the U-Net's settings,
-        or the weights are not the ones saved with the config or do not fit its U-Net.
+        If the config is corrupt or lacks the U-Net's settings, or the weights are corrupt,
+        not the ones saved with the config, or do not fit its U-Net.
     """
-    directory = Path(directory)
-    config, unet = _read_config(directory / CONFIG)
-    path = directory / WEIGHTS
-    weights = _read(path)
-    recorded = config.get(WEIGHTS_SHA256)
+    config_name, weights_name = names
+    settings, unet = _parse_config(config, config_name)
+    recorded = settings.get(WEIGHTS_SHA256)
     if recorded is not None and hashlib.sha256(weights).hexdigest() != recorded:
         raise CheckpointError(
-            f"{path}: not the weights saved with {CONFIG} (their SHA-256 differs from the one it records): "
+            f"{weights_name}: not the weights saved with {CONFIG} (their SHA-256 differs from the one it records): "
             "changed, truncated or copied from another checkpoint"
         )
     try:
         tensors = load(weights)
     except (SafetensorError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_detail(exc)})") from None
+        raise CheckpointError(f"{weights_name}: not a readable safetensors file ({_detail(exc)})") from None
     net = UNet(unet)
     try:
         net.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the U-Net of {CONFIG} ({_detail(exc)})") from None
-    return net.to(device).eval(), config
+        raise CheckpointError(f"{weights_name}: weights do not fit the U-Net of {CONFIG} ({_detail(exc)})") from None
+    return net.to(device).eval(), settings

@@ -12,6 +12,7 @@ Every finished trial gets ``learning-curve.png``, ``val-overlay.png`` and its ch
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 
-from model.checkpoint import CONFIG, WEIGHTS
+from model.checkpoint import CONFIG, WEIGHTS, CheckpointError
 from model.plots import learning_curve_figure, overlay_figure, save_png
+from search.storage import storage_file
 
 if TYPE_CHECKING:
     from model.train import FitResult
@@ -31,6 +34,8 @@ LEARNING_CURVE = "learning-curve.png"
 VAL_OVERLAY = "val-overlay.png"
 TRIAL_ARTIFACTS = (LEARNING_CURVE, VAL_OVERLAY, WEIGHTS, CONFIG)
 FOLDER_ATTR = "folder"  # study user attr: its folder under studies/ (a finalist study's: "<search's>/finalists")
+# Study user attr: the folder the study ran in, relative to its storage file's folder (file storages only).
+PROJECT_ATTR = "project_from_storage"
 
 
 def ensure_study_dir(study: optuna.Study) -> None:
@@ -56,6 +61,39 @@ def artifact_dir(study: optuna.Study) -> Path:
     since optuna-dashboard reads one ``--artifact-dir``.
     """
     return Path("studies") / Path(study.user_attrs[FOLDER_ATTR]).parts[0] / "artifacts"
+
+
+def record_project(study: optuna.Study, storage_url: str) -> None:
+    """Record the folder the study runs in, relative to its storage file, unless it has one.
+
+    Checkpoint and artifact paths are relative to that folder; recorded relative to the file, they
+    are found from any working folder, and after the project folder moved with its studies.
+    """
+    file = storage_file(storage_url)
+    if file is not None and PROJECT_ATTR not in study.user_attrs:
+        study.set_user_attr(PROJECT_ATTR, os.path.relpath(Path.cwd(), file.resolve().parent))
+
+
+def project_dir(attrs: dict, storage_url: str) -> Path:
+    """The folder that the relative checkpoint and artifact paths of a study start from.
+
+    Parameters
+    ----------
+    attrs : dict
+        The study's user attributes (:func:`record_project`).
+    storage_url : str
+        The URL the study was opened with, here.
+
+    Returns
+    -------
+    Path
+        Found from the storage file for a SQLite or journal study; this folder for a
+        database server's study, or a study recorded before the project folder was.
+    """
+    file = storage_file(storage_url)
+    if file is None or PROJECT_ATTR not in attrs:
+        return Path(".")
+    return Path(os.path.normpath(file.resolve().parent / attrs[PROJECT_ATTR]))
 
 
 def open_artifact_store(study: optuna.Study) -> FileSystemArtifactStore:
@@ -99,3 +137,35 @@ def log_trial_artifacts(
         # upload_artifact copies the file into the store, so the temporary files can go.
         for path in [*figures, Path(checkpoint) / WEIGHTS, Path(checkpoint) / CONFIG]:
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def read_checkpoint_artifacts(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, store_dir: Path
+) -> tuple[bytes, bytes, tuple[str, str]]:
+    """The checkpoint that :func:`log_trial_artifacts` uploaded for ``trial`` to the store in ``store_dir``.
+
+    Returns
+    -------
+    config, weights : bytes
+        The contents of ``config.json`` and ``model.safetensors``, unchecked
+        (:func:`model.checkpoint.checkpoint_from_bytes` checks them).
+    names : tuple of str
+        Where each came from, for messages.
+
+    Raises
+    ------
+    CheckpointError
+        If the trial has no such artifact, or its file is gone from the store or unreadable.
+    """
+    # A file uploaded twice (a retried upload) is its last upload.
+    ids = {m.filename: m.artifact_id for m in get_all_artifact_meta(trial, storage=study._storage)}
+    store = FileSystemArtifactStore(store_dir)
+    contents, names = [], []
+    for filename in (CONFIG, WEIGHTS):
+        try:
+            with store.open_reader(ids[filename]) as reader:
+                contents.append(reader.read())
+        except (KeyError, ArtifactNotFound, OSError):
+            raise CheckpointError(f"no copy of {filename} in the artifact store {store_dir} either") from None
+        names.append(f"artifact {filename} ({ids[filename]}) in {store_dir}")
+    return contents[0], contents[1], (names[0], names[1])

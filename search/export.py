@@ -29,12 +29,20 @@ import optuna
 import pandas as pd
 
 import data
-from model.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    CheckpointError,
+    atomic_write,
+    checkpoint_from_bytes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
 from search import cli, finalists, space, stats
-from search.artifacts import FOLDER_ATTR
+from search.artifacts import FOLDER_ATTR, artifact_dir, project_dir, read_checkpoint_artifacts
 from search.errors import UsageError
 from search.objective import training_targets
 from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
@@ -174,25 +182,45 @@ def check_checkpoint(
         )
 
 
-def open_member(member: Member, device) -> tuple:
-    """The member's net and checkpoint config, checked to belong to its trial (:func:`check_owner`)."""
+def open_checkpoint(member: Member, project: Path, device) -> tuple:
+    """The member's net, checkpoint config and where they were read from.
+
+    Its checkpoint folder, under ``project`` (:func:`search.artifacts.project_dir`); when a file
+    of it is missing here (trained on another machine, or deleted), the copy uploaded to the
+    study's artifact store, checked against the same SHA-256.
+    """
+    folder = project / member.trial.user_attrs.get("checkpoint", "")
+    missing = [folder / name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
+    if not missing:
+        return *load_checkpoint(folder, device), folder
     try:
-        net, config = load_checkpoint(member.trial.user_attrs.get("checkpoint", ""), device)
+        config, weights, names = read_checkpoint_artifacts(
+            member.study, member.trial, project / artifact_dir(member.study)
+        )
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint file missing: {missing[0]}, and {exc}") from None
+    return *checkpoint_from_bytes(config, weights, names, device), names[1]
+
+
+def open_member(member: Member, project: Path, device) -> tuple:
+    """The member's net, checkpoint config and source, checked to belong to its trial (:func:`check_owner`)."""
+    try:
+        net, config, source = open_checkpoint(member, project, device)
     except CheckpointError as exc:
         raise UsageError(f"{member.label}: {exc}") from None
     check_owner(member.study, member.trial, config)
-    return net, config
+    return net, config, source
 
 
-def load_member(member: Member, test_path: Path, images: np.ndarray, device) -> tuple:
-    """The member's net and checkpoint config, checked to belong to its trial and to fit the test tiles."""
-    net, config = open_member(member, device)
+def load_member(member: Member, project: Path, test_path: Path, images: np.ndarray, device) -> tuple:
+    """The member's net, checkpoint config and source, checked to belong to its trial and to fit the test tiles."""
+    net, config, source = open_member(member, project, device)
     check_checkpoint(member.study, member.trial, config, test_path, images)
-    return net, config
+    return net, config, source
 
 
-def refit(study: optuna.Study, member: Member, config: dict, device) -> tuple:
-    """Retrain the member's configuration, with its seed, on every training tile (train and validation)."""
+def refit(study: optuna.Study, member: Member, config: dict, folder: Path, device) -> tuple:
+    """Retrain the member's configuration, with its seed, on every training tile; saved in ``folder``/refit."""
     meta = study.user_attrs
     train_path = Path(meta["train_path"])
     if data.fingerprint(train_path) != meta["train_fingerprint"]:
@@ -216,9 +244,7 @@ def refit(study: optuna.Study, member: Member, config: dict, device) -> tuple:
             f"  refit epoch {r.epoch}/{train.epochs}: train loss {r.train_loss:.4f} ({r.seconds:.1f} s)", flush=True
         ),
     )
-    directory = save_checkpoint(
-        Path(member.trial.user_attrs["checkpoint"]) / "refit", result.state_dict, unet, {**config, "refit": True}
-    )
+    directory = save_checkpoint(folder / "refit", result.state_dict, unet, {**config, "refit": True})
     net.load_state_dict(result.state_dict)
     return net.eval(), directory
 
@@ -241,13 +267,14 @@ def export(args) -> dict:
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None
     device = cli.resolve_device(args.device)
+    project = project_dir(study.user_attrs, storage_url)
     # Every checkpoint is checked before any is refitted: a bad member must not cost the others' training.
-    loaded = [load_member(m, args.test, images, device) for m in choice.members]
+    loaded = [load_member(m, project, args.test, images, device) for m in choice.members]
     counts, logged = [], []
-    for member, (net, config) in zip(choice.members, loaded):
-        checkpoint = member.trial.user_attrs["checkpoint"]
+    for member, (net, config, checkpoint) in zip(choice.members, loaded):
         if args.refit:
-            net, checkpoint = refit(study, member, config, device)
+            folder = project / member.trial.user_attrs["checkpoint"]
+            net, checkpoint = refit(study, member, config, folder, device)
         counting = member.trial.user_attrs["counting"]
         counts.append(count_setting(predict_prob(net, images, tta=args.tta), counting))
         logged.append(

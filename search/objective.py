@@ -289,8 +289,9 @@ def fail_and_requeue(trial: optuna.Trial, params: dict, reason: str, queued_only
 class QuietFailures(logging.Filter):
     """Drops Optuna's traceback of an expected failure, and its "failed with value None" after any.
 
-    ``print_trial`` says in one line why any trial failed; Optuna's traceback of an expected stop
-    (the timeout, a trial not run) and its second line on every failure would only repeat it.
+    ``print_trial`` says in one line why any trial failed, and ``cli.run_command`` that Ctrl-C
+    stopped the run; Optuna's traceback of an expected stop (the timeout, a trial not run,
+    Ctrl-C) and its second line on every failure would only repeat it.
     """
 
     def __init__(self, expected: tuple):

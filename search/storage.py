@@ -75,6 +75,17 @@ def journal_path(url: str) -> str | None:
     return None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage URL (relative to this folder unless absolute), else None."""
+    path = journal_path(url)
+    if path is None and is_sqlite(url):
+        try:
+            path = make_url(url).database
+        except ArgumentError:
+            return None
+    return Path(path) if path and path != ":memory:" else None
+
+
 def safe_url(url: str) -> str:
     """The storage URL with any password hidden, for printing."""
     if journal_path(url) is not None:

@@ -25,7 +25,7 @@ import torch
 import data
 from model.train import resolve_precision
 from search import cli, finalists, prepare, space, stats, workers
-from search.artifacts import artifact_dir, study_dir
+from search.artifacts import artifact_dir, record_project, study_dir
 from search.budget import Budget
 from search.errors import UsageError
 from search.note import StudyNote
@@ -34,8 +34,8 @@ from search.storage import check_study_name, dashboard_target, default_url, give
 from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, stage_verdict
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
-# One instance: adding it again on every run is then a no-op.
-QUIET = QuietFailures((StudyTimeout, NoTime, finalists.NotRun, workers.SurplusTrial))
+# One instance: adding it again on every run is then a no-op. Ctrl-C's one line is run_command's.
+QUIET = QuietFailures((StudyTimeout, NoTime, finalists.NotRun, workers.SurplusTrial, KeyboardInterrupt))
 
 
 def add_worker_options(p: argparse.ArgumentParser) -> None:
@@ -212,6 +212,7 @@ def run(args, argv=()) -> optuna.Study:
         )
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     study, profile = prepare.prepare_study(args, storage, split.annotation)
+    record_project(study, storage_url)  # the export finds the checkpoints from any folder
     trains_from = space.annotation_text(split.annotation)
     print(
         f"data: {args.train}: {len(split.train_images)} training, "

@@ -2,16 +2,25 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from conftest import disc_tiles, header_bomb
+from optuna.artifacts import get_all_artifact_meta
 from tiny_worker import TINY
 
 from search import export, space, study
+from search.artifacts import artifact_dir, project_dir
 from search.storage import open_storage
+
+
+def artifact_store(root):
+    """The artifact folder of the study 'cells' in ``root``/studies/cells.db."""
+    s = optuna.load_study(study_name="cells", storage=f"sqlite:///{root}/studies/cells.db")
+    return root / artifact_dir(s)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +82,13 @@ def test_errors_exit_2(finished_study, in_tmp, capsys):
         assert export.main(args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, (args, err)
-    # A checkpoint lost since the study ran is named, not a traceback.
-    ckpt = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs[
-        "checkpoint"
-    ]
-    (in_tmp / ckpt / "config.json").unlink()
+    # A checkpoint lost since the study ran, and its artifacts too, is named, not a traceback.
+    best = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial
+    (in_tmp / best.user_attrs["checkpoint"] / "config.json").unlink()
+    shutil.rmtree(artifact_store(in_tmp))
     assert export.main(["--test", str(test)]) == 2
-    assert "checkpoint file missing" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint file missing" in err and "artifact store" in err
     assert not (in_tmp / "submission.csv").exists()
 
 
@@ -200,3 +209,43 @@ def test_config_without_what_the_export_reads_exits_2(finished_study, in_tmp, ca
     assert export.main(["--test", str(test), "--trial", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lacks tile_size" in err
+
+
+def test_export_from_another_folder_with_an_absolute_url(finished_study, in_tmp, monkeypatch):
+    test, _ = finished_study
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert export.main(["--storage", f"sqlite:///{in_tmp}/studies/cells.db", "--test", str(test)]) == 0
+    log = json.loads((elsewhere / "submission.json").read_text())
+    assert log["members"][0]["checkpoint"].startswith(str(in_tmp / "studies" / "cells-"))
+
+
+def test_study_recorded_before_the_project_folder_resolves_from_here(tmp_path):
+    url = f"sqlite:///{tmp_path}/studies/cells.db"
+    assert project_dir({}, url) == Path(".")  # as before: the working folder
+    assert project_dir({"project_from_storage": ".."}, url) == tmp_path
+    assert project_dir({"project_from_storage": ".."}, "postgresql://u@host/db") == Path(".")
+
+
+def test_missing_checkpoint_is_read_from_the_artifact_store(finished_study, in_tmp):
+    test, _ = finished_study
+    trial = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials[0]
+    shutil.rmtree(in_tmp / trial.user_attrs["checkpoint"])
+    assert export.main(["--test", str(test), "--trial", "0", "--out", "a.csv"]) == 0
+    log = json.loads((in_tmp / "a.json").read_text())
+    assert log["members"][0]["checkpoint"].startswith("artifact model.safetensors")
+
+
+def test_corrupt_artifact_is_refused_in_one_line(finished_study, in_tmp, capsys):
+    test, _ = finished_study
+    storage = open_storage("sqlite:///studies/cells.db")
+    trial = optuna.load_study(study_name="cells", storage=storage).trials[0]
+    shutil.rmtree(in_tmp / trial.user_attrs["checkpoint"])
+    (weights,) = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == "model.safetensors"]
+    (artifact_store(in_tmp) / weights.artifact_id).write_bytes(b"not the weights")
+    assert export.main(["--test", str(test), "--trial", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: trial 0: artifact model.safetensors")
+    assert "not the weights saved with config.json" in err
+    assert not (in_tmp / "submission.csv").exists()

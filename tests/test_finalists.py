@@ -1,6 +1,7 @@
 """The finalist stage: out-of-fold runs beside the search, their resume, budget, verdict and export."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -326,10 +327,8 @@ def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profi
     images = np.load(test)["X"]
     counts = []
     for member, trial in zip(log["members"], [search.trials[winner.trial], winner.runs[0], winner.runs[1]]):
-        assert (
-            member["checkpoint"] == trial.user_attrs["checkpoint"]
-            and member["counting"] == trial.user_attrs["counting"]
-        )
+        assert Path(member["checkpoint"]) == in_tmp / trial.user_attrs["checkpoint"]
+        assert member["counting"] == trial.user_attrs["counting"]
         net, _ = load_checkpoint(member["checkpoint"])
         counts.append(count_setting(predict_prob(net, images), member["counting"]))
     submission = pd.read_csv(in_tmp / "submission.csv")["count"].to_numpy()

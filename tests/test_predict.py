@@ -193,7 +193,7 @@ def test_whole_images_counted_with_the_study_net(images_dir, in_tmp, capsys):
     assert table["image"].tolist() == ["deep.tif", "small.png", "wide.png"] and table["count"].dtype.kind == "i"
     # The same count by hand: the trial's net over the whole image, its counting on the whole map.
     member = export.choose(optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db"), None, None)
-    net, config = export.open_member(member.members[0], "cpu")
+    net, config, _ = export.open_member(member.members[0], Path("."), "cpu")
     for name, count in zip(table["image"], table["count"]):
         image = read_scaled(images_dir / name)
         prob = stitch_predict(image, lambda w: predict_prob(net, w), config["tile_size"][0])

@@ -19,13 +19,17 @@ from search import objective, space, study  # noqa: E402
 TINY = space.Profile("tiny", base=2, epochs=(1, 2), timeout=600, n_trials=3, finalists=0, epoch_steps=3)
 
 
+HANGING = "hanging after the epoch"  # printed once the epoch's storage writes are done
+
+
 def hang_after_first_epoch():
-    """Make every trial hang after its first epoch, so a test can kill the process mid-trial."""
+    """Make every trial hang after its first epoch, so a test can kill or interrupt the process mid-trial."""
     real_fit = objective.fit
 
     def fit(*args, on_epoch, **kwargs):
         def report(r):
             on_epoch(r)
+            print(HANGING, flush=True)
             time.sleep(600)
 
         return real_fit(*args, on_epoch=report, **kwargs)
