@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     for route in ROUTES:
         split = splits[route][0]
         assert split.annotation == route
-        params = {**config, space.RADIUS: args.radius} if route == "dots" else config
+        # The dots route's disks are fixed, not left for the sampler to draw (target, radius).
+        params = {**space.warm_start(profile, "dots"), space.RADIUS: args.radius} if route == "dots" else config
         for seed in args.seeds:
             t0 = time.perf_counter()
             trial = train_once(split, profile, params, seed, args, route, device)

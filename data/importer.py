@@ -107,7 +107,8 @@ rules:
 
 output npz:
   X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
-  only: a dots-only file has no y; the study trains on disks drawn at its points); counts (N,) int32;
+  only: a dots-only file has no y; the study trains on disks or density maps drawn at its
+  points); counts (N,) int32;
   points (M,3) float32 rows (tile, row, col) in tile coordinates; groups (N,) int32, the
   source image; names (I,) its file name; scale (I,) float32 its rescale factor.
   A test set is imported the same way: search.export --test reads its X, and --counts-csv

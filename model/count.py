@@ -1,8 +1,10 @@
 """Count cell nuclei per tile from a predicted probability map.
 
-Every counter takes ``prob``, an array of shape ``(N, H, W)`` (a batch of
-tiles) or ``(H, W)`` (one tile, promoted to a batch of one), with values in
-[0, 1], and returns an ``int64`` array of shape ``(N,)``: one count per tile.
+Every counter takes a map of shape ``(N, H, W)`` (a batch of tiles) or
+``(H, W)`` (one tile, promoted to a batch of one) and returns an ``int64``
+array of shape ``(N,)``: one count per tile. The map is ``prob``, values in
+[0, 1], for the thresholding counters, and a density map (cells per pixel)
+for ``count_density``.
 
 Offset convention
 -----------------
@@ -30,6 +32,9 @@ Counters
     tile border counts only when it is at least ``edge_fraction`` of the
     typical region area in that tile (a nucleus cut through its centre keeps
     about half of its area).
+``count_density``
+    The rounded sum of a density map (a net trained to regress one Gaussian of
+    unit mass per cell): touching cells add up instead of merging. No threshold.
 
 ``COUNTERS`` maps method names to counters and ``count_cells`` dispatches to
 them, validating parameter names and values first.
@@ -54,6 +59,7 @@ __all__ = [
     "LOCATORS",
     "count_cells",
     "count_components",
+    "count_density",
     "count_setting",
     "count_watershed",
     "locate_components",
@@ -307,7 +313,34 @@ def locate_watershed(prob, threshold=0.5, min_distance=2, min_area=5, edge_fract
     return _row_col(np.stack(sums, axis=1)[keep] / area[keep, None])
 
 
-COUNTERS = {"components": count_components, "watershed": count_watershed}
+def count_density(density, offset=0):
+    """Count cells as the sum of a density map, rounded (halves up).
+
+    Parameters
+    ----------
+    density : ndarray, shape (N, H, W) or (H, W)
+        Cells per pixel, as a density net predicts them (it may stray below 0).
+    offset : int, optional
+        Added to every count; see the module docstring.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (N,)
+        ``max(round(sum), 0) + offset`` per tile, at least 0.
+
+    Examples
+    --------
+    >>> count_density(np.full((2, 4, 4), 0.1), offset=1).tolist()
+    [3, 3]
+    """
+    _check_values(offset=offset)
+    sums = _as_batch(density).sum((1, 2), dtype=np.float64)
+    # A map summing below 0 holds no cells: clipped before the offset, as every other counter's
+    # raw count is at least 0, so counting once and adding offsets later (model.scoring) agrees.
+    return add_offset(np.maximum(np.floor(sums + 0.5), 0), offset)
+
+
+COUNTERS = {"components": count_components, "watershed": count_watershed, "density": count_density}
 LOCATORS = {"components": locate_components, "watershed": locate_watershed}
 
 
@@ -316,7 +349,7 @@ def _dispatch(registry, prob, method, params, kind="counting method"):
     if method not in registry:
         raise ValueError(f"unknown {kind} {method!r}; choose from {sorted(registry)}")
     function = registry[method]
-    accepted = [p for p in inspect.signature(function).parameters if p != "prob"]
+    accepted = list(inspect.signature(function).parameters)[1:]  # all but the map
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for method {method!r}; accepted: {accepted}")
@@ -329,7 +362,7 @@ def count_cells(prob, method="components", **params):
     Parameters
     ----------
     prob : ndarray, shape (N, H, W) or (H, W)
-        Nucleus probabilities in [0, 1].
+        Nucleus probabilities in [0, 1], or a density map for ``density``.
     method : str, optional
         A key of ``COUNTERS``.
     **params
@@ -354,7 +387,7 @@ def count_setting(prob, setting):
     Parameters
     ----------
     prob : ndarray, shape (N, H, W) or (H, W)
-        Nucleus probabilities in [0, 1].
+        Nucleus probabilities in [0, 1], or a density map for ``density``.
     setting : dict
         ``counter`` (a key of ``COUNTERS``) plus that counter's keyword parameters.
 

@@ -80,7 +80,12 @@ def pick_tiles(true_counts: np.ndarray, n: int) -> np.ndarray:
 
 
 def overlay_figure(
-    images: np.ndarray, prob: np.ndarray, threshold: float, true_counts: np.ndarray, pred_counts: np.ndarray, n: int = 6
+    images: np.ndarray,
+    prob: np.ndarray,
+    threshold: float | None,
+    true_counts: np.ndarray,
+    pred_counts: np.ndarray,
+    n: int = 6,
 ) -> Figure:
     """Tiles with the outline of their predicted mask and the true and predicted counts.
 
@@ -90,8 +95,8 @@ def overlay_figure(
         Tiles (uint8 or float).
     prob : ndarray, shape (N, H, W)
         Predicted nucleus probabilities; outlined at ``threshold``, the counted mask.
-    threshold : float
-        The counting threshold.
+    threshold : float or None
+        The counting threshold; None (a density map, counted by its sum) draws no outline.
     true_counts, pred_counts : ndarray, shape (N,)
         Shown in each tile's title.
     n : int, optional
@@ -105,7 +110,7 @@ def overlay_figure(
     for ax, i in zip(axes, idx):
         ax.imshow(images[i], cmap="gray")
         # contour() warns on a map with no level crossing: draw only where there is one.
-        if prob[i].min() <= threshold < prob[i].max():
+        if threshold is not None and prob[i].min() <= threshold < prob[i].max():
             ax.contour(prob[i], levels=[threshold], colors="yellow", linewidths=0.8)
         error = int(pred_counts[i]) - int(true_counts[i])
         ax.set_title(f"tile {i}: true {int(true_counts[i])}, pred {int(pred_counts[i])} ({error:+d})", fontsize=9)

@@ -18,7 +18,10 @@ import torch.nn.functional as F
 
 from model.unet import UNet, UNetConfig
 
-LOSSES = ("bce", "bce_dice")
+LOSSES = ("bce", "bce_dice", "mse")
+# The "mse" loss regresses a density map times this, as the counting literature does: a
+# density is about 0.01-0.05 at a cell, and its squared error unscaled gives tiny gradients.
+DENSITY_SCALE = 100.0
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -40,7 +43,8 @@ class TrainConfig:
         or this many steps where a pass is shorter (the batches then run on into the next
         shuffled pass), so a small data set trains as long as a large one. 1: always one pass.
     loss : str
-        ``"bce"`` (BCE with logits on the soft masks, the seed's) or ``"bce_dice"`` (plus soft Dice).
+        ``"bce"`` (BCE with logits on the soft masks, the seed's), ``"bce_dice"`` (plus soft
+        Dice), or ``"mse"``: the net's raw output regresses a density map (see :func:`output_map`).
     augment : bool
         Random flips and 90-degree rotations of each training tile.
     schedule : str
@@ -95,7 +99,7 @@ class FitResult:
     """The trained weights (those of the last epoch) and the whole learning curve."""
 
     state_dict: dict
-    val_prob: np.ndarray | None  # (N,H,W) validation probabilities of the last epoch
+    val_prob: np.ndarray | None  # (N,H,W) validation probabilities (densities: mse) of the last epoch
     history: list[EpochReport] = field(default_factory=list)
     train_seconds: float = 0.0
 
@@ -160,13 +164,23 @@ def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tu
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """BCE with logits on the soft mask, optionally plus a soft Dice term."""
+    """BCE with logits on the soft mask, optionally plus a soft Dice term; or MSE on the scaled density."""
+    if kind == "mse":
+        return F.mse_loss(logits.float(), target * DENSITY_SCALE)
     loss = F.binary_cross_entropy_with_logits(logits.float(), target)
     if kind == "bce_dice":
         prob = torch.sigmoid(logits.float())
         inter = (prob * target).sum()
         loss = loss + 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
     return loss
+
+
+def output_map(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """What the net's output means: nucleus probabilities, or for ``loss="mse"`` a density map.
+
+    A density net's raw output, scaled back, so a tile's map sums to its count.
+    """
+    return logits / DENSITY_SCALE if loss == "mse" else torch.sigmoid(logits)
 
 
 @torch.inference_mode()
@@ -179,11 +193,13 @@ def predict(net: torch.nn.Module, x: torch.Tensor, precision: str = "fp32", batc
     return torch.cat(out)
 
 
-def predict_prob(net: torch.nn.Module, images: np.ndarray, tta: bool = False, precision: str = "auto") -> np.ndarray:
-    """(N,H,W) nucleus probabilities for uint8 images.
+def predict_prob(
+    net: torch.nn.Module, images: np.ndarray, tta: bool = False, precision: str = "auto", loss: str = "bce"
+) -> np.ndarray:
+    """(N,H,W) nucleus probabilities for uint8 images, or density maps for a net trained with ``loss="mse"``.
 
-    With ``tta`` the probabilities are averaged over the 8 flips/rotations of each tile,
-    each mapped back before averaging. ``precision`` as in :class:`TrainConfig`.
+    With ``tta`` the maps are averaged over the 8 flips/rotations of each tile, each mapped
+    back before averaging. ``precision`` and ``loss`` as in :class:`TrainConfig`.
     """
     device = next(net.parameters()).device
     precision = resolve_precision(precision, device)
@@ -192,7 +208,7 @@ def predict_prob(net: torch.nn.Module, images: np.ndarray, tta: bool = False, pr
     total = 0
     for k, flip in views:
         view = torch.rot90(x, k, dims=(-2, -1))
-        prob = torch.sigmoid(predict(net, view.flip(-1) if flip else view, precision))
+        prob = output_map(predict(net, view.flip(-1) if flip else view, precision), loss)
         total = total + torch.rot90(prob.flip(-1) if flip else prob, -k, dims=(-2, -1))
     return (total / len(views))[:, 0].cpu().numpy()
 
@@ -272,11 +288,12 @@ def fit(
     config : TrainConfig
         Optimiser, schedule, loss, epochs and seed.
     train_images, train_masks : ndarray
-        (N,H,W) uint8 images and float soft masks in [0,1].
+        (N,H,W) uint8 images and float soft masks in [0,1] (density maps for ``loss="mse"``).
     val_images, val_masks : ndarray, optional
         Validation tiles, predicted after every epoch.
     score_fn : callable, optional
-        Maps (N,H,W) validation probabilities to the score each :class:`EpochReport` carries.
+        Maps (N,H,W) validation probabilities (densities for ``loss="mse"``) to the score each
+        :class:`EpochReport` carries.
     on_epoch : callable, optional
         Called with each :class:`EpochReport`; an exception raised there stops training and
         propagates (this is how a search prunes).
@@ -308,9 +325,9 @@ def fit(
 
 
 def validate(net, x_val: torch.Tensor, y_val: torch.Tensor, loss: str, precision: str) -> tuple[float, np.ndarray]:
-    """Validation loss and (N,H,W) probabilities, in large batches with no autograd."""
+    """Validation loss and (N,H,W) probabilities or densities (:func:`output_map`), with no autograd."""
     logits = predict(net, x_val, precision)
-    return float(loss_fn(logits, y_val, loss)), torch.sigmoid(logits)[:, 0].cpu().numpy()
+    return float(loss_fn(logits, y_val, loss)), output_map(logits, loss)[:, 0].cpu().numpy()
 
 
 def seeded_net(config: UNetConfig, seed: int, device: torch.device) -> UNet:

@@ -130,7 +130,7 @@ def log_trial_artifacts(
         figures = [
             save_png(learning_curve_figure(result.history), Path(tmp) / LEARNING_CURVE),
             save_png(
-                overlay_figure(split.val_images, result.val_prob, counting["threshold"], split.val_counts, pred),
+                overlay_figure(split.val_images, result.val_prob, counting.get("threshold"), split.val_counts, pred),
                 Path(tmp) / VAL_OVERLAY,
             ),
         ]

@@ -11,7 +11,7 @@ images. Each predicts the test tiles and counts them with the counting setting i
 the counts are averaged and rounded. Before the finalist stage has compared its finalists on a
 fold, the best trial is exported alone. ``--refit`` first
 retrains each model's configuration, with its seed, on all training tiles (train +
-validation; a dots study's targets drawn with the disk radius its checkpoint records);
+validation; a dots study's targets drawn as its checkpoint records: disks or a density map);
 ``--tta`` averages each model's predictions over the 8 flips/rotations. The run is logged
 beside the CSV as JSON.
 """
@@ -229,8 +229,8 @@ def refit(study: optuna.Study, member: Member, config: dict, folder: Path, devic
     train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
     net = seeded_net(unet, train.seed, device)
-    # A dots study's targets are disks of the radius its checkpoint's trial trained with.
-    targets = "" if masks is not None else f" (disks of radius {config['params'][space.RADIUS]} px at the dots)"
+    # A dots study's targets are those its checkpoint's trial trained on.
+    targets = "" if masks is not None else f" ({space.target_text(config['params'])} at the dots)"
     print(
         f"refit: {member.label}'s configuration on all {len(images)} tiles{targets} for {train.epochs} epochs",
         flush=True,
@@ -276,7 +276,9 @@ def export(args) -> dict:
             folder = project / member.trial.user_attrs["checkpoint"]
             net, checkpoint = refit(study, member, config, folder, device)
         counting = member.trial.user_attrs["counting"]
-        counts.append(count_setting(predict_prob(net, images, tta=args.tta), counting))
+        # A density net (loss "mse") predicts a density map, which its density counting sums.
+        prediction = predict_prob(net, images, tta=args.tta, loss=config["train"]["loss"])
+        counts.append(count_setting(prediction, counting))
         logged.append(
             {
                 "run": member.label,

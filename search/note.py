@@ -32,7 +32,7 @@ class StudyNote:
     profile : Profile
         The study's search profile.
     trains_from : str
-        What the trials train on: masks, or disks drawn at dots (``space.annotation_text``).
+        What the trials train on: masks, or disks or density maps drawn at dots (``space.annotation_text``).
     """
 
     def __init__(self, n_train: int, n_val: int, true_counts: str, split_rule: str, profile: Profile, trains_from: str):

@@ -1,7 +1,7 @@
 """The objective of a study: train one configuration, count its validation tiles, score it honestly.
 
-Per trial: train the sampled configuration on the file's masks, or on disks of the trial's
-radius drawn at its dots, and keep its last epoch; count the validation tiles
+Per trial: train the sampled configuration on the file's masks, or on the target drawn at its
+dots (disks of the trial's radius, or a density map), and keep its last epoch; count the validation tiles
 (cut from other source images than the training tiles) with every counting setting; choose the
 setting out of sample and record the value's standard error over validation images. Per-epoch
 scores are reported for pruning; the study's timeout stops a trial between epochs.
@@ -23,7 +23,7 @@ import data
 from model.checkpoint import save_checkpoint
 from model.count import count_setting
 from model.scoring import count_errors, mae_by_setting
-from model.targets import disk_targets
+from model.targets import density_targets, disk_targets
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space, stats
@@ -68,9 +68,11 @@ def fold_split(split: data.Split, folds: np.ndarray, fold: int) -> data.Split:
 
 
 def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
-    """What the net learns to predict for ``images``: their masks, or disks of the trial's radius at their dots."""
+    """What the net learns to predict for ``images``: their masks, or the trial's target drawn at their dots."""
     if masks is not None:
         return masks
+    if space.trains_density(params):
+        return density_targets(points, len(images), images.shape[1:], params[space.SIGMA])
     return disk_targets(points, len(images), images.shape[1:], params[space.RADIUS])
 
 
@@ -115,28 +117,27 @@ class Objective:
         self.split, self.profile, self.device = split, profile, device
         self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
         self.epoch_seconds, self.on_epoch_seconds = epoch_seconds, on_epoch_seconds
-        self.grid = space.counting_grid()
         self.stop_at = math.inf
         self.out_of_time = False
 
-    def epoch_score(self, sampled: dict | None):
+    def epoch_score(self, sampled: dict | None, density: bool):
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
-        settings = [sampled] if self.mode == "sampled" else space.monitor_settings()
+        settings = [sampled] if self.mode == "sampled" else space.monitor_settings(density)
         return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
 
-    def score(self, prob: np.ndarray, sampled: dict | None) -> Scored:
-        """Count the validation tiles with every setting; the value is scored out of sample.
+    def score(self, prob: np.ndarray, sampled: dict | None, grid: list[dict]) -> Scored:
+        """Count the validation tiles with every setting of ``grid``; the value is scored out of sample.
 
         Tuned: the setting is chosen on half of the validation images and scored on the other
         half (both ways round), so the value is not the luckiest of the grid; the setting kept
         is the best on all of them. Sampled: the sampled setting, as it is.
         """
-        errors = count_errors(prob, self.split.val_counts, self.grid)
+        errors = count_errors(prob, self.split.val_counts, grid)
         if self.mode == "sampled":
-            row = self.grid.index(sampled)
+            row = grid.index(sampled)
             return Scored(sampled, errors[row], errors, row)
         crossfit, chosen, out_of_sample = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
-        return Scored(self.grid[chosen], crossfit, errors, chosen, out_of_sample)
+        return Scored(grid[chosen], crossfit, errors, chosen, out_of_sample)
 
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
@@ -168,6 +169,8 @@ class Objective:
         s = self.split
         params = space.suggest(trial, self.profile, self.mode, s.annotation)
         sampled = space.counting_of(params) if self.mode == "sampled" else None
+        density = space.trains_density(params)  # counted by its sum, not thresholds
+        grid = space.counting_grid(density)
         seed = trial.user_attrs.get(SEED_ATTR, self.seed)
         started, self.stop_at = time.monotonic(), self.deadline(trial)
         self.check_time(trial, params, started)
@@ -183,11 +186,11 @@ class Objective:
             training_targets(s.train_images, s.train_masks, s.train_points, params),
             s.val_images,
             training_targets(s.val_images, s.val_masks, s.val_points, params),
-            score_fn=self.epoch_score(sampled),
+            score_fn=self.epoch_score(sampled, density),
             on_epoch=self.on_epoch(trial, params, train.epochs),
         )
-        scored = self.score(result.val_prob, sampled)
-        record_scores(trial, scored, self.grid, s.val_groups)
+        scored = self.score(result.val_prob, sampled, grid)
+        record_scores(trial, scored, grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
         trial.set_user_attr(
             "learning_curve",
@@ -252,7 +255,8 @@ def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups:
     trial.set_user_attr("val_errors", [int(e) for e in errors])
     trial.set_user_attr("val_groups", [int(g) for g in groups])  # the images those errors are over
     trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
-    trial.set_user_attr("val_mae_seed_counting", by_name[space.setting_name(space.SEED_COUNTING)])
+    # A density map has no seed's counting (thresholded components).
+    trial.set_user_attr("val_mae_seed_counting", by_name.get(space.setting_name(space.SEED_COUNTING)))
     for setting in space.with_offsets(counting):
         trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
     trial.set_user_attr("counting_scores", by_name)

@@ -9,8 +9,10 @@ scored each trial. ``seed_baseline`` is the seed write-up's own configuration, r
 every new study so the gain of the search is visible.
 
 A study whose training file has dots and no masks (its ``annotation`` is ``"dots"``) also
-samples ``target_radius``, the radius of the disks drawn at the dots as training targets;
-a mask study never has it, so its trials are what they were before dots existed.
+samples ``target``, what the net learns from the dots: ``"disks"`` of ``target_radius``
+(probabilities, BCE, the thresholding counters) or a ``"density"`` map of Gaussians of
+``target_sigma`` (regressed with MSE, counted by its sum: the ``density`` counter). A mask
+study never has them, so its trials are what they were before dots existed.
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ SEED_EPOCHS = 45
 RADIUS = "target_radius"
 TARGET_RADII = (2, 5)
 DEFAULT_RADIUS = 3  # the seed baseline's and the warm start's: mid-range, about a small nucleus
+# Dots files only: disks (probabilities, as from masks; touching cells merge) or a density map
+# (a unit Gaussian per dot, regressed and summed, as in the counting literature). The seed
+# baseline and the warm start train disks, so their comparison is what it was before.
+TARGET = "target"
+TARGETS = ("disks", "density")
+DENSITY_LOSS = "mse"
+# The Gaussian's sigma (px) of a density target: 1 is about a dot, 4 about a whole nucleus of the
+# embedded set's size (8-14 px across).
+SIGMA = "target_sigma"
+TARGET_SIGMAS = (1.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -89,14 +101,19 @@ def seed_epochs(profile: Profile) -> int:
 
 
 def with_radius(params: dict, annotation: str) -> dict:
-    """``params`` with the default disk radius added for a dots study (a mask study's unchanged)."""
-    return {**params, RADIUS: DEFAULT_RADIUS} if annotation == "dots" else params
+    """``params`` with disks of the default radius added for a dots study (a mask study's unchanged)."""
+    return {**params, TARGET: "disks", RADIUS: DEFAULT_RADIUS} if annotation == "dots" else params
+
+
+def trains_density(params: dict) -> bool:
+    """Whether trial parameters train a density map (a dots study's ``target``), not probabilities."""
+    return params.get(TARGET) == "density"
 
 
 def seed_baseline(profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
     """The seed's configuration as trial parameters (its counting too when ``mode`` samples it).
 
-    The seed trained on masks; a dots study gives it the default disk radius.
+    The seed trained on masks; a dots study gives it disks of the default radius.
     """
     params = {
         "lr": 2e-4,
@@ -115,7 +132,7 @@ def warm_start(profile: Profile, annotation: str = "masks") -> dict:
 
     A CPU study affords only a few trials; starting TPE from a known-good region (Optuna's
     ``enqueue_trial``) beats spending them all on random start-up points. A dots study's
-    warm start has the default disk radius.
+    warm start trains disks of the default radius.
     """
     params = {
         "lr": 2e-3,
@@ -129,9 +146,10 @@ def warm_start(profile: Profile, annotation: str = "masks") -> dict:
 
 
 def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
-    """Sample one configuration: the disk radius only for dots, the counting only when ``mode`` is ``"sampled"``.
+    """Sample one configuration: the target only for dots, the counting only when ``mode`` is ``"sampled"``.
 
-    A mask study never samples the radius: it draws exactly what it drew before dots could train.
+    A mask study never samples a target: it draws exactly what it drew before dots could train.
+    A density trial's sampled counting is the density counter with a sampled offset.
     """
     params = {
         "lr": trial.suggest_float("lr", *LR_RANGE, log=True),
@@ -142,8 +160,14 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotati
         "augment": trial.suggest_categorical("augment", AUGMENT),
     }
     if annotation == "dots":
-        params[RADIUS] = trial.suggest_int(RADIUS, *TARGET_RADII)
-    if mode == "sampled":
+        params[TARGET] = trial.suggest_categorical(TARGET, TARGETS)
+        if trains_density(params):
+            params[SIGMA] = trial.suggest_float(SIGMA, *TARGET_SIGMAS)
+        else:
+            params[RADIUS] = trial.suggest_int(RADIUS, *TARGET_RADII)
+    if mode == "sampled" and trains_density(params):
+        params["offset"] = trial.suggest_int("offset", *OFFSETS)
+    elif mode == "sampled":
         counter = trial.suggest_categorical("counter", tuple(COUNTER_GRID))
         params["counter"] = counter
         params["offset"] = trial.suggest_int("offset", *OFFSETS)
@@ -157,7 +181,8 @@ def annotation_text(annotation: str) -> str:
     if annotation == "dots":
         return (
             f"dots ('points', no masks): disks of radius {TARGET_RADII[0]}-{TARGET_RADII[1]} px ({RADIUS}, "
-            f"searched; baseline and warm start {DEFAULT_RADIUS}) drawn at the dots"
+            f"searched; baseline and warm start {DEFAULT_RADIUS}) drawn at the dots, or ({TARGET}, searched) "
+            f"density maps of Gaussians of sigma {TARGET_SIGMAS[0]:g}-{TARGET_SIGMAS[1]:g} px ({SIGMA})"
         )
     return "masks ('y', soft masks)"
 
@@ -171,6 +196,13 @@ def fold_profile(profile: Profile, n_search_tiles: int) -> Profile:
     return replace(profile, epoch_steps=max(profile.epoch_steps, -(-n_search_tiles // BATCH_SIZE)))
 
 
+def target_text(params: dict) -> str:
+    """A dots trial's training target in words, e.g. ``disks of radius 3 px``."""
+    if trains_density(params):
+        return f"density maps of Gaussians of sigma {params[SIGMA]:.2f} px"
+    return f"disks of radius {params[RADIUS]} px"
+
+
 def train_options(params: dict, profile: Profile) -> dict:
     """The ``TrainConfig`` keyword arguments of trial parameters trained in ``profile``."""
     return {
@@ -180,7 +212,7 @@ def train_options(params: dict, profile: Profile) -> dict:
         "schedule": params["schedule"],
         "augment": params["augment"],
         "batch_size": BATCH_SIZE,
-        "loss": LOSS,
+        "loss": DENSITY_LOSS if trains_density(params) else LOSS,
     }
 
 
@@ -189,17 +221,25 @@ def with_offsets(setting: dict) -> list[dict]:
     return [{**setting, "offset": o} for o in range(OFFSETS[0], OFFSETS[1] + 1)]
 
 
-def monitor_settings() -> list[dict]:
+def monitor_settings(density: bool = False) -> list[dict]:
     """A few counting settings whose best validation MAE tracks the tuned objective every epoch.
 
     Every counter at its defaults, each with every offset: a trial whose net is good is not
-    pruned merely because one counter suits it badly.
+    pruned merely because one counter suits it badly. A density net's: its counter's grid.
     """
+    if density:
+        return counting_grid(density)
     return [s for counter in COUNTER_GRID for s in with_offsets({"counter": counter})]
 
 
-def counting_grid() -> list[dict]:
-    """Every counting setting of the space (counter, its parameters, offset), as dicts."""
+def counting_grid(density: bool = False) -> list[dict]:
+    """Every counting setting (counter, its parameters, offset) of a probability map, or of a density map.
+
+    A density map is counted by its sum (the ``density`` counter, offsets only); thresholds mean
+    nothing on it, nor does a sum on probabilities.
+    """
+    if density:
+        return with_offsets({"counter": "density"})
     grid = []
     for counter, values in COUNTER_GRID.items():
         settings = [{}]
@@ -212,6 +252,8 @@ def counting_grid() -> list[dict]:
 
 def counting_of(params: dict) -> dict:
     """The sampled counting setting (counter, its parameters, offset) inside trial parameters."""
+    if trains_density(params):
+        return {"counter": "density", "offset": params["offset"]}
     counter = params["counter"]
     return {"counter": counter, **{k: params[k] for k in COUNTER_GRID[counter]}, "offset": params["offset"]}
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from model.count import COUNTERS, count_cells, count_components, count_setting, count_watershed
-from model.scoring import mae_by_setting
+from model.count import COUNTERS, count_cells, count_components, count_density, count_setting, count_watershed
+from model.scoring import count_errors, mae_by_setting
 
 SIZE = 64
+THRESHOLDING = sorted(set(COUNTERS) - {"density"})  # the counters of probability maps
 
 
 def discs(*centres, radius=6.0, value=1.0, size=SIZE):
@@ -25,12 +26,12 @@ def test_empty_map_counts_zero(method):
     assert counts.dtype == np.int64
 
 
-@pytest.mark.parametrize("method", sorted(COUNTERS))
+@pytest.mark.parametrize("method", THRESHOLDING)
 def test_single_disc_counts_one(method):
     assert count_cells(discs((32, 32)), method).tolist() == [1]
 
 
-@pytest.mark.parametrize("method", sorted(COUNTERS))
+@pytest.mark.parametrize("method", THRESHOLDING)
 def test_two_separate_discs_count_two(method):
     assert count_cells(discs((20, 20), (44, 44)), method).tolist() == [2]
 
@@ -91,13 +92,33 @@ def test_negative_offset_never_gives_a_negative_count(method):
     assert mae_by_setting(empty, [0, 0], [{"counter": method, "offset": -1}]) == [(0.0, 0.0)]
 
 
+def test_density_counts_the_rounded_sum_of_each_tile():
+    density = np.zeros((4, SIZE, SIZE), np.float32)
+    density[0, 10:20, 10:20] = 0.03  # 3 cells
+    density[1, :2, :] = 2.49 / (2 * SIZE)  # 2.49: rounds down
+    density[2, 5, 5] = 2.5  # a half rounds up
+    assert count_density(density).tolist() == [3, 2, 3, 0]
+    assert count_setting(density, {"counter": "density", "offset": 1}).tolist() == [4, 3, 4, 1]
+    with pytest.raises(ValueError, match="unknown parameter"):
+        count_setting(density, {"counter": "density", "threshold": 0.5})
+
+
+def test_density_below_zero_counts_no_cells_before_the_offset():
+    # A regressed map may sum below 0: that is no cells, and the offset then adds to 0, as the
+    # scoring (count once at offset 0, add each offset later) does.
+    density = np.full((1, 8, 8), -3.0 / 64, np.float32)
+    settings = [{"counter": "density", "offset": o} for o in (-1, 0, 2)]
+    assert [count_setting(density, s).tolist() for s in settings] == [[0], [0], [2]]
+    assert count_errors(density, [0], settings)[:, 0].tolist() == [0, 0, 2]
+
+
 def test_offset_one_is_cv2_num_labels_including_background():
     # The student's count: cv2 num_labels, which includes the background label.
     prob = discs((20, 20), (44, 44))
     assert count_components(prob, offset=1).tolist() == [3]
 
 
-@pytest.mark.parametrize("method", sorted(COUNTERS))
+@pytest.mark.parametrize("method", THRESHOLDING)
 def test_threshold_decides_what_is_foreground(method):
     prob = np.maximum(discs((20, 20)), discs((44, 44), value=0.45))
     assert count_cells(prob, method, threshold=0.4).tolist() == [2]

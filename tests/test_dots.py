@@ -14,7 +14,7 @@ from optuna_dashboard import get_note
 from data import DataError, load_split, load_train_or_dots, select_points, split_groups
 from data.importer import main as import_main
 from model.count import count_setting
-from model.targets import disk_targets
+from model.targets import density_targets, disk_targets
 from search import export, report, space, study
 from search.objective import study_split
 
@@ -177,6 +177,41 @@ def test_counters_count_separate_disks():
         assert count_setting(disks, {"counter": counter, "offset": 0}).tolist() == expected.tolist()
 
 
+# --- density targets -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.5])
+def test_density_sums_to_the_dot_count_away_from_edges(sigma):
+    size = 64  # every dot at least 4 sigma from the edges
+    points = np.array([[0, 26, 26], [0, 28, 29], [0, 36.5, 32.25], [2, 32, 32]], float)
+    density = density_targets(points, 3, (size, size), sigma)
+    assert density.dtype == np.float32 and density.min() >= 0
+    np.testing.assert_allclose(density.sum((1, 2)), [3, 0, 1], atol=1e-5)
+    # Centred on its dot, and touching neighbours add up (no maximum as with disks).
+    single = density_targets(points[3:], 3, (size, size), sigma)[2]
+    assert np.unravel_index(single.argmax(), single.shape) == (32, 32)
+    around = single[1:, 1:]  # centred on (31, 31) of it
+    np.testing.assert_allclose(around, around[::-1, ::-1], atol=1e-7)
+    each = [density_targets(points[i : i + 1], 3, (size, size), sigma)[0] for i in range(3)]
+    np.testing.assert_allclose(density[0], sum(each), atol=1e-6)
+
+
+def test_density_cut_by_the_tile_edge_keeps_only_its_part_inside():
+    corner = density_targets(np.array([[0, 0, 0]], float), 1, (T, T), 2)[0]
+    assert 0.25 < corner.sum() < 0.4  # a quarter, and the row and column through the dot
+    full = density_targets(np.array([[0, 16, 16]], float), 1, (T, T), 2)[0]
+    np.testing.assert_allclose(corner[:9, :9], full[16:25, 16:25], atol=1e-7)  # normalised before cropping
+    assert density_targets(np.zeros((0, 3)), 2, (T, T), 2).shape == (2, T, T)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        density_targets(np.zeros((0, 3)), 2, (T, T), 0)
+
+
+def test_density_counter_counts_density_targets():
+    arrays = disc_set(30, seed=1)
+    density = density_targets(arrays["points"], 30, (T, T), 2)
+    assert count_setting(density, {"counter": "density", "offset": 0}).tolist() == arrays["counts"].tolist()
+
+
 # --- studies ---------------------------------------------------------------------
 
 STATES = optuna.trial.TrialState
@@ -215,6 +250,44 @@ def test_dots_study_samples_and_records_the_radius(tiny_dots, tiny_profile, in_t
     assert "true counts: stored counts" in out
     assert "trains from dots ('points', no masks): disks of radius 2-5 px (target_radius, searched" in out
     assert "- trains from dots ('points', no masks)" in get_note(s)
+
+
+def density_warm_start(monkeypatch, sigma=2.0):
+    """Make a new study's warm start (trial 1) train a density map of ``sigma``: trial 0 stays on disks."""
+    disks = space.warm_start
+
+    def warm_start(profile, annotation="masks"):
+        params = {k: v for k, v in disks(profile, annotation).items() if k != space.RADIUS}
+        return {**params, space.TARGET: "density", space.SIGMA: sigma}
+
+    monkeypatch.setattr(space, "warm_start", warm_start)
+
+
+def test_density_trial_counts_by_its_sum_through_study_and_export(
+    tiny_dots, tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
+):
+    density_warm_start(monkeypatch)
+    assert run_study(tiny_dots, "--n-trials", "2") == 0
+    baseline, density = load().trials
+    assert baseline.params[space.TARGET] == "disks" and space.SIGMA not in baseline.params
+    assert density.params[space.TARGET] == "density" and space.RADIUS not in density.params
+    # Scored on the density counter's settings only, and a disks trial on the thresholding ones only.
+    assert set(density.user_attrs["counting_scores"]) == {f"density {o:+d}" for o in range(-1, 3)}
+    assert density.user_attrs["counting"]["counter"] == "density"
+    assert density.user_attrs["val_mae_seed_counting"] is None
+    assert not any(k.startswith("density") for k in baseline.user_attrs["counting_scores"])
+    config = json.loads((in_tmp / density.user_attrs["checkpoint"] / "config.json").read_text())
+    assert config["train"]["loss"] == "mse" and config["params"][space.SIGMA] == 2.0
+    assert config["train"]["min_epoch_steps"] == tiny_profile.epoch_steps
+
+    _, test, truth = tiny_files
+    for extra in ([], ["--refit"]):
+        out = in_tmp / f"density{len(extra)}.csv"
+        assert export.main(["--trial", "1", "--test", str(test), "--truth", str(truth), *extra, "--out", str(out)]) == 0
+        log = json.loads(out.with_suffix(".json").read_text())
+        assert log["counting"]["counter"] == "density" and log["test_mae"] >= 0
+        assert len(pd.read_csv(out)) == 6
+    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out
 
 
 def test_resume_with_another_annotation_is_refused(tiny_files, tiny_dots, tiny_profile, in_tmp, capsys):

@@ -1,6 +1,7 @@
-"""The search space's training length on the embedded set, and its definition per profile."""
+"""The search space: training length on the embedded set and per profile, dots targets, counting grids."""
 
 import numpy as np
+import optuna
 import pytest
 
 import data
@@ -40,3 +41,42 @@ def test_a_fold_run_trains_as_many_steps_per_epoch_as_its_search_trial():
         search = TrainConfig(**space.train_options(space.seed_baseline(quick), quick))
         fold = TrainConfig(**space.train_options(space.seed_baseline(quick), space.fold_profile(quick, n_search)))
         assert epoch_steps(n_fold, fold) == epoch_steps(n_search, search)
+
+
+def test_counting_grid_follows_what_the_trial_trained():
+    density = space.counting_grid(density=True)
+    assert density == [{"counter": "density", "offset": o} for o in range(-1, 3)]
+    assert space.monitor_settings(density=True) == density
+    probabilities = space.counting_grid()
+    assert len(probabilities) == 156 and {s["counter"] for s in probabilities} == {"components", "watershed"}
+    assert space.SEED_COUNTING in probabilities and space.SEED_COUNTING not in density
+
+
+def suggested(params, annotation="dots", mode="tuned"):
+    """What ``space.suggest`` draws in a trial whose parameters are fixed to ``params``."""
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    return space.suggest(trial, space.PROFILES["quick"], mode, annotation)
+
+
+def test_dots_trials_draw_a_target_and_only_its_size():
+    assert space.seed_baseline(space.PROFILES["quick"], annotation="dots")[space.TARGET] == "disks"
+    assert space.warm_start(space.PROFILES["quick"], "dots")[space.TARGET] == "disks"
+    density = suggested({space.TARGET: "density", space.SIGMA: 2.5})
+    assert density[space.SIGMA] == 2.5 and space.RADIUS not in density
+    disks = suggested({space.TARGET: "disks"})
+    assert space.TARGET_RADII[0] <= disks[space.RADIUS] <= space.TARGET_RADII[1] and space.SIGMA not in disks
+    assert space.target_text(density) == "density maps of Gaussians of sigma 2.50 px"
+    assert TrainConfig(**space.train_options(density, space.PROFILES["quick"])).loss == "mse"
+    assert TrainConfig(**space.train_options(disks, space.PROFILES["quick"])).loss == "bce"
+    masks = suggested({}, annotation="masks")
+    assert space.TARGET not in masks and space.RADIUS not in masks and space.SIGMA not in masks
+
+
+def test_sampled_counting_of_a_density_trial_is_the_density_counter():
+    params = suggested({space.TARGET: "density", "offset": 1}, mode="sampled")
+    assert "counter" not in params and space.counting_of(params) == {"counter": "density", "offset": 1}
+    assert space.counting_of(params) in space.counting_grid(density=True)
+    disks = suggested({space.TARGET: "disks", "counter": "components"}, mode="sampled")
+    assert space.counting_of(disks) in space.counting_grid()

@@ -6,7 +6,9 @@ import torch
 from conftest import disc_tiles
 
 import model.train as train_module
+from model.targets import density_targets
 from model.train import (
+    DENSITY_SCALE,
     EpochReport,
     TrainConfig,
     dihedral,
@@ -228,6 +230,22 @@ def test_small_set_trains_as_many_steps_as_a_large_one(monkeypatch, train_set):
     seen.clear()
     fit(tiny_net(), config, np.tile(images, (4, 1, 1)), np.tile(masks, (4, 1, 1)))
     assert len(seen) == 2 * 8  # 32 tiles: a whole pass of 8 batches, more than the minimum
+
+
+def test_density_net_regresses_the_scaled_map_and_predicts_it_scaled_back(train_set):
+    images, _ = train_set
+    points = np.array([[i, 10 + i, 16] for i in range(len(images))], float)
+    density = density_targets(points, len(images), images.shape[1:], 2)
+    config = TrainConfig(lr=1e-2, epochs=3, batch_size=4, loss="mse", precision="fp32")
+    net = tiny_net()
+    result = fit(net, config, images, density, images, density)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    # The map is the raw output over the scale (no sigmoid: it may leave [0, 1]), as the export predicts it.
+    raw = net.eval()(to_tensor(images, CPU)).detach()[:, 0].numpy()
+    np.testing.assert_allclose(result.val_prob, raw / DENSITY_SCALE, atol=1e-5)
+    np.testing.assert_allclose(predict_prob(net, images, precision="fp32", loss="mse"), result.val_prob, atol=1e-5)
+    target = to_tensor(density, CPU)
+    assert float(loss_fn(target * DENSITY_SCALE, target, "mse")) == 0
 
 
 def test_bce_dice_exceeds_bce():

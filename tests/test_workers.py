@@ -213,7 +213,7 @@ def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, 
     train, _, _ = tiny_files
     if stage == "finalists":  # the search is done: the next run goes straight to the finalist runs
         assert study.main(tiny_args(train, "--n-trials", "2", "--finalists", "0")) == 0
-    args = ("--n-trials", "2", "--finalists", "2", "--finalist-seeds", "1")
+    args = ("--n-trials", "2", "--finalists", "2", "--folds", "2")
     proc = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
     watchdog = threading.Timer(60, proc.kill)  # never wait on a stuck worker
     watchdog.start()
