@@ -7,7 +7,7 @@ The masks route trains on ``--train`` (the embedded ``train_data.npz``) as it is
 on the same file without ``y``, written to a temporary folder, so that it trains on disks drawn
 at the file's ``points``. Both routes train the profile's warm start (the dots route with disks
 of ``--radius`` px) on the same split (by source image, ``--split-seed`` as a study's ``--seed``)
-through the study's own objective, ``search.objective.Objective``: one run per training seed,
+through the study's own objective, ``search.stages.objective.Objective``: one run per training seed,
 the seed given as a finalist run's is, and each run's counting chosen on validation as a study
 chooses it. Each model is then scored on the held-out test tiles with the counting its run
 chose. Prints every run's validation and test MAE, each route's mean and sd over seeds, and the
@@ -38,11 +38,12 @@ import data  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.count import count_setting  # noqa: E402
 from model.train import pick_device, predict_prob  # noqa: E402
-from search import space, stats  # noqa: E402
-from search.artifacts import ensure_study_dir, study_dir  # noqa: E402
-from search.finalists import SEED_ATTR  # noqa: E402
-from search.objective import Objective, study_split  # noqa: E402
-from search.prepare import VAL_FRACTION  # noqa: E402
+from search import space  # noqa: E402
+from search.results import stats  # noqa: E402
+from search.roles import SEED_ATTR  # noqa: E402
+from search.runtime.artifacts import ensure_study_dir, study_dir  # noqa: E402
+from search.stages.objective import Objective, study_split  # noqa: E402
+from search.stages.prepare import VAL_FRACTION  # noqa: E402
 
 ROUTES = ("masks", "dots")
 
@@ -135,7 +136,7 @@ def summarize(runs: dict, groups: np.ndarray) -> dict:
         }
     difference = stats.compare(per_tile["dots"], per_tile["masks"], groups)
     # JSON has no Infinity: the degrees of freedom are infinite when the routes' errors agree on every image.
-    out["difference"] = {k: None if v == math.inf else v for k, v in difference.items()}
+    out["difference"] = {k: None if v == math.inf else v for k, v in difference.to_dict().items()}
     return out
 
 
@@ -168,7 +169,7 @@ def report(args, argv: list[str], facts: dict, runs: dict, summary: dict) -> str
         f"file without `y`: disks of radius {args.radius} px at its {facts['n_points']} `points`. Validation true "
         f"counts: {facts['source']}.  ",
         f"Configuration: the `{args.profile}` profile's warm start, `{facts['params']}`, through "
-        f"`search.objective.Objective` (counting chosen on validation, out of sample).  ",
+        f"`search.stages.objective.Objective` (counting chosen on validation, out of sample).  ",
         f"Test: `{shown(args.test)}` ({facts['n_test']} tiles from {facts['n_test_images']} images) against "
         f"`{shown(args.truth)}`. "
         f"Total {facts['seconds']:.0f} s.",

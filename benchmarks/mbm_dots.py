@@ -29,10 +29,10 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from common import machine, run_commands, write_section  # noqa: E402
 
-from search import finalists  # noqa: E402
 from search.errors import UsageError  # noqa: E402
-from search.storage import find_storage, load_existing_study  # noqa: E402
-from search.verdict import stage_verdict_line  # noqa: E402
+from search.results.verdict import stage_verdict_line  # noqa: E402
+from search.runtime.storage import find_storage, load_existing_study  # noqa: E402
+from search.stages import finalists  # noqa: E402
 
 STATES = optuna.trial.TrialState
 DEFAULT_SET = ROOT.parent / "shared" / "datasets" / "mbm-dots"
@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", type=Path, default=DEFAULT_SET, help="the mbm-dots folder (default: %(default)s)")
     p.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2], help="splits.json entries (default: 0 1 2)")
     p.add_argument("--work", type=Path, default=Path("studies/mbm-data"), help="where the split folders go")
+    p.add_argument("--scale", type=float, help="the importer's --scale for the training images (default: its own)")
     p.add_argument("--timeout", type=float, help="the study command's --timeout (default: its profile's)")
     p.add_argument("--parallel", action="store_true", help="run the studies at once, the cores split between them")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
@@ -60,13 +61,14 @@ def link_split(dataset: Path, names: list[str], folder: Path, dots: bool) -> Non
                 target.symlink_to((dataset / "images" / file).resolve())
 
 
-def prepare(dataset: Path, split: dict, folder: Path) -> Path:
+def prepare(dataset: Path, split: dict, folder: Path, scale: float | None) -> Path:
     """The split's training npz (imported once from images and dots) and its folder of test images."""
     link_split(dataset, split["train"], folder / "train", dots=True)
     link_split(dataset, split["test"], folder / "test", dots=False)
     train = folder / "train.npz"
     if not train.exists():
         cmd = [sys.executable, "-m", "data.importer", str(folder / "train"), "--dots", str(folder / "train")]
+        cmd += ["--scale", str(scale)] if scale else []
         subprocess.run([*cmd, "--out", str(train)], check=True)
     return train
 
@@ -154,8 +156,10 @@ def main(argv=None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = json.loads((args.dataset / "splits.json").read_text())
-    folders = {i: args.work / f"split-{i}" for i in args.splits}
-    trains = {i: prepare(args.dataset, splits[i], folders[i]) for i in args.splits}
+    # One folder per scale: a training file imported at another scale is never reused.
+    scale = "auto" if args.scale is None else f"{args.scale:g}"
+    folders = {i: args.work / f"split-{i}-scale-{scale}" for i in args.splits}
+    trains = {i: prepare(args.dataset, splits[i], folders[i], args.scale) for i in args.splits}
     todo = {}
     for i in args.splits:
         try:

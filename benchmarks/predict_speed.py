@@ -35,7 +35,7 @@ from model.train import pick_device, predict_prob, seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402
 from search import export, space  # noqa: E402
 from search.predict import BATCH_SIZE  # noqa: E402
-from search.storage import find_storage, given_storage, load_existing_study  # noqa: E402
+from search.runtime.storage import find_storage, given_storage, load_existing_study  # noqa: E402
 
 
 def synthetic_image(side: int, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ with a standard error over test images (bootstrap over the ``groups`` of the tes
 
 - the default export (the finalist with the lowest out-of-fold MAE: its search and fold models),
 - the best search trial's model alone (``--trial``),
-- the seed baseline's models and the warm start's (``--finalist`` when it was a finalist, else
+- the reference's models and the warm start's (``--finalist`` when it was a finalist, else
   ``--trial``, its search model alone).
 
 Nothing is trained here but by the study command, which checks its data file's fingerprint on
@@ -38,10 +38,13 @@ import pandas as pd  # noqa: E402
 from common import load_test_groups, machine, run_commands, write_section  # noqa: E402
 
 import data  # noqa: E402
-from search import export, finalists, stats  # noqa: E402
+from search import export  # noqa: E402
 from search.errors import UsageError  # noqa: E402
-from search.storage import find_storage, load_existing_study  # noqa: E402
-from search.verdict import baseline_trial, gain_line, stage_verdict_line  # noqa: E402
+from search.results import stats  # noqa: E402
+from search.results.verdict import gain_line, stage_verdict_line  # noqa: E402
+from search.roles import baseline_trial  # noqa: E402
+from search.runtime.storage import find_storage, load_existing_study  # noqa: E402
+from search.stages import finalists  # noqa: E402
 
 STATES = optuna.trial.TrialState
 
@@ -110,7 +113,7 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
     }
 
 
-def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> dict | None:
+def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> stats.Comparison | None:
     """Test MAE of export a minus export b, tile by tile, with its standard error over test images."""
     if a is None or b is None:
         return None
@@ -192,7 +195,7 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
         f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
         "",
         "| study | command wall s | s per epoch | search trials (complete / pruned) | finalist runs | "
-        "default export | best trial alone | seed baseline's models | warm start's models |",
+        "default export | best trial alone | reference's models | warm start's models |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -210,7 +213,7 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             f"`{r['study']}`: exported {exported}; its models alone scored "
             f"{', '.join(f'{m:.3f}' for m in r['default']['members_alone']) if r['default'] else 'n/a'}.  ",
             "Paired over test images, default export minus best trial alone: "
-            f"{diff_text(r['default_minus_best_alone'])}; minus the seed baseline's models: "
+            f"{diff_text(r['default_minus_best_alone'])}; minus the reference's models: "
             f"{diff_text(r['default_minus_baseline'])}; minus the warm start's: "
             f"{diff_text(r['default_minus_warm_start'])}.  ",
             f"Search: {r['search_verdict']}.  ",
@@ -220,13 +223,13 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def diff_text(d: dict | None) -> str:
+def diff_text(d: stats.Comparison | None) -> str:
     """A paired difference with its standard error and 95% interval, or why there is none."""
     if d is None:
         return "n/a"
-    if "too_few" in d:
-        return f"{d['diff']:+.3f} (no interval: {d['too_few']})"
-    return f"{d['diff']:+.3f} +- {d['se']:.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f})"
+    if d.too_few:
+        return f"{d.diff:+.3f} (no interval: {d.too_few})"
+    return f"{d.diff:+.3f} +- {d.se:.3f} (95% interval {d.low:+.3f} to {d.high:+.3f})"
 
 
 def main(argv=None) -> int:
@@ -244,7 +247,7 @@ def main(argv=None) -> int:
     print(text)
     if args.write:
         write_section(args.section, text)
-    print(json.dumps(rows))
+    print(json.dumps([{k: v.to_dict() if isinstance(v, stats.Comparison) else v for k, v in r.items()} for r in rows]))
     return 0
 
 

@@ -30,7 +30,7 @@ from common import load_test_groups, machine, write_section  # noqa: E402
 
 import data  # noqa: E402
 from data.folders import image_files, read_gray  # noqa: E402
-from search import stats  # noqa: E402
+from search.results import stats  # noqa: E402
 
 FULL_TEST = ROOT.parent / "shared" / "datasets" / "dsb2018-fluo" / "full" / "test"
 
@@ -85,10 +85,12 @@ def main(argv=None) -> int:
         se = np.abs(e).std(ddof=1) / np.sqrt(len(e))
         lines.append(f"| {label} | **{np.abs(e).mean():.2f}** +- {se:.2f} | {e.mean():+.2f} |")
     d = stats.compare(errors["predict"], errors["tiles added up"], images)
+    interval = (
+        f"no interval: {d.too_few}" if d.too_few else f"+- {d.se:.2f} (95% interval {d.low:+.2f} to {d.high:+.2f})"
+    )
     lines += [
         "",
-        f"Predict minus tiles added up, paired over images: {d['diff']:+.2f} +- {d['se']:.2f} "
-        f"(95% interval {d['low']:+.2f} to {d['high']:+.2f}).  ",
+        f"Predict minus tiles added up, paired over images: {d.diff:+.2f} {interval}.  ",
         f"Predict: {predict_s:.1f} s for the command, model loading included: "
         f"{megapixels / predict_s:.2f} megapixels per second.",
     ]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, write_section  # noqa: E402  (benchmarks/ is sys.path[0])
 
-from search.storage import default_url, open_storage  # noqa: E402
+from search.runtime.storage import default_url, open_storage  # noqa: E402
 
 STATES = optuna.trial.TrialState
 

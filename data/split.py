@@ -101,9 +101,8 @@ def split_groups(groups, val_fraction=0.2, seed=0):
     Raises
     ------
     ValueError
-        If there are fewer than 2 groups, no group can go to validation without
-        leaving fewer than ``MIN_TRAIN_TILES`` training tiles, or `val_fraction`
-        is not in (0, 1).
+        With fewer than 2 groups, `val_fraction` outside (0, 1), or no group that
+        can go to validation and leave ``MIN_TRAIN_TILES`` training tiles.
 
     Examples
     --------

@@ -33,22 +33,22 @@ class TrainConfig:
     Parameters
     ----------
     lr : float
-        Adam learning rate (the seed's: 2e-4).
+        Adam learning rate (the reference's: 2e-4).
     epochs : int
-        Training epochs (the seed's: 45); one epoch is :func:`epoch_steps` optimiser steps.
+        Training epochs (the reference's: 45); one epoch is :func:`epoch_steps` optimiser steps.
     batch_size : int
-        Tiles per optimiser step (the seed's: 16).
+        Tiles per optimiser step (the reference's: 16).
     min_epoch_steps : int
         The fewest optimiser steps in an epoch. An epoch is one pass over the training tiles,
         or this many steps where a pass is shorter (the batches then run on into the next
         shuffled pass), so a small data set trains as long as a large one. 1: always one pass.
     loss : str
-        ``"bce"`` (BCE with logits on the soft masks, the seed's), ``"bce_dice"`` (plus soft
+        ``"bce"`` (BCE with logits on the soft masks, the reference's), ``"bce_dice"`` (plus soft
         Dice), or ``"mse"``: the net's raw output regresses a density map (see :func:`output_map`).
     augment : bool
         Random flips and 90-degree rotations of each training tile.
     schedule : str
-        ``"constant"`` learning rate (the seed's) or ``"cosine"``: a half-cosine decay from
+        ``"constant"`` learning rate (the reference's) or ``"cosine"``: a half-cosine decay from
         ``lr`` to 0 over all steps, so the last epoch, the one kept, is not a noisy one.
     seed : int
         Seeds weight initialisation, shuffling and augmentation.
@@ -275,6 +275,7 @@ def fit(
     val_masks: np.ndarray | None = None,
     score_fn: Callable[[np.ndarray], float] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    every_epoch: bool = True,
 ) -> FitResult:
     """Train ``net`` for ``config.epochs`` epochs and keep the last epoch's weights.
 
@@ -290,13 +291,16 @@ def fit(
     train_images, train_masks : ndarray
         (N,H,W) uint8 images and float soft masks in [0,1] (density maps for ``loss="mse"``).
     val_images, val_masks : ndarray, optional
-        Validation tiles, predicted after every epoch.
+        Validation tiles, predicted after every epoch (after the last only, see ``every_epoch``).
     score_fn : callable, optional
         Maps (N,H,W) validation probabilities (densities for ``loss="mse"``) to the score each
         :class:`EpochReport` carries.
     on_epoch : callable, optional
         Called with each :class:`EpochReport`; an exception raised there stops training and
         propagates (this is how a search prunes).
+    every_epoch : bool
+        False: validate after the last epoch only, the others report NaN for the validation
+        figures. A run nothing prunes then spends its time training, not scoring.
     """
     device = next(net.parameters()).device
     precision = resolve_precision(config.precision, device)
@@ -313,7 +317,7 @@ def fit(
         t0 = time.perf_counter()
         train_loss = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
         val_loss = val_score = float("nan")
-        if val is not None:
+        if val is not None and (every_epoch or epoch == config.epochs):
             val_loss, prob = validate(net, *val, config.loss, precision)
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
         report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""The seed's U-Net, with its depth, decoder upsampling and width made configurable."""
+"""The reference's U-Net, with its depth, decoder upsampling and width made configurable."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ class UNetConfig:
     Parameters
     ----------
     depth : int
-        Number of down blocks (3 or 4; the seed uses 4).
+        Number of down blocks (3 or 4; the reference uses 4).
     upsample : str
-        ``"interp"``: nearest Upsample + 3x3 conv + ReLU (the seed's choice);
+        ``"interp"``: nearest Upsample + 3x3 conv + ReLU (the reference's choice);
         ``"transpose"``: ConvTranspose2d with stride 2.
     base : int
-        Channels of the first block; each down block doubles them (the seed uses 64).
+        Channels of the first block; each down block doubles them (the reference uses 64).
     """
 
     depth: int = 4
@@ -43,7 +43,7 @@ class UNetConfig:
 
 
 def double_conv(c_in: int, c_out: int) -> nn.Sequential:
-    """Two size-preserving 3x3 convolutions with ReLU (no batch norm, as in the seed)."""
+    """Two size-preserving 3x3 convolutions with ReLU (no batch norm, as in the reference)."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1),
         nn.ReLU(inplace=True),

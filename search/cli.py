@@ -13,8 +13,8 @@ from typing import Callable
 
 import data
 from model.train import pick_device
-from search.errors import UsageError
-from search.storage import STORAGE_ENV
+from search.errors import Failed, UsageError
+from search.runtime.storage import STORAGE_ENV
 
 STORAGE_HELP = (
     "sqlite:///FILE.db, journal:///FILE.log (or FILE.log) or a database URL such as "
@@ -23,14 +23,15 @@ STORAGE_HELP = (
 
 
 def parser(prog: str, description: str, default_storage: str, device: bool = True) -> argparse.ArgumentParser:
-    """An argument parser with ``--study-name``, ``--storage`` and, if asked, ``--device``."""
+    """An argument parser whose group "study" holds ``--study-name``, ``--storage`` and, if asked, ``--device``."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument(
+    study = p.add_argument_group("study")
+    study.add_argument(
         "--study-name", default="cells", help="study name: letters, digits, '_', '-' and '.' (default: %(default)s)"
     )
-    p.add_argument("--storage", help=STORAGE_HELP.format(default=default_storage))
+    study.add_argument("--storage", help=STORAGE_HELP.format(default=default_storage))
     if device:
-        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+        study.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     return p
 
 
@@ -41,7 +42,7 @@ def add_model_choice(p: argparse.ArgumentParser, verb: str) -> None:
     which.add_argument(
         "--finalist",
         type=int,
-        help=f"{verb} the models of the finalist of this search trial number (e.g. the seed baseline's)",
+        help=f"{verb} the models of the finalist of this search trial number (e.g. the reference's)",
     )
 
 
@@ -143,10 +144,6 @@ def _check_creatable(folder: Path, option: str, path: Path) -> None:
         raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: no permission to write in {existing}")
-
-
-class Failed(Exception):
-    """Work that started failed (not the user's input): one line on stderr, exit code 1."""
 
 
 def run_command(work: Callable[[], object], interrupted: str = "interrupted") -> int:

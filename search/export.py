@@ -41,12 +41,15 @@ from model.checkpoint import (
 from model.count import count_setting
 from model.train import TrainConfig, fit, predict_prob, seeded_net
 from model.unet import UNetConfig
-from search import cli, finalists, space, stats
-from search.artifacts import FOLDER_ATTR, artifact_dir, project_dir, read_checkpoint_artifacts
+from search import cli, space
 from search.errors import UsageError
-from search.objective import training_targets
-from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
-from search.verdict import EARLIER, common_folds, stage_verdict
+from search.results import stats
+from search.results.verdict import Finalist, common_folds, stage_verdict
+from search.roles import EARLIER, FOLD_ATTR, FOLDER_ATTR, trial_label
+from search.runtime.artifacts import artifact_dir, project_dir, read_checkpoint_artifacts
+from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
+from search.stages import finalists
+from search.stages.objective import training_targets
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -57,21 +60,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         "Write submission.csv (index,count) from a study: its winning finalist's models, or one trial.",
         "studies/<name>.db, or studies/<name>.journal.log when only that exists",
     )
-    cli.add_model_choice(p, "export")
-    p.add_argument(
+    models = p.add_argument_group("models")
+    cli.add_model_choice(models, "export")
+    models.add_argument(
+        "--refit", action="store_true", help="retrain each model's configuration on train + validation tiles first"
+    )
+    models.add_argument("--tta", action="store_true", help="average each model's predictions over flips and rotations")
+    files = p.add_argument_group("files")
+    files.add_argument(
         "--test", type=Path, default=data.DEFAULT_TEST, help="test npz with X (default: the embedded test tiles)"
     )
-    p.add_argument(
+    files.add_argument(
         "--out",
         type=Path,
         default=Path("submission.csv"),
         help="CSV to write; its JSON log goes beside it, same name ending in .json (default: %(default)s)",
     )
-    p.add_argument("--truth", type=Path, help="index,count CSV of true counts: print MAE and bias")
-    p.add_argument(
-        "--refit", action="store_true", help="retrain each model's configuration on train + validation tiles first"
-    )
-    p.add_argument("--tta", action="store_true", help="average each model's predictions over flips and rotations")
+    files.add_argument("--truth", type=Path, help="index,count CSV of true counts: print MAE and bias")
     return p.parse_args(argv)
 
 
@@ -84,7 +89,7 @@ class Member:
 
     @property
     def label(self) -> str:
-        return finalists.trial_label(self.trial)
+        return trial_label(self.trial)
 
 
 @dataclass
@@ -114,7 +119,7 @@ def single(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Choice:
     return Choice([Member(study, trial)], trial.number, f"trial {trial.number} alone", "val MAE", trial.value)
 
 
-def ensemble(study: optuna.Study, finalist: finalists.Finalist, folds: list[int]) -> Choice:
+def ensemble(study: optuna.Study, finalist: Finalist, folds: list[int]) -> Choice:
     """The finalist's search trial and its fold runs; its score is the out-of-fold MAE over ``folds``.
 
     No image is held out from all of them, so the ensemble's own error is unknown: the
@@ -153,7 +158,7 @@ def check_owner(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: di
     """Refuse a checkpoint that another study or trial wrote, or that lacks what is read from it.
 
     A checkpoint records its study folder, trial number, parameters and training tile size
-    (``search.objective.checkpoint_record``); a folder overwritten by another study, or a copied
+    (``search.stages.objective.checkpoint_record``); a folder overwritten by another study, or a copied
     one, would otherwise be exported with exit code 0.
     """
     missing = [k for k in ("tile_size", "train") if k not in config]
@@ -185,7 +190,7 @@ def check_checkpoint(
 def open_checkpoint(member: Member, project: Path, device) -> tuple:
     """The member's net, checkpoint config and where they were read from.
 
-    Its checkpoint folder, under ``project`` (:func:`search.artifacts.project_dir`); when a file
+    Its checkpoint folder, under ``project`` (:func:`search.runtime.artifacts.project_dir`); when a file
     of it is missing here (trained on another machine, or deleted), the copy uploaded to the
     study's artifact store, checked against the same SHA-256.
     """
@@ -255,6 +260,11 @@ def log_path(out: Path) -> Path:
 
 
 def export(args) -> dict:
+    """Write the chosen models' count-averaged counts of ``--test`` to ``--out`` and its JSON log.
+
+    Returns the log: what was exported, its members (each with its seed, fold, counting and
+    checkpoint) and, with ``--truth``, the test MAE of the submission and of each member.
+    """
     # Both outputs are checked before a refit, not after it.
     log_file = cli.check_output_file(log_path(cli.check_output_file(args.out, "--out")), "--out's log")
     data.check_distinct_outputs(
@@ -266,37 +276,10 @@ def export(args) -> dict:
     choice = choose(study, args.trial, args.finalist)
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None
-    device = cli.resolve_device(args.device)
-    project = project_dir(study.user_attrs, storage_url)
-    # Every checkpoint is checked before any is refitted: a bad member must not cost the others' training.
-    loaded = [load_member(m, project, args.test, images, device) for m in choice.members]
-    counts, logged = [], []
-    for member, (net, config, checkpoint) in zip(choice.members, loaded):
-        if args.refit:
-            folder = project / member.trial.user_attrs["checkpoint"]
-            net, checkpoint = refit(study, member, config, folder, device)
-        counting = member.trial.user_attrs["counting"]
-        # A density net (loss "mse") predicts a density map, which its density counting sums.
-        prediction = predict_prob(net, images, tta=args.tta, loss=config["train"]["loss"])
-        counts.append(count_setting(prediction, counting))
-        logged.append(
-            {
-                "run": member.label,
-                "study": member.study.study_name,
-                "trial": member.trial.number,
-                "seed": config["train"]["seed"],
-                "fold": member.trial.user_attrs.get(finalists.FOLD_ATTR),
-                # A fold run's is on its held-out fold, the search trial's on the validation images.
-                "count_mae": member.trial.value,
-                "counting": counting,
-                "checkpoint": str(checkpoint),
-            }
-        )
+    counts, logged = count_members(study, choice, args, images, project_dir(study.user_attrs, storage_url))
     final = stats.ensemble_counts(np.stack(counts))
     submission = pd.DataFrame({"index": np.arange(len(final)), "count": final})
     atomic_write(args.out, lambda p: submission.to_csv(p, index=False))
-
-    source = choice.members[0].trial
     log = {
         "study": args.study_name,
         "storage": safe_url(storage_url),
@@ -304,7 +287,7 @@ def export(args) -> dict:
         "trial": choice.source,
         "score": choice.score,
         "mae": choice.mae,
-        "params": source.params,
+        "params": choice.members[0].trial.params,
         "members": logged,
         **({"counting": logged[0]["counting"]} if len(logged) == 1 else {}),
         "refit": args.refit,
@@ -325,6 +308,36 @@ def export(args) -> dict:
         print(f"against {args.truth}: MAE {log['test_mae']:.3f}, bias {log['test_bias']:+.3f}")
     atomic_write(log_file, lambda p: p.write_text(json.dumps(log, indent=2)))
     return log
+
+
+def count_members(study, choice: Choice, args, images: np.ndarray, project: Path) -> tuple[list, list[dict]]:
+    """Each member's counts of ``images`` (refitted first with ``--refit``) and its log entry."""
+    device = cli.resolve_device(args.device)
+    # Every checkpoint is checked before any is refitted: a bad member must not cost the others' training.
+    loaded = [load_member(m, project, args.test, images, device) for m in choice.members]
+    counts, logged = [], []
+    for member, (net, config, checkpoint) in zip(choice.members, loaded):
+        if args.refit:
+            folder = project / member.trial.user_attrs["checkpoint"]
+            net, checkpoint = refit(study, member, config, folder, device)
+        counting = member.trial.user_attrs["counting"]
+        # A density net (loss "mse") predicts a density map, which its density counting sums.
+        prediction = predict_prob(net, images, tta=args.tta, loss=config["train"]["loss"])
+        counts.append(count_setting(prediction, counting))
+        logged.append(
+            {
+                "run": member.label,
+                "study": member.study.study_name,
+                "trial": member.trial.number,
+                "seed": config["train"]["seed"],
+                "fold": member.trial.user_attrs.get(FOLD_ATTR),
+                # A fold run's is on its held-out fold, the search trial's on the validation images.
+                "count_mae": member.trial.value,
+                "counting": counting,
+                "checkpoint": str(checkpoint),
+            }
+        )
+    return counts, logged
 
 
 def main(argv=None) -> int:

@@ -32,10 +32,11 @@ from model.count import LOCATORS, count_setting, object_centroids
 from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
 from model.train import predict_prob
-from search import cli, export, stats
-from search.artifacts import project_dir
+from search import cli, export
 from search.errors import UsageError
-from search.storage import check_study_name, find_storage, given_storage, load_existing_study
+from search.results import stats
+from search.runtime.artifacts import project_dir
+from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study
 
 # Windows per forward pass: bounds the memory of one pass (activations of 32 128x128 windows).
 BATCH_SIZE = 32
@@ -57,16 +58,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "images", type=Path, metavar="IMAGES", help=f"a folder of images ({' '.join(IMAGE_SUFFIXES)}) or one image"
     )
-    cli.add_model_choice(p, "count with")
-    p.add_argument("--out", type=Path, default=Path("counts.csv"), help="CSV to write (default: %(default)s)")
-    p.add_argument(
+    cli.add_model_choice(p.add_argument_group("models"), "count with")
+    output = p.add_argument_group("images and output")
+    output.add_argument("--out", type=Path, default=Path("counts.csv"), help="CSV to write (default: %(default)s)")
+    output.add_argument(
         "--scale",
         type=_positive,
         metavar="F",
         help="rescale every image by F (default: as the study's training images were imported, else 1)",
     )
-    p.add_argument("--overlays", type=Path, metavar="DIR", help="write each image with its counted cells marked")
-    truth = p.add_mutually_exclusive_group()
+    output.add_argument("--overlays", type=Path, metavar="DIR", help="write each image with its counted cells marked")
+    truth = p.add_argument_group("true counts (any one)").add_mutually_exclusive_group()
     truth.add_argument("--truth", type=Path, metavar="CSV", help="true counts, a CSV of image,count")
     truth.add_argument("--masks", type=Path, metavar="DIR", help="true counts from instance label masks")
     truth.add_argument("--dots", type=Path, metavar="DIR", help="true counts from dots images (may be IMAGES)")

@@ -24,10 +24,12 @@ import optuna.visualization.matplotlib as ovm
 import pandas as pd
 
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
-from search import cli, finalists
+from search import cli
 from search.errors import UsageError
-from search.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
-from search.verdict import baseline_line, finalist_rows, finalist_text, gain_line, table_cell
+from search.results.verdict import baseline_line, finalist_rows, finalist_text, gain_line, table_cell
+from search.roles import is_baseline
+from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
+from search.stages import finalists
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
@@ -92,7 +94,7 @@ def top_trials(study: optuna.Study, n: int = TOP_N) -> pd.DataFrame:
         {
             "trial": t.number,
             "val count-MAE": t.value,
-            "baseline": "yes" if t.user_attrs.get("baseline") else "",
+            "baseline": "yes" if is_baseline(t) else "",
             "standard error": t.user_attrs.get("value_se"),
             "counting": t.user_attrs.get("counting_name", ""),
             "train s": t.user_attrs.get("train_seconds"),
@@ -229,7 +231,7 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
             f"split {meta.get('split_rule', 'per tile')})",
         ),
         ("profile", f"{meta.get('profile')}, counting objective {meta.get('counting_objective')}"),
-        ("seed baseline", baseline_line(study)),
+        ("reference", baseline_line(study)),
         ("search: gain over the baseline", gain_line(study)),
     ]
 

@@ -5,7 +5,7 @@ and ``offset``; ``schedule`` and ``augment`` widen the training side. The counti
 (counter, its parameters and the offset) is sampled only with ``--objective sampled``; by
 default (``tuned``) it is chosen after training on the validation predictions, so TPE spends
 its trials on training and the dashboard shows, as user attributes, the counting that
-scored each trial. ``seed_baseline`` is the seed write-up's own configuration, run first in
+scored each trial. ``reference_config`` is the reference write-up's own configuration, run first in
 every new study so the gain of the search is visible.
 
 A study whose training file has dots and no masks (its ``annotation`` is ``"dots"``) also
@@ -24,9 +24,9 @@ import optuna
 from model.train import SCHEDULES
 from model.unet import DEPTHS, UPSAMPLE_TYPES
 
-LR_RANGE = (1e-4, 1e-2)  # log scale; the seed tried 1e-4..5e-4 by hand
+LR_RANGE = (1e-4, 1e-2)  # log scale; the reference write-up tried 1e-4..5e-4 by hand
 AUGMENT = (False, True)
-# Not searched (the seed's values): few trials cannot afford dimensions that barely matter.
+# Not searched (the reference's values): few trials cannot afford dimensions that barely matter.
 BATCH_SIZE = 16
 LOSS = "bce"
 # The training length of an epoch, in optimiser steps: one pass over the embedded set's training
@@ -49,17 +49,17 @@ COUNTER_GRID = {
         "edge_fraction": (0.0, 0.2, 0.3),
     },
 }
-# The seed write-up's count: connected components of p > 0.5, background label included.
-SEED_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
+# The reference write-up's count: connected components of p > 0.5, background label included.
+REFERENCE_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
 SEED_EPOCHS = 45
 # Dots files only: the radius (px) of the disk drawn at each dot as the training target. The
 # embedded set's nuclei are 8-14 px across (radius 4-7) at the importer's scale; a disk a bit
 # smaller than the cell keeps neighbours apart for the counters, so 2..5 px is searched.
 RADIUS = "target_radius"
 TARGET_RADII = (2, 5)
-DEFAULT_RADIUS = 3  # the seed baseline's and the warm start's: mid-range, about a small nucleus
+DEFAULT_RADIUS = 3  # the reference's and the warm start's: mid-range, about a small nucleus
 # Dots files only: disks (probabilities, as from masks; touching cells merge) or a density map
-# (a unit Gaussian per dot, regressed and summed, as in the counting literature). The seed
+# (a unit Gaussian per dot, regressed and summed, as in the counting literature). The reference
 # baseline and the warm start train disks, so their comparison is what it was before.
 TARGET = "target"
 TARGETS = ("disks", "density")
@@ -79,13 +79,13 @@ class Profile:
     epochs: tuple[int, int]  # searched range, inclusive
     timeout: float  # default wall-clock budget of one run, search and finalists together, seconds
     n_trials: int  # default number of search trials
-    finalists: int = 2  # configurations judged out of fold after the search (best, seed baseline, runners-up)
+    finalists: int = 2  # configurations judged out of fold after the search (best, reference, runners-up)
     folds: int = 2  # cross-fitting folds of the training images: runs per finalist, each with a fresh seed
     epoch_steps: int = EPOCH_STEPS  # the fewest optimiser steps in an epoch (TrainConfig.min_epoch_steps)
 
 
 PROFILES = {
-    # The seed's full-size net, for a GPU: room for a runner-up and a third fold.
+    # The reference's full-size net, for a GPU: room for a runner-up and a third fold.
     "full": Profile("full", base=64, epochs=(10, 60), timeout=4 * 3600, n_trials=40, finalists=3, folds=3),
     # A small net and short trials: search and finalists within 20 minutes on 2 CPU cores. Two
     # folds cost what two seeds per finalist cost before, and judge on the training images.
@@ -94,7 +94,7 @@ PROFILES = {
 
 
 def seed_epochs(profile: Profile) -> int:
-    """The seed's 45 epochs (of the full profile's range) scaled to ``profile``'s range."""
+    """The reference's 45 epochs (of the full profile's range) scaled to ``profile``'s range."""
     full = PROFILES["full"].epochs
     scale = (profile.epochs[1] - profile.epochs[0]) / (full[1] - full[0])
     return round(profile.epochs[0] + (SEED_EPOCHS - full[0]) * scale)
@@ -110,10 +110,10 @@ def trains_density(params: dict) -> bool:
     return params.get(TARGET) == "density"
 
 
-def seed_baseline(profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
-    """The seed's configuration as trial parameters (its counting too when ``mode`` samples it).
+def reference_config(profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
+    """The reference's configuration as trial parameters (its counting too when ``mode`` samples it).
 
-    The seed trained on masks; a dots study gives it disks of the default radius.
+    The reference trained on masks; a dots study gives it disks of the default radius.
     """
     params = {
         "lr": 2e-4,
@@ -124,7 +124,7 @@ def seed_baseline(profile: Profile, mode: str = "tuned", annotation: str = "mask
         "augment": False,
     }
     params = with_radius(params, annotation)
-    return {**params, **SEED_COUNTING} if mode == "sampled" else params
+    return {**params, **REFERENCE_COUNTING} if mode == "sampled" else params
 
 
 def warm_start(profile: Profile, annotation: str = "masks") -> dict:

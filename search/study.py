@@ -24,21 +24,32 @@ import torch
 
 import data
 from model.train import resolve_precision
-from search import cli, finalists, prepare, space, stats, workers
-from search.artifacts import artifact_dir, record_project, study_dir
-from search.budget import Budget
+from search import cli, space
 from search.errors import UsageError
-from search.note import StudyNote
-from search.objective import NoTime, Objective, QuietFailures, StudyTimeout, fold_split, study_split
-from search.storage import check_study_name, dashboard_target, default_url, given_storage, is_sqlite, open_storage
-from search.verdict import baseline_trial, finalist_lines, gain_line, safe_choice, stage_verdict
+from search.results import stats
+from search.results.note import StudyNote
+from search.results.verdict import finalist_lines, gain_line, safe_choice, stage_verdict
+from search.roles import baseline_trial, is_baseline, reference_counting_mae, run_key, trial_label
+from search.runtime import workers
+from search.runtime.artifacts import artifact_dir, record_project, study_dir
+from search.runtime.storage import (
+    check_study_name,
+    dashboard_target,
+    default_url,
+    given_storage,
+    is_sqlite,
+    open_storage,
+)
+from search.stages import finalists, prepare
+from search.stages.budget import Budget
+from search.stages.objective import NoTime, Objective, QuietFailures, StudyTimeout, fold_split, study_split
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 # One instance: adding it again on every run is then a no-op. Ctrl-C's one line is run_command's.
 QUIET = QuietFailures((StudyTimeout, NoTime, finalists.NotRun, workers.SurplusTrial, KeyboardInterrupt))
 
 
-def add_worker_options(p: argparse.ArgumentParser) -> None:
+def add_worker_options(p: argparse._ArgumentGroup) -> None:
     """Options for several processes and machines sharing a study."""
     p.add_argument(
         "--workers",
@@ -58,7 +69,7 @@ def add_worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
 
-def add_scoring_options(p: argparse.ArgumentParser) -> None:
+def add_scoring_options(p: argparse._ArgumentGroup) -> None:
     """Options for how trials are scored: the counting objective and the split."""
     p.add_argument(
         "--objective",
@@ -86,7 +97,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "objective: validation count-MAE (lower is better).",
         "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1",
     )
-    add_worker_options(p)
+    add_search_options(p.add_argument_group("search"))
+    add_scoring_options(p.add_argument_group("scoring"))
+    add_finalist_options(p.add_argument_group("finalist stage"))
+    add_worker_options(p.add_argument_group("parallel workers"))
+    return p.parse_args(argv)
+
+
+def add_search_options(p: argparse._ArgumentGroup) -> None:
+    """Options for the search: its data, length, profile, pruner, sampler and seed."""
     p.add_argument(
         "--train",
         type=Path,
@@ -109,7 +128,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         choices=sorted(space.PROFILES),
-        help="full: the seed write-up's full-size net, for a GPU; quick: a small net for "
+        help="full: the reference write-up's full-size net, for a GPU; quick: a small net for "
         "CPUs (default: full on CUDA, quick otherwise)",
     )
     p.add_argument(
@@ -124,17 +143,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=0, help="seeds the split, the sampler and every trial's training (default: 0)"
     )
-    add_scoring_options(p)
-    add_finalist_options(p)
-    return p.parse_args(argv)
 
 
-def add_finalist_options(p: argparse.ArgumentParser) -> None:
+def add_finalist_options(p: argparse._ArgumentGroup) -> None:
     """Options for the finalist stage: how many configurations are judged out of fold, over how many folds."""
     p.add_argument(
         "--finalists",
         type=int,
-        help="configurations judged out of fold after the search: the best, the seed baseline, then "
+        help="configurations judged out of fold after the search: the best, the reference, then "
         "runners-up; 0 skips the stage (default: the profile's: quick 2, full 3)",
     )
     p.add_argument(
@@ -173,10 +189,10 @@ def se_text(attrs: dict) -> str:
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """One line per finished trial or finalist run."""
     a = trial.user_attrs
-    tag = f"{finalists.trial_label(trial)}{' (seed baseline)' if a.get('baseline') else ''}"
+    tag = f"{trial_label(trial)}{' (reference)' if is_baseline(trial) else ''}"
     if trial.state == optuna.trial.TrialState.COMPLETE:
         best = f"; best so far: trial {study.best_trial.number} ({study.best_value:.3f})"
-        best = "" if finalists.run_key(trial) else best  # a finalist run is no search trial
+        best = "" if run_key(trial) else best  # a finalist run is no search trial
         print(
             f"{tag} finished: val MAE {trial.value:.3f} +- {se_text(a)} with "
             f"{a['counting_name']} ({a['train_seconds']:.0f} s){best}",
@@ -196,40 +212,15 @@ def run(args, argv=()) -> optuna.Study:
     """Run the study in this process, or with ``--workers`` above 1 in that many child processes."""
     prepare.check_args(args)
     check_study_name(args.study_name)
-    cli.resolve_device(args.device)  # an unknown or absent device is refused before anything is written
+    device = cli.resolve_device(args.device)  # an unknown or absent device is refused before anything is written
     # The data is checked before anything is written: a bad file must not create the study.
     split, source, rule = study_split(args.train, args.seed, prepare.VAL_FRACTION, args.split)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Optuna reports a failed trial in a traceback and a second line; print_trial says it in one.
-    logging.getLogger("optuna.study._optimize").addFilter(QUIET)
-    # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_url = given_storage(args.storage) or default_url(args.study_name, args.workers)
-    if args.workers > 1 and is_sqlite(storage_url):
-        raise UsageError(
-            "--workers above 1 cannot share SQLite (it locks under concurrent writers): omit "
-            "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL"
-        )
+    quiet_optuna()
+    storage_url = storage_url_of(args)
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
-    study, profile = prepare.prepare_study(args, storage, split.annotation)
+    study, profile = prepare.prepare_study(args, storage, split.annotation, device)
     record_project(study, storage_url)  # the export finds the checkpoints from any folder
-    trains_from = space.annotation_text(split.annotation)
-    print(
-        f"data: {args.train}: {len(split.train_images)} training, "
-        f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}",
-        flush=True,
-    )
-    print(f"trains from {trains_from}", flush=True)
-    print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
-    thin = stats.too_few(len(np.unique(split.val_groups)))
-    if thin:
-        print(f"warning: {thin}: trial values get no standard error and verdicts no interval", flush=True)
-    # The summary and the report compare trials image by image: they need the validation images.
-    study.set_user_attr("split_rule", rule)
-    study.set_user_attr("val_groups", [int(g) for g in split.val_groups])
-    note = StudyNote(len(split.train_images), len(split.val_images), source, rule, profile, trains_from)
-    note.ensure(study)
-
+    note = describe_split(study, args, split, source, rule, profile)
     n_trials = args.n_trials or profile.n_trials
     if args.workers > 1 and args.worker_index is None:
         workers.spawn_and_wait(list(argv), args.workers, storage_url)
@@ -238,25 +229,7 @@ def run(args, argv=()) -> optuna.Study:
     if args.worker_index is not None:
         torch.set_num_threads(workers.worker_threads(args.workers))
 
-    k, n_folds = stage_size(args, profile)
-    timeout = args.timeout or profile.timeout
-    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout)
-    print(
-        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
-        "the finalist stage reserved first at its measured cost"
-        if k
-        else f"budget {timeout:.0f} s for the search (no finalist stage)",
-        flush=True,
-    )
-    device = cli.resolve_device(args.device)
-    if resolve_precision("auto", device) == "fp32" and device.type == "cpu":
-        print(
-            "this CPU has no native bf16: training runs in fp32, several times slower than on one that has; "
-            "the plan after the first epoch says how much of the search and finalist stage fits",
-            flush=True,
-        )
-    if not budget.announce():
-        print("the plan follows once the first epoch has shown the speed", flush=True)
+    budget = plan_budget(study, args, profile, device)
     objective = Objective(
         split,
         profile,
@@ -278,6 +251,72 @@ def run(args, argv=()) -> optuna.Study:
     return study
 
 
+def quiet_optuna() -> None:
+    """Optuna's own logging down to what this command does not say itself."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna reports a failed trial in a traceback and a second line; print_trial says it in one.
+    logging.getLogger("optuna.study._optimize").addFilter(QUIET)
+    # set_metric_names and the grouped TPE are marked experimental; the notice is noise here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def storage_url_of(args) -> str:
+    """The storage URL of this run: ``--storage``, the environment's, else a file under studies/."""
+    url = given_storage(args.storage) or default_url(args.study_name, args.workers)
+    if args.workers > 1 and is_sqlite(url):
+        raise UsageError(
+            "--workers above 1 cannot share SQLite (it locks under concurrent writers): omit "
+            "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL"
+        )
+    return url
+
+
+def describe_split(study: optuna.Study, args, split, source: str, rule: str, profile: space.Profile) -> StudyNote:
+    """Print the data and its split, record the validation images, and write the study's note."""
+    trains_from = space.annotation_text(split.annotation)
+    print(
+        f"data: {args.train}: {len(split.train_images)} training, "
+        f"{len(split.val_images)} validation tiles (seed {args.seed}); true counts: {source}",
+        flush=True,
+    )
+    print(f"trains from {trains_from}", flush=True)
+    print(f"split {rule}; {len(np.unique(split.val_groups))} images in validation", flush=True)
+    thin = stats.too_few(len(np.unique(split.val_groups)))
+    if thin:
+        print(f"warning: {thin}: trial values get no standard error and verdicts no interval", flush=True)
+    # The summary and the report compare trials image by image: they need the validation images.
+    study.set_user_attr("split_rule", rule)
+    study.set_user_attr("val_groups", [int(g) for g in split.val_groups])
+    note = StudyNote(
+        len(split.train_images), len(split.val_images), source, rule, profile, trains_from, finalists.results
+    )
+    note.ensure(study)
+    return note
+
+
+def plan_budget(study: optuna.Study, args, profile: space.Profile, device) -> Budget:
+    """This run's budget; prints it, a warning on a CPU without bf16, and the plan once the speed is known."""
+    k, n_folds = stage_size(args, profile)
+    timeout = args.timeout or profile.timeout
+    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout)
+    print(
+        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
+        "the finalist stage reserved first at its measured cost"
+        if k
+        else f"budget {timeout:.0f} s for the search (no finalist stage)",
+        flush=True,
+    )
+    if resolve_precision("auto", device) == "fp32" and device.type == "cpu":
+        print(
+            "this CPU has no native bf16: training runs in fp32, several times slower than on one that has; "
+            "the plan after the first epoch says how much of the search and finalist stage fits",
+            flush=True,
+        )
+    if not budget.announce():
+        print("the plan follows once the first epoch has shown the speed", flush=True)
+    return budget
+
+
 def run_trials(study, args, profile, objective, n_trials: int, storage_url: str, note: StudyNote, deadline) -> None:
     """Run trials in this process until the study has ``n_trials`` finished ones or ``deadline()`` has passed."""
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -297,7 +336,7 @@ def run_trials(study, args, profile, objective, n_trials: int, storage_url: str,
             catch=(FloatingPointError, StudyTimeout, NoTime),
             callbacks=[print_trial, failures, note],
             should_stop=lambda: failures.failed >= failures.limit or objective.out_of_time,
-            first=prepare.is_baseline,  # the study's summary compares every trial with it
+            first=is_baseline,  # the study's summary compares every trial with it
         )
         if objective.out_of_time:
             print("search ended: the next trial would not finish before the finalist reserve", flush=True)
@@ -379,9 +418,9 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     baseline = baseline_trial(study)
     if baseline is not None:
         print(
-            f"seed baseline (trial {baseline.number}): val MAE {baseline.value:.3f} as scored by the study, "
-            f"{baseline.user_attrs['val_mae_seed_counting']:.3f} with the seed's own counting "
-            f"({space.setting_name(space.SEED_COUNTING)})"
+            f"reference (trial {baseline.number}): val MAE {baseline.value:.3f} as scored by the study, "
+            f"{reference_counting_mae(baseline):.3f} with the reference counting "
+            f"({space.setting_name(space.REFERENCE_COUNTING)})"
         )
     print(f"search: {gain_line(study)}")
     staged = finalists.results(study)

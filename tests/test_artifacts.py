@@ -8,14 +8,14 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
-from conftest import disc_tiles
+from helpers import disc_tiles
 from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import get_note, wsgi
 
 from model.plots import count_scatter_figure, learning_curve_figure, overlay_figure, pick_tiles, save_png
 from model.train import EpochReport
 from search import study
-from search.artifacts import TRIAL_ARTIFACTS, artifact_dir
+from search.runtime.artifacts import TRIAL_ARTIFACTS, artifact_dir
 
 PNG = b"\x89PNG"
 
@@ -72,7 +72,7 @@ def test_dashboard_serves_trial_artifacts_and_study_note(tiny_files, tiny_profil
         assert f"trial 0: val count-MAE {baseline.value:.3f}" in note
         # Written at creation, then updated when the baseline and each new best trial end.
         assert detail["note"]["version"] >= 2
-        assert "against the seed baseline" in note or "is the best trial" in note
+        assert "against the reference" in note or "is the best trial" in note
         assert "split by source image" in note
     finally:
         server.shutdown()

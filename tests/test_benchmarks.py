@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import disc_set
+from helpers import disc_set
 
-from search import objective, study
+from search import study
+from search.stages import objective
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -57,7 +58,7 @@ def test_a_study_whose_baseline_never_completed(search_gain, tiny_files, tiny_pr
     real_fit = objective.fit
 
     def baseline_diverges(net, train, *args, **kwargs):
-        if train.lr == 2e-4:  # the seed baseline's rate
+        if train.lr == 2e-4:  # the reference's rate
             raise FloatingPointError("diverged")
         return real_fit(net, train, *args, **kwargs)
 

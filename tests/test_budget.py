@@ -2,9 +2,10 @@
 
 import optuna
 import pytest
-from conftest import Clock, use_clock
+from helpers import Clock, use_clock
 
-from search import budget, objective, space, study
+from search import space, study
+from search.stages import budget, objective
 
 STATES = optuna.trial.TrialState
 QUICK = space.PROFILES["quick"]

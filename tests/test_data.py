@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import header_bomb
+from helpers import header_bomb
 
 import data
 from data import DataError, fingerprint, load_counts_csv, load_test, load_tile_ints, load_train, split_indices
@@ -353,9 +353,19 @@ def test_split_sizes():
     assert len(split_indices(10, val_fraction=0.99)[0]) == 1
 
 
-@pytest.mark.parametrize("n, frac", [(1, 0.2), (0, 0.2), (10, 0.0), (10, 1.0), (10, -0.1), (2.5, 0.2)])
-def test_split_rejects(n, frac):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "n, frac, message",
+    [
+        (1, 0.2, "need at least 2 tiles"),
+        (0, 0.2, "need at least 2 tiles"),
+        (10, 0.0, r"val_fraction must be in \(0, 1\)"),
+        (10, 1.0, r"val_fraction must be in \(0, 1\)"),
+        (10, -0.1, r"val_fraction must be in \(0, 1\)"),
+        (2.5, 0.2, "n must be an integer"),
+    ],
+)
+def test_split_rejects(n, frac, message):
+    with pytest.raises(ValueError, match=message):
         split_indices(n, frac)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import disc_set
+from helpers import disc_set
 from optuna_dashboard import get_note
 
 from data import DataError, load_split, load_train_or_dots, select_points, split_groups
@@ -16,7 +16,7 @@ from data.importer import main as import_main
 from model.count import count_setting
 from model.targets import density_targets, disk_targets
 from search import export, report, space, study
-from search.objective import study_split
+from search.stages.objective import study_split
 
 T = 32  # the tiny tiles' side
 
@@ -239,7 +239,7 @@ def test_dots_study_samples_and_records_the_radius(tiny_dots, tiny_profile, in_t
     s = load()
     assert s.user_attrs["annotation"] == "dots"
     baseline, warm, sampled = s.trials
-    assert baseline.params == space.seed_baseline(tiny_profile, annotation="dots")
+    assert baseline.params == space.reference_config(tiny_profile, annotation="dots")
     assert warm.params == space.warm_start(tiny_profile, "dots")
     assert baseline.params["target_radius"] == warm.params["target_radius"] == space.DEFAULT_RADIUS
     assert sampled.state == STATES.COMPLETE and 2 <= sampled.params["target_radius"] <= 5
@@ -274,7 +274,7 @@ def test_density_trial_counts_by_its_sum_through_study_and_export(
     # Scored on the density counter's settings only, and a disks trial on the thresholding ones only.
     assert set(density.user_attrs["counting_scores"]) == {f"density {o:+d}" for o in range(-1, 3)}
     assert density.user_attrs["counting"]["counter"] == "density"
-    assert density.user_attrs["val_mae_seed_counting"] is None
+    assert density.user_attrs["val_mae_reference_counting"] is None
     assert not any(k.startswith("density") for k in baseline.user_attrs["counting_scores"])
     config = json.loads((in_tmp / density.user_attrs["checkpoint"] / "config.json").read_text())
     assert config["train"]["loss"] == "mse" and config["params"][space.SIGMA] == 2.0

@@ -8,13 +8,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import disc_tiles, header_bomb
+from helpers import disc_tiles, header_bomb
 from optuna.artifacts import get_all_artifact_meta
 from tiny_worker import TINY
 
 from search import export, space, study
-from search.artifacts import artifact_dir, project_dir
-from search.storage import open_storage
+from search.runtime.artifacts import artifact_dir, project_dir
+from search.runtime.storage import open_storage
 
 
 def artifact_store(root):

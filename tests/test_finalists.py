@@ -7,15 +7,17 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import Clock, use_clock
+from helpers import Clock, use_clock
 from optuna_dashboard import get_note
 
 import data
 from model.checkpoint import load_checkpoint
 from model.count import count_setting
 from model.train import predict_prob
-from search import export, finalists, objective, report, stats, study
-from search.verdict import finalist_rows, finalist_text, stage_verdict, stage_verdict_line
+from search import export, report, roles, study
+from search.results import stats
+from search.results.verdict import Finalist, finalist_rows, finalist_text, stage_verdict, stage_verdict_line
+from search.stages import finalists, objective
 
 STATES = optuna.trial.TrialState
 STAGE = ("--finalists", "2", "--folds", "2")
@@ -50,17 +52,18 @@ def test_finalist_runs_never_reach_the_search_best_trial_or_sampler(tiny_files, 
         assert run_study(train, "--n-trials", "4") == 0
         seen[folder] = searched, load().trials[3].params
     # The runs live in a study of their own; the search's trials and best trial are as without them.
-    assert sorted(finalists.run_key(t) for t in load_runs()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sorted(roles.run_key(t) for t in load_runs()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(t.state == STATES.COMPLETE for t in load_runs())
     assert seen["staged"] == seen["plain"]
 
 
+@pytest.mark.slow
 def test_stage_runs_each_finalist_once_per_fold_and_records_them(tiny_files, tiny_profile, in_tmp, capsys):
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
     runs, search = load_runs(), load()
     # Fold by fold: a stage cut short still compares every finalist on the same images.
-    assert [finalists.run_key(t)[1] for t in runs] == [0, 0, 1, 1]
+    assert [roles.run_key(t)[1] for t in runs] == [0, 0, 1, 1]
     for t in runs:
         assert t.params == search.trials[t.user_attrs["finalist_of"]].params
         config = json.loads((in_tmp / t.user_attrs["checkpoint"] / "config.json").read_text())
@@ -78,6 +81,7 @@ def test_stage_runs_each_finalist_once_per_fold_and_records_them(tiny_files, tin
     assert "<h2>Finalists</h2>" in page and "Verdict out of fold:" in page
 
 
+@pytest.mark.slow
 def test_every_training_image_is_predicted_once_per_finalist_never_a_validation_one(tiny_files, tiny_profile, in_tmp):
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
@@ -120,6 +124,7 @@ def test_fold_split_trains_on_the_other_folds_and_the_validation_images(tiny_fil
     np.testing.assert_array_equal(held.val_counts, split.train_counts[folds == 1])
 
 
+@pytest.mark.slow
 def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
     real_fit = objective.fit
     seeds = []
@@ -138,10 +143,11 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
     # The interrupted run first, then the others in plan order; the finished run is not trained again.
     assert seeds == [1, 2, 2]
-    complete = [finalists.run_key(t) for t in load_runs() if t.state == STATES.COMPLETE]
+    complete = [roles.run_key(t) for t in load_runs() if t.state == STATES.COMPLETE]
     assert sorted(complete) == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
+@pytest.mark.slow
 def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
     clock, real_fit = Clock(), objective.fit
     use_clock(monkeypatch, clock)
@@ -161,6 +167,7 @@ def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_
     assert clock.skew <= 1000 + 100
 
 
+@pytest.mark.slow
 def test_stage_stopped_by_the_timeout_keeps_the_run_queued(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
     clock, real_fit = Clock(), objective.fit
     use_clock(monkeypatch, clock)
@@ -184,7 +191,7 @@ def test_stage_stopped_by_the_timeout_keeps_the_run_queued(tiny_files, tiny_prof
     # One line says why; Optuna's traceback and its "failed with value None" would only repeat it.
     assert "Traceback" not in capsys.readouterr().err
     requeued = [t for t in queued if t.user_attrs.get("requeued_from") == stopped.number]
-    assert [finalists.run_key(t) for t in requeued] == [finalists.run_key(stopped)]
+    assert [roles.run_key(t) for t in requeued] == [roles.run_key(stopped)]
     clock.skew = 0.0
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
     assert sum(t.state == STATES.COMPLETE for t in load_runs()) == 4
@@ -194,9 +201,9 @@ def test_run_guard_fails_duplicates_and_runs_of_an_old_plan_without_training(in_
     s = optuna.create_study()
     s.set_user_attr(finalists.PLAN_ATTR, {"folds": 1, "seeds": [1], "finalists": [{"trial": 0, "params": {}}]})
     trained = []
-    guarded = finalists.FinalistRun(lambda fold: lambda trial: trained.append(finalists.run_key(trial)) or 1.0)
+    guarded = finalists.FinalistRun(lambda fold: lambda trial: trained.append(roles.run_key(trial)) or 1.0)
     for key in ((0, 0), (0, 0), (5, 0)):
-        s.enqueue_trial({}, user_attrs={finalists.SOURCE_ATTR: key[0], finalists.FOLD_ATTR: key[1]})
+        s.enqueue_trial({}, user_attrs={roles.SOURCE_ATTR: key[0], roles.FOLD_ATTR: key[1]})
     s.optimize(guarded, n_trials=4, catch=(finalists.NotRun,))
     assert trained == [(0, 0)]
     reasons = [t.user_attrs.get("fail_reason", "") for t in s.trials]
@@ -209,16 +216,17 @@ def test_queue_keeps_plan_order_and_drops_unplanned_runs_in_one_pass(in_tmp):
     plan = {"folds": 2, "seeds": [1, 2], "finalists": [{"trial": 0, "params": {}}, {"trial": 3, "params": {}}]}
     # Left by cut-short runs: a run queued again behind later ones, and many runs of an old plan.
     for key in [(3, 1), (0, 1), (3, 0)] + [(9, k % 2) for k in range(50)]:
-        s.enqueue_trial({}, user_attrs={finalists.SOURCE_ATTR: key[0], finalists.FOLD_ATTR: key[1]})
+        s.enqueue_trial({}, user_attrs={roles.SOURCE_ATTR: key[0], roles.FOLD_ATTR: key[1]})
     claims = []
     finalists.queue_plan(s, plan, lambda trial: claims.append(trial.number) or True)
-    waiting = [finalists.run_key(t) for t in s.get_trials(states=(STATES.WAITING,))]
+    waiting = [roles.run_key(t) for t in s.get_trials(states=(STATES.WAITING,))]
     assert waiting == [(0, 0), (3, 0), (0, 1), (3, 1)] == finalists.planned_runs(plan)
     assert len(claims) == 53 and all(t.state == STATES.FAIL for t in s.trials[:53])
     assert s.trials[-1].user_attrs["train_seed"] == 2
     finalists.queue_plan(s, plan, lambda trial: pytest.fail("an ordered queue is left alone"))
 
 
+@pytest.mark.slow
 def test_a_finalist_study_of_a_deleted_study_is_not_inherited(tiny_files, tiny_profile, in_tmp, capsys):
     train, test, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
@@ -258,14 +266,15 @@ def fold_runs(run_spread, n_images=40, seed=0):
 
 def test_runs_that_disagree_more_than_their_images_explain_are_not_a_significant_gain():
     steady = stats.compare_folds(*fold_runs(run_spread=0))
-    assert steady["significant"] and steady["high"] < 0 and steady["se_runs"] == 0
+    assert steady.is_gain and steady.high < 0 and steady.se_runs == 0
     noisy = stats.compare_folds(*fold_runs(run_spread=2))
     a, b, groups, _ = fold_runs(run_spread=2)
     # Over images alone the difference still looks clear; the runs' disagreement undoes it.
     images_only = stats.compare(a, b, groups)
-    assert images_only["significant"] and images_only["high"] < 0
-    assert not noisy["significant"] and noisy["low"] < 0 < noisy["high"]
-    assert noisy["se_runs"] > noisy["se_images"]
+    assert images_only.significant and images_only.high < 0
+    assert not noisy.significant and noisy.low < 0 < noisy.high
+    assert noisy.se_runs > noisy.se_images
+    assert noisy.se == pytest.approx(np.hypot(noisy.se_runs, noisy.se_images))
 
 
 class Run:
@@ -279,9 +288,9 @@ class Run:
 def staged_pair(a, b, groups, folds):
     def finalist(trial, role, errors):
         runs = {k: Run(errors[folds == k], groups[folds == k]) for k in np.unique(folds).tolist()}
-        return finalists.Finalist(trial, role, {}, 2, runs)
+        return Finalist(trial, role, {}, 2, runs)
 
-    return [finalist(3, "best", a), finalist(0, "seed baseline", b)]
+    return [finalist(3, "best", a), finalist(0, "reference", b)]
 
 
 @pytest.mark.parametrize("n_folds, n_images", [(1, 40), (2, 4)])
@@ -290,8 +299,12 @@ def test_too_few_runs_or_images_give_a_sentence_not_an_interval(n_folds, n_image
     if n_folds == 1:
         a, b, groups, folds = a[folds == 0], b[folds == 0], groups[folds == 0], folds[folds == 0]
     result = stats.compare_folds(a, b, groups, folds)
-    assert not result["significant"] and "low" not in result
-    assert ("1 training run per finalist" if n_folds == 1 else "4 out-of-fold images") in result["too_few"]
+    assert not result.significant and result.low is None
+    assert result.too_few == (
+        "1 training run per finalist (a spread needs 2)"
+        if n_folds == 1
+        else "4 out-of-fold images (an interval needs 5)"
+    )
     line = stage_verdict_line(staged_pair(a, b, groups, folds))
     assert "no interval, too few to estimate one" in line and "95%" not in line
     rows = finalist_rows(staged_pair(a, b, groups, folds))
@@ -303,13 +316,15 @@ def test_verdict_picks_the_lowest_out_of_fold_mae_and_states_the_claim():
     a, b, groups, folds = fold_runs(run_spread=0)
     best, base = staged_pair(a, b, groups, folds)
     line = stage_verdict_line([best, base])
-    assert line.startswith("trial 3 has the lowest out-of-fold MAE") and "the search beat the seed's" in line
+    assert line.startswith("trial 3 has the lowest out-of-fold MAE")
+    assert "the search beat the reference configuration" in line
     assert line.endswith(": a significant gain")
-    best.role, base.role = "seed baseline", "best"  # the baseline is now the better one
+    best.role, base.role = "reference", "best"  # the baseline is now the better one
     assert stage_verdict([base, best]).winner is best
-    assert "keep the seed's configuration" in stage_verdict_line([base, best])
+    assert "keep the reference configuration" in stage_verdict_line([base, best])
 
 
+@pytest.mark.slow
 def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profile, in_tmp, capsys):
     train, test, truth = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
@@ -321,7 +336,7 @@ def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profi
     assert log["mae"] == pytest.approx(winner.oof_mae([0, 1]))
     # The search trial's own model, then one model per fold, each with its own seed and counting.
     assert [m["run"] for m in log["members"]] == [f"trial {winner.trial}"] + [
-        finalists.trial_label(winner.runs[k]) for k in (0, 1)
+        roles.trial_label(winner.runs[k]) for k in (0, 1)
     ]
     assert [(m["fold"], m["seed"]) for m in log["members"]] == [(None, 0), (0, 1), (1, 2)]
     images = np.load(test)["X"]
@@ -349,6 +364,7 @@ def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profi
     assert "no finalist with a finished run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_profile, in_tmp, capsys):
     train, test, _ = tiny_files
     assert run_study(train, "--n-trials", "2") == 0  # the tiny profile has no stage
@@ -358,6 +374,7 @@ def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_
     assert json.loads((in_tmp / "submission.json").read_text())["trial"] == load().best_trial.number
 
 
+@pytest.mark.slow
 def test_a_resumed_study_trains_its_queued_finalist_runs_before_any_search_trial(
     tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
 ):
@@ -385,6 +402,7 @@ def test_a_resumed_study_trains_its_queued_finalist_runs_before_any_search_trial
     assert "resuming the finalist stage first" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_runs_of_a_configuration_the_plan_dropped_are_kept_and_reported(tiny_files, tiny_profile, in_tmp):
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0

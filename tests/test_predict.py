@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import disc_tiles
+from helpers import disc_tiles
 from tiny_worker import TINY
 
 from data.folders import MAX_PIXELS, read_scaled

@@ -44,7 +44,7 @@ def fake_study(n_trials, name="cells", with_counts=True):
     )
     s.set_user_attr("train_path", "train.npz")
     s.set_user_attr("val_groups", list(range(30)))
-    s.enqueue_trial(space.seed_baseline(space.PROFILES["quick"]), user_attrs={"baseline": True})
+    s.enqueue_trial(space.reference_config(space.PROFILES["quick"]), user_attrs={"baseline": True})
     s.optimize(lambda trial: fake_objective(trial, with_counts), n_trials=n_trials)
     return s
 
@@ -62,7 +62,7 @@ def test_report_has_every_figure_and_the_top_trials(in_tmp, capsys):
     page = (out / "report.html").read_text()
     assert img_files(page) == list(FIGURES)
     assert "Top 6 trials" in page and page.count("<tr>") >= 6 + 6  # summary rows + table rows
-    assert "seed baseline" in page and 'src="http' not in page  # self-contained
+    assert "reference" in page and 'src="http' not in page  # self-contained
     assert "significant gain" in page or "is the best trial" in page
     assert "wrote reports/cells/report.html" in capsys.readouterr().out
 

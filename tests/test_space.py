@@ -23,7 +23,7 @@ def test_embedded_trials_train_as_many_steps_as_before(embedded_groups, profile)
     p = space.PROFILES[profile]
     for seed in range(20):
         n_train = len(split_groups(embedded_groups, 0.2, seed)[0])
-        for params in (space.seed_baseline(p), space.warm_start(p)):
+        for params in (space.reference_config(p), space.warm_start(p)):
             config = TrainConfig(**space.train_options(params, p))
             assert epoch_steps(n_train, config) == -(-n_train // space.BATCH_SIZE) == space.EPOCH_STEPS
 
@@ -38,8 +38,8 @@ def test_small_data_trains_as_long_as_the_embedded_set():
 def test_a_fold_run_trains_as_many_steps_per_epoch_as_its_search_trial():
     quick = space.PROFILES["quick"]
     for n_search, n_fold in ((1151, 863), (5000, 3750), (100, 75)):
-        search = TrainConfig(**space.train_options(space.seed_baseline(quick), quick))
-        fold = TrainConfig(**space.train_options(space.seed_baseline(quick), space.fold_profile(quick, n_search)))
+        search = TrainConfig(**space.train_options(space.reference_config(quick), quick))
+        fold = TrainConfig(**space.train_options(space.reference_config(quick), space.fold_profile(quick, n_search)))
         assert epoch_steps(n_fold, fold) == epoch_steps(n_search, search)
 
 
@@ -49,7 +49,7 @@ def test_counting_grid_follows_what_the_trial_trained():
     assert space.monitor_settings(density=True) == density
     probabilities = space.counting_grid()
     assert len(probabilities) == 156 and {s["counter"] for s in probabilities} == {"components", "watershed"}
-    assert space.SEED_COUNTING in probabilities and space.SEED_COUNTING not in density
+    assert space.REFERENCE_COUNTING in probabilities and space.REFERENCE_COUNTING not in density
 
 
 def suggested(params, annotation="dots", mode="tuned"):
@@ -61,7 +61,7 @@ def suggested(params, annotation="dots", mode="tuned"):
 
 
 def test_dots_trials_draw_a_target_and_only_its_size():
-    assert space.seed_baseline(space.PROFILES["quick"], annotation="dots")[space.TARGET] == "disks"
+    assert space.reference_config(space.PROFILES["quick"], annotation="dots")[space.TARGET] == "disks"
     assert space.warm_start(space.PROFILES["quick"], "dots")[space.TARGET] == "disks"
     density = suggested({space.TARGET: "density", space.SIGMA: 2.5})
     assert density[space.SIGMA] == 2.5 and space.RADIUS not in density

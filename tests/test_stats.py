@@ -4,8 +4,9 @@ import numpy as np
 import optuna
 import pytest
 
-from search import stats, study
-from search.verdict import gain, gain_line
+from search import study
+from search.results import stats
+from search.results.verdict import gain, gain_line
 
 
 def test_crossfit_never_scores_a_tile_with_a_setting_chosen_on_its_own_half():
@@ -43,18 +44,19 @@ def test_compare_flags_only_clear_differences():
     rng = np.random.default_rng(1)
     groups = np.repeat(np.arange(50), 4)
     a = rng.integers(0, 4, size=200)
-    assert stats.compare(a - 2, a - 2, groups)["diff"] == 0
+    assert stats.compare(a - 2, a - 2, groups).diff == 0
     noisy = stats.compare(a, rng.permutation(a), groups)
-    assert not noisy["significant"] and noisy["low"] < 0 < noisy["high"]
+    assert not noisy.significant and noisy.low < 0 < noisy.high
     clear = stats.compare(np.zeros(200), a + 1, groups)
-    assert clear["significant"] and clear["high"] < 0
+    assert clear.significant and clear.high < 0 and clear.is_gain
+    assert clear.diff == pytest.approx(-np.abs(a + 1).mean()) and clear.to_dict()["significant"] is True
 
 
 def _study(best_errors, base_errors, groups):
     s = optuna.create_study(study_name="cells")
     s.set_user_attr("val_groups", [int(g) for g in groups])
     s.set_user_attr("folder", "cells-00000000")
-    shown = {"value_se": 0.1, "counting_name": "watershed +0", "val_mae_seed_counting": 3.0}
+    shown = {"value_se": 0.1, "counting_name": "watershed +0", "val_mae_reference_counting": 3.0}
     for errors, attrs in ((base_errors, {"baseline": True}), (best_errors, {})):
         s.add_trial(
             optuna.trial.create_trial(
@@ -74,8 +76,8 @@ def test_summary_calls_a_small_gain_not_significant():
     best = base.copy()
     best[:3] = 0  # slightly better on a few tiles: a gain well inside the noise
     line = gain_line(_study(best, base, groups))
-    assert gain(_study(best, base, groups))["diff"] < 0
-    assert "NOT a significant gain" in line and "seed baseline is the safe choice" in line
+    assert gain(_study(best, base, groups)).comparison.diff == pytest.approx((np.abs(best) - np.abs(base)).mean())
+    assert "NOT a significant gain" in line and "reference is the safe choice" in line
 
 
 @pytest.mark.parametrize("gain_is_clear", [False, True])
@@ -94,7 +96,7 @@ def test_summary_calls_a_large_gain_significant():
     groups = np.repeat(np.arange(30), 4)
     base = rng.integers(2, 6, size=120)
     line = gain_line(_study(np.zeros(120, int), base, groups))
-    assert line.endswith("a significant gain") and "trial 1 against the seed baseline (trial 0)" in line
+    assert line.endswith("a significant gain") and "trial 1 against the reference (trial 0)" in line
 
 
 def test_summary_when_the_baseline_is_best_or_missing():
@@ -109,7 +111,8 @@ def test_one_validation_image_gives_no_standard_error_and_no_verdict():
     base = rng.integers(2, 6, size=20)
     assert stats.mae_se(base, groups) is None
     result = stats.compare(np.zeros(20), base, groups)
-    assert not result["significant"] and "low" not in result and "1 validation image" in result["too_few"]
+    assert not result.significant and result.low is None and "low" not in result.to_dict()
+    assert result.too_few == "1 validation image (an interval needs 5)"
     line = gain_line(_study(np.zeros(20, int), base, groups))
     assert "no interval, too few to estimate one: 1 validation image" in line and "significant" not in line
     # The counting choice cannot be held out either, and says so.
@@ -122,7 +125,7 @@ def test_an_interval_needs_min_images():
     for n_images, enough in ((stats.MIN_IMAGES - 1, False), (stats.MIN_IMAGES, True)):
         groups = np.repeat(np.arange(n_images), 4)
         assert (stats.mae_se(rng.integers(0, 5, len(groups)), groups) is not None) is enough
-        assert ("too_few" in stats.compare(np.zeros(len(groups)), np.ones(len(groups)), groups)) is not enough
+        assert (stats.compare(np.zeros(len(groups)), np.ones(len(groups)), groups).too_few is None) is enough
 
 
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1e9, 1.960)])

@@ -1,5 +1,7 @@
 """End-to-end tests of `python -m search.study` on tiny data with a tiny profile."""
 
+import contextlib
+import io
 import json
 import threading
 import urllib.request
@@ -8,12 +10,14 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
-from conftest import Clock, disc_tiles, header_bomb, use_clock
+from helpers import Clock, blank_figures, disc_tiles, header_bomb, use_clock
 from optuna_dashboard import wsgi
+from tiny_worker import TINY
 
 from model.train import EpochReport
-from search import export, objective, prepare, report, space, study
-from search.storage import open_storage
+from search import export, report, space, study
+from search.runtime.storage import open_storage
+from search.stages import objective, prepare
 
 STATES = optuna.trial.TrialState
 FLOAT = optuna.distributions.FloatDistribution(0, 1)
@@ -41,58 +45,84 @@ def load(name="cells"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///studies/{name}.db")
 
 
-def test_study_completes_resumes_and_records(tiny_files, tiny_profile, in_tmp, capsys):
-    train, _, _ = tiny_files
-    assert run_study(train, "--n-trials", "3") == 0
-    s = load()
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A 3-trial tiny study run once, for the tests that read what it recorded: folder, output, study."""
+    folder = tmp_path_factory.mktemp("finished")
+    X, y, counts = disc_tiles(30, seed=1)
+    np.savez_compressed(folder / "train.npz", X=X, y=y, counts=counts)
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.chdir(folder)
+        mp.setitem(space.PROFILES, "tiny", TINY)
+        blank_figures(mp)
+        assert run_study(folder / "train.npz", "--n-trials", "3") == 0
+    s = optuna.load_study(study_name="cells", storage=f"sqlite:///{folder}/studies/cells.db")
+    return folder, out.getvalue(), s
+
+
+def test_a_study_runs_the_reference_then_the_warm_start_then_sampled_trials(finished):
+    _, _, s = finished
     assert [t.state for t in s.trials] == [STATES.COMPLETE] * 3
-    baseline, warm = s.trials[0], s.trials[1]
+    baseline, warm, sampled = s.trials
     assert baseline.user_attrs["baseline"] is True and warm.user_attrs["warm_start"] is True
-    assert baseline.params == space.seed_baseline(tiny_profile)
-    assert warm.params == space.warm_start(tiny_profile)
+    assert baseline.params == space.reference_config(TINY) and warm.params == space.warm_start(TINY)
+    assert "baseline" not in sampled.user_attrs and "warm_start" not in sampled.user_attrs
+
+
+def test_a_tuned_trial_shows_its_counting_as_attributes_not_parameters(finished):
+    _, _, s = finished
     for t in s.trials:
-        # Tuned: the counting is chosen after training, so it is shown as attributes, not sampled.
         assert set(t.params) == {"lr", "epochs", "depth", "upsample", "schedule", "augment"}
         assert t.user_attrs["offset"] == t.user_attrs["counting"]["offset"]
-    attrs = baseline.user_attrs
-    assert set(attrs) >= {
-        "val_mae_offset_-1",
-        "val_mae_offset_+0",
-        "val_mae_offset_+1",
-        "val_mae_offset_+2",
-        "train_seconds",
-        "device",
-        "value_se",
-        "val_errors",
-        "n_params",
-        "checkpoint",
-        "counting",
-        "counting_scores",
-        "val_mae_seed_counting",
-    }
+    attrs = s.trials[0].user_attrs
+    assert {f"val_mae_offset_{o:+d}" for o in (-1, 0, 1, 2)} <= set(attrs)
+    assert {"train_seconds", "device", "n_params", "val_mae_reference_counting"} <= set(attrs)
     assert len(attrs["counting_scores"]) == len(space.counting_grid())
+
+
+def test_a_trial_value_is_its_out_of_sample_error_with_a_standard_error(finished):
+    _, _, s = finished
+    baseline = s.trials[0]
+    attrs = baseline.user_attrs
     # The shown counting is the best on all validation tiles; the value scores that choice out of
     # sample, from the per-tile errors it records.
     assert attrs["counting_scores"][attrs["counting_name"]] == min(attrs["counting_scores"].values())
     assert baseline.value == pytest.approx(np.abs(attrs["val_errors"]).mean())
     assert attrs["value_se"] > 0
-    assert (in_tmp / attrs["checkpoint"] / "model.safetensors").is_file()
-    assert json.loads((in_tmp / attrs["checkpoint"] / "config.json").read_text())["counting"] == attrs["counting"]
+    assert len(s.user_attrs["val_groups"]) == len(attrs["val_errors"])
+
+
+def test_a_trial_keeps_its_checkpoint_with_its_counting(finished):
+    folder, _, s = finished
+    attrs = s.trials[0].user_attrs
+    assert (folder / attrs["checkpoint"] / "model.safetensors").is_file()
+    assert json.loads((folder / attrs["checkpoint"] / "config.json").read_text())["counting"] == attrs["counting"]
+
+
+def test_the_study_records_its_profile_and_split(finished):
+    _, _, s = finished
     assert s.user_attrs["profile"] == "tiny"
     assert s.user_attrs["split"] == "image" and "by source image" in s.user_attrs["split_rule"]
-    assert len(s.user_attrs["val_groups"]) == len(attrs["val_errors"])
-    out = capsys.readouterr().out
-    assert "trial 2 finished" in out and "optuna-dashboard sqlite:///studies/cells.db" in out
-    assert "seed baseline (trial 0)" in out
 
-    # The same command with a larger target resumes: earlier trials are kept, none repeated.
-    assert run_study(train, "--n-trials", "4") == 0
+
+def test_the_output_names_each_trial_the_dashboard_and_the_reference(finished):
+    _, out, _ = finished
+    assert "trial 2 finished" in out and "optuna-dashboard sqlite:///studies/cells.db" in out
+    assert "reference (trial 0)" in out
+
+
+def test_the_same_command_resumes_without_repeating_a_trial(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2") == 0
+    # A larger target resumes: earlier trials are kept, none repeated.
+    assert run_study(train, "--n-trials", "3") == 0
     s = load()
-    assert len(s.trials) == 4 and s.trials[3].state == STATES.COMPLETE
-    assert not s.trials[3].user_attrs.get("baseline") and not s.trials[3].user_attrs.get("warm_start")
+    assert [t.state for t in s.trials] == [STATES.COMPLETE] * 3
+    assert not s.trials[2].user_attrs.get("baseline") and not s.trials[2].user_attrs.get("warm_start")
     # Reached the target: nothing more to run.
-    assert run_study(train, "--n-trials", "4") == 0
-    assert len(load().trials) == 4
+    assert run_study(train, "--n-trials", "3") == 0
+    assert len(load().trials) == 3
 
 
 def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
@@ -105,8 +135,8 @@ def test_weak_trials_are_pruned(tiny_files, tiny_profile, in_tmp, monkeypatch, c
     assert "trial 1 pruned at epoch 1" in capsys.readouterr().out
     # Sampled objective: the counting is a parameter, and the value is its MAE.
     t0 = s.trials[0]
-    assert t0.params == space.seed_baseline(tiny_profile, "sampled")
-    assert t0.user_attrs["counting"] == space.counting_of(t0.params) == space.SEED_COUNTING
+    assert t0.params == space.reference_config(tiny_profile, "sampled")
+    assert t0.user_attrs["counting"] == space.counting_of(t0.params) == space.REFERENCE_COUNTING
     assert t0.value == pytest.approx(t0.user_attrs["counting_scores"][t0.user_attrs["counting_name"]], abs=1e-4)
 
 
@@ -368,8 +398,8 @@ def test_baseline_runs_first_after_ctrl_c_in_it(tiny_files, tiny_profile, in_tmp
     assert run_study(train, "--n-trials", "1") == 0
     trials = load().trials
     assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.WAITING]
-    assert trials[2].user_attrs["baseline"] and trials[2].params == space.seed_baseline(tiny_profile)
-    assert "seed baseline (trial 2): val MAE" in capsys.readouterr().out  # the summary compares with it
+    assert trials[2].user_attrs["baseline"] and trials[2].params == space.reference_config(tiny_profile)
+    assert "reference (trial 2): val MAE" in capsys.readouterr().out  # the summary compares with it
     # The warm start is not lost: it runs next.
     assert run_study(train, "--n-trials", "2") == 0
     trials = load().trials

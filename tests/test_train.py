@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import disc_tiles
+from helpers import disc_tiles
 
 import model.train as train_module
 from model.targets import density_targets
@@ -52,6 +52,17 @@ def test_fit_lowers_loss_and_reports_each_epoch(train_set):
     assert all(np.isfinite(r.train_loss) for r in result.history)
     assert result.history[0].train_loss > result.history[-1].train_loss
     assert result.train_seconds > 0
+
+
+def test_a_run_validated_once_scores_its_last_epoch_only(train_set, val_set):
+    config = TrainConfig(lr=1e-3, epochs=3, batch_size=8)
+    scored = []
+    once = fit(tiny_net(), config, *train_set, *val_set, score_fn=lambda p: scored.append(p) or 1.0, every_epoch=False)
+    assert len(scored) == 1 and [np.isnan(r.val_loss) for r in once.history] == [True, True, False]
+    assert [r.val_mae for r in once.history][-1] == 1.0
+    # The same weights and last-epoch prediction as a run validated every epoch.
+    every = fit(tiny_net(), config, *train_set, *val_set, score_fn=lambda p: 1.0)
+    np.testing.assert_array_equal(once.val_prob, every.val_prob)
 
 
 def test_exception_in_on_epoch_stops_training(train_set):
@@ -115,7 +126,7 @@ def test_cosine_schedule_decays_to_zero(train_set):
     assert rates[0] == pytest.approx(1e-2)
     assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing
     assert opt.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
-    assert make_scheduler(opt, TrainConfig(), steps) is None  # constant: the seed's
+    assert make_scheduler(opt, TrainConfig(), steps) is None  # constant: the reference's
 
 
 def test_cosine_schedule_changes_training(train_set):
@@ -267,10 +278,17 @@ def test_dice_term_near_zero_for_perfect_prediction():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"loss": "xx"}, {"lr": 0}, {"epochs": 0}, {"batch_size": 0}, {"min_epoch_steps": 0}]
+    "kwargs, message",
+    [
+        ({"loss": "xx"}, "loss must be one of"),
+        ({"lr": 0}, "lr must be positive, got 0"),
+        ({"epochs": 0}, "must be at least 1"),
+        ({"batch_size": 0}, "must be at least 1"),
+        ({"min_epoch_steps": 0}, "must be at least 1"),
+    ],
 )
-def test_invalid_train_config_raises(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_train_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
 
 
@@ -281,16 +299,16 @@ def test_pick_device_cpu():
     assert pick_device("cpu") == CPU
 
 
-@pytest.mark.parametrize("name", ["nonsense", "meta"])
-def test_pick_device_unknown_raises(name):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("name, message", [("nonsense", "unknown device 'nonsense'"), ("meta", "unsupported device")])
+def test_pick_device_unknown_raises(name, message):
+    with pytest.raises(ValueError, match=message):
         pick_device(name)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
 @pytest.mark.parametrize("name", ["cuda", "cuda:0"])
 def test_pick_device_missing_cuda_raises(name):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="CUDA is not available here"):
         pick_device(name)
 
 

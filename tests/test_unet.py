@@ -38,18 +38,18 @@ def test_count_parameters_ignores_frozen():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        {"depth": 5},
-        {"depth": 2},
-        {"upsample": "bilinear"},
-        {"base": 0},
-        {"base": -1},
-        {"base": 2.0},
+        ({"depth": 5}, "depth must be one of"),
+        ({"depth": 2}, "depth must be one of"),
+        ({"upsample": "bilinear"}, "upsample must be one of"),
+        ({"base": 0}, "base must be a positive integer"),
+        ({"base": -1}, "base must be a positive integer"),
+        ({"base": 2.0}, "base must be a positive integer"),
     ],
 )
-def test_invalid_config_raises(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         UNetConfig(**kwargs)
 
 

@@ -19,7 +19,9 @@ import pytest
 import tiny_worker
 import torch
 
-from search import finalists, objective, prepare, storage, study, workers
+from search import roles, study
+from search.runtime import storage, workers
+from search.stages import finalists, objective
 
 STATES = optuna.trial.TrialState
 WORKER = Path(__file__).with_name("tiny_worker.py")
@@ -145,7 +147,7 @@ def test_workers_share_the_finalist_runs(tiny_files, in_tmp, monkeypatch, capsys
     search = optuna.load_study(study_name="cells", storage=journal)
     staged = finalists.results(search)
     planned = finalists.planned_runs({"folds": 2, "finalists": [{"trial": f.trial} for f in staged]})
-    assert len(planned) == 4 and sorted(finalists.run_key(t) for t in done) == sorted(planned)
+    assert len(planned) == 4 and sorted(roles.run_key(t) for t in done) == sorted(planned)
     assert all("not run" in t.user_attrs.get("fail_reason", "not run") for t in runs if t.state != STATES.COMPLETE)
     assert "Verdict out of fold" in capsys.readouterr().out
 
@@ -325,7 +327,9 @@ def test_a_zombie_worker_counts_as_dead():
 @needs_proc
 def test_a_later_worker_that_exits_is_reaped_while_an_earlier_one_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, "-c", REAP_CHILD])
-    workers.spawn_and_wait([str(tmp_path / "pid")], 2, "sqlite:///unused.db")  # worker 0 exits 3 if not
+    # Worker 0 exits 3 (and spawn_and_wait raises WorkersFailed) if worker 1 stays a zombie.
+    assert workers.spawn_and_wait([str(tmp_path / "pid")], 2, "sqlite:///unused.db") is None
+    assert not Path("/proc", (tmp_path / "pid").read_text()).exists()
 
 
 def test_workers_get_the_storage_url_from_the_environment(tmp_path, monkeypatch):
@@ -360,7 +364,7 @@ def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
 
 
 def baseline_behind_others(s):
-    """Queue a warm start, a retried trial, the seed baseline and a last trial, in that order."""
+    """Queue a warm start, a retried trial, the reference and a last trial, in that order."""
     s.enqueue_trial({"x": 1.0}, user_attrs={"warm_start": True})
     s.add_trial(
         optuna.trial.create_trial(
@@ -382,7 +386,7 @@ def test_queue_first_moves_the_trials_ahead_of_the_baseline_behind_it(capsys):
     s = optuna.create_study()
     baseline_behind_others(s)
     before = s.trials
-    workers.queue_first(s, prepare.is_baseline)
+    workers.queue_first(s, roles.is_baseline)
     trials, out = s.trials, capsys.readouterr().out
     assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL] + [STATES.WAITING] * 4
     for old, new in ((0, 4), (1, 5)):  # exact copies at the end of the queue, the old ones never run
@@ -395,7 +399,7 @@ def test_queue_first_moves_the_trials_ahead_of_the_baseline_behind_it(capsys):
             original.user_attrs,
             original.system_attrs,
         )
-    workers.queue_first(s, prepare.is_baseline)  # nothing ahead of it now
+    workers.queue_first(s, roles.is_baseline)  # nothing ahead of it now
     assert len(s.trials) == 6
     assert [s.ask().number for _ in range(4)] == [2, 3, 4, 5]  # the order Optuna starts them in
 
@@ -408,7 +412,7 @@ def test_queue_first_leaves_a_trial_another_worker_started(capsys):
     def first(trial):
         if not started:  # another worker starts trial 0 while this one reads the queue
             started.append(s.ask().number)
-        return prepare.is_baseline(trial)
+        return roles.is_baseline(trial)
 
     workers.queue_first(s, first)
     assert started == [0]
@@ -426,6 +430,6 @@ def test_run_until_target_starts_the_baseline_before_trials_queued_earlier(capsy
         ran.append(trial.number)
         return trial.suggest_float("x", 0, 5)
 
-    workers.run_until_target(s, objective, 1, lambda: time.monotonic() + 60, (), [], first=prepare.is_baseline)
+    workers.run_until_target(s, objective, 1, lambda: time.monotonic() + 60, (), [], first=roles.is_baseline)
     assert ran == [2]  # a target of one trial: the baseline
     assert sum(t.state == STATES.WAITING for t in s.trials) == 3  # the others wait, none lost

@@ -12,7 +12,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search import objective, space, study  # noqa: E402
+from search import space, study  # noqa: E402
+from search.stages import objective  # noqa: E402
 
 # No finalist stage unless a test asks for one (--finalists): most tests look at the search alone.
 # Epochs of 3 steps: a pass over the tiny training split is 2 batches, so epochs run into the next.

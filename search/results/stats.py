@@ -8,6 +8,7 @@ support one: a bootstrap over one or two images, or a spread over one training r
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -138,7 +139,40 @@ def t_quantile(df: float, p: float = 0.5 + LEVEL / 2) -> float:
     return (low + high) / 2
 
 
-def _interval(diff: float, variances: list[float], dofs: list[float]) -> dict:
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of two count-MAEs on the same tiles: ``diff`` is MAE of a minus MAE of b.
+
+    With enough images (and runs) it carries a 95% t interval: ``se`` (whose square is
+    ``se_images**2 + se_runs**2`` when both are given), its degrees of freedom ``df``, and
+    ``low``/``high``. Otherwise ``too_few`` says why there is none.
+    """
+
+    diff: float
+    se: float | None = None
+    df: float | None = None
+    low: float | None = None
+    high: float | None = None
+    se_images: float | None = None
+    se_runs: float | None = None
+    too_few: str | None = None
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes 0 (never without an interval)."""
+        return self.low is not None and (self.high < 0 or self.low > 0)
+
+    @property
+    def is_gain(self) -> bool:
+        """Whether a (new minus baseline) is significantly lower: a gain."""
+        return self.significant and self.diff < 0
+
+    def to_dict(self) -> dict:
+        """The fields that are set, plus ``significant``: for JSON logs."""
+        return {**{k: v for k, v in asdict(self).items() if v is not None}, "significant": self.significant}
+
+
+def _interval(diff: float, variances: list[float], dofs: list[float], **parts: float) -> Comparison:
     """A t interval around ``diff`` whose variance is the sum of independent parts.
 
     The degrees of freedom combine the parts' own (Welch-Satterthwaite): a part estimated from
@@ -149,26 +183,21 @@ def _interval(diff: float, variances: list[float], dofs: list[float]) -> dict:
     df = var**2 / denom if denom > 0 else math.inf
     se = math.sqrt(var)
     half = t_quantile(df) * se
-    low, high = diff - half, diff + half
-    return {"diff": diff, "se": se, "df": df, "low": low, "high": high, "significant": bool(high < 0 or low > 0)}
+    return Comparison(diff, se, df, diff - half, diff + half, **parts)
 
 
-def compare(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray) -> dict:
+def compare(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray) -> Comparison:
     """Paired comparison of two models' count-MAE on the same tiles (a minus b), over images only.
 
-    Returns
-    -------
-    dict
-        ``diff`` (MAE of a minus MAE of b) and, when :func:`too_few` allows, ``se`` (group
-        bootstrap), ``df``, ``low`` and ``high`` (a 95% interval) and ``significant`` (the
-        interval excludes 0); otherwise ``too_few``, the reason, and ``significant`` False.
+    The standard error is a group bootstrap over source images; with fewer images than
+    :func:`too_few` allows, the result has ``too_few`` and no interval.
     """
     paired = np.abs(errors_a) - np.abs(errors_b)
     diff = float(paired.mean())
     n_images = len(np.unique(groups))
     reason = too_few(n_images)
     if reason:
-        return {"diff": diff, "too_few": reason, "significant": False}
+        return Comparison(diff, too_few=reason)
     var = float(bootstrap_means(paired, groups).var(ddof=1))
     return _interval(diff, [var], [n_images - 1])
 
@@ -193,7 +222,7 @@ def ensemble_counts(counts: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(counts, dtype=float).mean(0) + 0.5).astype(np.int64)
 
 
-def compare_folds(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray, folds: np.ndarray) -> dict:
+def compare_folds(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray, folds: np.ndarray) -> Comparison:
     """Compare two configurations' out-of-fold count-MAE (a minus b) over images and training runs.
 
     Each fold's images were predicted by one run of each configuration, trained without them.
@@ -214,8 +243,8 @@ def compare_folds(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray
 
     Returns
     -------
-    dict
-        As :func:`compare`, with ``se_images`` and ``se_runs`` whose squares add up to ``se**2``.
+    Comparison
+        As :func:`compare`, with ``se_images`` and ``se_runs``.
     """
     paired = np.abs(np.asarray(errors_a, float)) - np.abs(np.asarray(errors_b, float))
     groups, folds = np.asarray(groups), np.asarray(folds)
@@ -224,12 +253,12 @@ def compare_folds(errors_a: np.ndarray, errors_b: np.ndarray, groups: np.ndarray
     n_images = len(np.unique(groups))
     reason = too_few(n_images, len(ids), "out-of-fold")
     if reason:
-        return {"diff": diff, "too_few": reason, "significant": False}
+        return Comparison(diff, too_few=reason)
     weights = np.array([np.mean(folds == k) for k in ids])
     fold_diffs = np.array([paired[folds == k].mean() for k in ids])
     fold_vars = np.array([bootstrap_means(paired[folds == k], groups[folds == k]).var(ddof=1) for k in ids])
     var_images = float((weights**2 * fold_vars).sum())
     between = max(0.0, float(fold_diffs.var(ddof=1) - fold_vars.mean()))
     var_runs = float((weights**2).sum() * between)
-    result = _interval(diff, [var_images, var_runs], [n_images - len(ids), len(ids) - 1])
-    return {**result, "se_images": math.sqrt(var_images), "se_runs": math.sqrt(var_runs)}
+    parts = {"se_images": math.sqrt(var_images), "se_runs": math.sqrt(var_runs)}
+    return _interval(diff, [var_images, var_runs], [n_images - len(ids), len(ids) - 1], **parts)

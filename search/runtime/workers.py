@@ -6,7 +6,7 @@ replaces ``study.optimize``'s own stopping rule: a worker starts a trial only wh
 running trials stay below the target, and ``TrialGuard`` fails the rare trial started in the
 same instant by two workers, so the study ends with exactly the target of finished trials.
 ``reap_dead_local_trials`` fails and requeues the trials of workers on this machine that died;
-``queue_first`` moves a waiting trial (the seed baseline) ahead of the others.
+``queue_first`` moves a waiting trial (the reference) ahead of the others.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Callable
 import optuna
 import torch
 
-from search.cli import Failed
-from search.storage import MAX_RETRY, STORAGE_ENV, WORKER_ATTR, RetryWithoutWorker, worker_id
+from search.errors import Failed
+from search.runtime.storage import MAX_RETRY, STORAGE_ENV, WORKER_ATTR, RetryWithoutWorker, worker_id
 
 STATES = optuna.trial.TrialState
 FINISHED = (STATES.COMPLETE, STATES.PRUNED)
@@ -220,7 +220,7 @@ def claim(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
 def queue_first(study: optuna.Study, first: Callable[[optuna.trial.FrozenTrial], bool]) -> None:
     """Queue the waiting trials ahead of the first waiting one that ``first`` picks again, behind it.
 
-    Optuna starts waiting trials lowest number first, so a trial queued again (the seed baseline
+    Optuna starts waiting trials lowest number first, so a trial queued again (the reference
     after Ctrl-C, a timeout or a dead worker) would wait behind those queued before it. Each one
     moved is claimed as a worker starting it would claim it (of two workers, one wins), copied
     to the end of the queue, and failed as "not run": it neither runs twice, nor is lost, nor

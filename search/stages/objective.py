@@ -26,12 +26,22 @@ from model.scoring import count_errors, mae_by_setting
 from model.targets import density_targets, disk_targets
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
-from search import space, stats
-from search.artifacts import FOLDER_ATTR, log_trial_artifacts
-from search.finalists import FOLD_ATTR, SEED_ATTR, SOURCE_ATTR, trial_label
+from search import space
+from search.results import stats
+from search.roles import (
+    FOLD_ATTR,
+    FOLDER_ATTR,
+    REFERENCE_COUNTING_ATTR,
+    REQUIRED,
+    SEED_ATTR,
+    SOURCE_ATTR,
+    run_key,
+    trial_label,
+)
+from search.runtime.artifacts import log_trial_artifacts
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
-REQUEUED_ATTRS = ("baseline", "warm_start", SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
+REQUEUED_ATTRS = (*REQUIRED, SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
 
 
 class StudyTimeout(Exception):
@@ -65,6 +75,23 @@ def fold_split(split: data.Split, folds: np.ndarray, fold: int) -> data.Split:
     held_out = data.fold_split(split, folds, fold)
     with_val_counts(held_out)
     return held_out
+
+
+def learning_curve(history: list) -> list[dict]:
+    """Each epoch's losses and validation MAE, rounded; an epoch not validated has nulls."""
+
+    def rounded(value: float, digits: int) -> float | None:
+        return round(value, digits) if math.isfinite(value) else None  # JSON (and the dashboard) has no NaN
+
+    return [
+        {
+            "epoch": r.epoch,
+            "train_loss": round(r.train_loss, 5),
+            "val_loss": rounded(r.val_loss, 5),
+            "val_mae": rounded(r.val_mae, 4),
+        }
+        for r in history
+    ]
 
 
 def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
@@ -142,13 +169,14 @@ class Objective:
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
 
-        name = trial_label(trial)
+        name, every_epoch = trial_label(trial), run_key(trial) is None  # as fit validates
 
         def callback(r):
             self.on_epoch_seconds(r.seconds)
+            scored = every_epoch or r.epoch == epochs
+            val = f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}" if scored else ""
             print(
-                f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}"
-                f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}  ({r.seconds:.1f} s)",
+                f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}{val}  ({r.seconds:.1f} s)",
                 flush=True,
             )
             if not math.isfinite(r.train_loss):
@@ -156,11 +184,12 @@ class Objective:
                 trial.set_user_attr("fail_reason", reason)
                 trial.set_user_attr("diverged", True)  # the same seed would diverge again: no retry
                 raise FloatingPointError(reason)
-            trial.report(r.val_mae, r.epoch)
+            if scored:
+                trial.report(r.val_mae, r.epoch)
             # After the last epoch the trial is done: finish it, whatever the time.
             if r.epoch < epochs and time.monotonic() > self.stop_at:
                 raise stop_at_timeout(trial, params, r.epoch, epochs)
-            if trial.should_prune():
+            if scored and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
 
         return callback
@@ -188,22 +217,12 @@ class Objective:
             training_targets(s.val_images, s.val_masks, s.val_points, params),
             score_fn=self.epoch_score(sampled, density),
             on_epoch=self.on_epoch(trial, params, train.epochs),
+            every_epoch=run_key(trial) is None,  # a finalist run is never pruned: scored once, at its end
         )
         scored = self.score(result.val_prob, sampled, grid)
         record_scores(trial, scored, grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
-        trial.set_user_attr(
-            "learning_curve",
-            [
-                {
-                    "epoch": r.epoch,
-                    "train_loss": round(r.train_loss, 5),
-                    "val_loss": round(r.val_loss, 5),
-                    "val_mae": round(r.val_mae, 4),
-                }
-                for r in result.history
-            ],
-        )
+        trial.set_user_attr("learning_curve", learning_curve(result.history))
         ckpt = save_checkpoint(
             self.out_dir / f"trial-{trial.number:04d}",
             result.state_dict,
@@ -255,8 +274,8 @@ def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups:
     trial.set_user_attr("val_errors", [int(e) for e in errors])
     trial.set_user_attr("val_groups", [int(g) for g in groups])  # the images those errors are over
     trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
-    # A density map has no seed's counting (thresholded components).
-    trial.set_user_attr("val_mae_seed_counting", by_name.get(space.setting_name(space.SEED_COUNTING)))
+    # A density map has no reference counting (thresholded components).
+    trial.set_user_attr(REFERENCE_COUNTING_ATTR, by_name.get(space.setting_name(space.REFERENCE_COUNTING)))
     for setting in space.with_offsets(counting):
         trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
     trial.set_user_attr("counting_scores", by_name)

@@ -7,7 +7,7 @@ images keeps whatever luck picked them. Instead the stage cross-fits over the se
 seed (the study's ``--seed`` plus 1, 2, ...) on the other folds plus the validation images, and
 scored on the fold it held out. Every training-side image thus gets one out-of-fold prediction
 from every finalist, and the finalists are compared on those images, paired, plus the spread
-between runs (:func:`search.stats.compare_folds`).
+between runs (:func:`search.results.stats.compare_folds`).
 
 The runs are the trials of a second study in the same storage, ``<name>:finalists``, so they
 resume after Ctrl-C or a timeout, run under ``--workers``, show in the dashboard with their
@@ -17,20 +17,26 @@ winner's fold models and its search trial's model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import optuna
 
-from search.artifacts import FOLDER_ATTR
-from search.verdict import EARLIER, baseline_trial
+from search.results.verdict import Finalist
+from search.roles import (
+    EARLIER,
+    FOLD_ATTR,
+    FOLDER_ATTR,
+    REFERENCE_ROLE,
+    SEED_ATTR,
+    SOURCE_ATTR,
+    baseline_trial,
+    run_key,
+)
 
 STATES = optuna.trial.TrialState
 SUFFIX = ":finalists"  # ':' is refused in a user's study name, so no study of theirs can clash
 # Finalist-study attr: {"folds": K, "seeds": [...], "finalists": [{"trial": n, "role": ..., "params": {...}}]}.
 # Studies from before cross-fitting kept a "plan" of seed runs on the validation images: it is not read.
 PLAN_ATTR = "fold_plan"
-SOURCE_ATTR, FOLD_ATTR, SEED_ATTR = "finalist_of", "fold", "train_seed"  # a run's attrs
 MAX_FINALISTS = 10  # each costs a run per fold: more is a second search, not a final check
 MAX_FOLDS = 10  # more folds train more runs on ever larger shares of the data: no longer cheaper to judge
 
@@ -44,9 +50,9 @@ def finalist_study_name(study_name: str) -> str:
 
 
 def pick_finalists(study: optuna.Study, k: int) -> list[tuple[optuna.trial.FrozenTrial, str]]:
-    """The best complete trial, the seed baseline, then the next best other configurations: ``k`` in all.
+    """The best complete trial, the reference, then the next best other configurations: ``k`` in all.
 
-    Returns ``(trial, role)`` pairs, role ``"best"``, ``"seed baseline"`` (both when the baseline
+    Returns ``(trial, role)`` pairs, role ``"best"``, ``"reference"`` (both when the baseline
     is the best) or ``"runner-up"``. A configuration appears once, under its best trial.
     """
     complete = sorted(study.get_trials(deepcopy=False, states=(STATES.COMPLETE,)), key=lambda t: t.value)
@@ -59,7 +65,7 @@ def pick_finalists(study: optuna.Study, k: int) -> list[tuple[optuna.trial.Froze
         if trial.params in seen:
             continue
         seen.append(trial.params)
-        roles = [r for r, t in (("best", complete[0]), ("seed baseline", baseline)) if t is trial]
+        roles = [r for r, t in (("best", complete[0]), (REFERENCE_ROLE, baseline)) if t is trial]
         picked.append((trial, " and ".join(roles) or "runner-up"))
     return picked
 
@@ -76,18 +82,6 @@ def make_plan(study: optuna.Study, k: int, n_folds: int, study_seed: int) -> dic
 def planned_runs(plan: dict) -> list[tuple[int, int]]:
     """``(trial, fold)`` of every run, fold by fold: a stage cut short compares finalists on the same folds."""
     return [(f["trial"], fold) for fold in range(plan.get("folds", 0)) for f in plan.get("finalists", [])]
-
-
-def run_key(trial) -> tuple[int, int] | None:
-    """``(trial, fold)`` a finalist-study trial runs, or None for a trial that is no fold run."""
-    attrs = trial.user_attrs
-    return (attrs[SOURCE_ATTR], attrs[FOLD_ATTR]) if FOLD_ATTR in attrs else None
-
-
-def trial_label(trial) -> str:
-    """``trial 3`` for a search trial, ``run 5 (trial 3 fold 1)`` for a finalist run."""
-    key = run_key(trial)
-    return f"trial {trial.number}" if key is None else f"run {trial.number} (trial {key[0]} fold {key[1]})"
 
 
 def settled(trial: optuna.trial.FrozenTrial) -> bool:
@@ -124,7 +118,7 @@ def open_finalists(study: optuna.Study, create: bool = False) -> optuna.Study | 
         load_if_exists=True,
     )
     finalists.set_user_attr("search_study", study.study_name)
-    # Checkpoints in a subfolder of the search's; artifacts in its store (search.artifacts.artifact_dir).
+    # Checkpoints in a subfolder of the search's; artifacts in its store (search.runtime.artifacts.artifact_dir).
     finalists.set_user_attr(FOLDER_ATTR, stage_folder(study))
     return finalists
 
@@ -215,34 +209,6 @@ class FinalistRun:
     def _not_run(trial: optuna.Trial, reason: str) -> NotRun:
         trial.set_user_attr("fail_reason", reason)
         return NotRun(reason)
-
-
-@dataclass
-class Finalist:
-    """A finalist configuration and its complete runs, one per fold."""
-
-    trial: int  # the search trial whose configuration it is
-    role: str
-    params: dict
-    folds: int  # the folds planned
-    runs: dict[int, optuna.trial.FrozenTrial] = field(default_factory=dict)  # complete runs by fold
-    diverged: list[int] = field(default_factory=list)  # folds whose run diverged
-
-    def out_of_fold(self, folds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-tile errors, source images and folds of the runs of ``folds``, fold by fold.
-
-        Every finalist's run of a fold is scored on the same tiles in the same order, so the
-        arrays of two finalists over the same folds are paired tile by tile.
-        """
-        runs = [self.runs[k] for k in folds]
-        errors = np.concatenate([r.user_attrs["val_errors"] for r in runs]).astype(float)
-        groups = np.concatenate([r.user_attrs["val_groups"] for r in runs]).astype(np.int64)
-        fold_of = np.concatenate([[k] * len(r.user_attrs["val_errors"]) for k, r in zip(folds, runs)])
-        return errors, groups, fold_of.astype(np.int64)
-
-    def oof_mae(self, folds: list[int]) -> float:
-        """Out-of-fold count-MAE over the tiles of ``folds``."""
-        return float(np.abs(self.out_of_fold(folds)[0]).mean())
 
 
 def results(study: optuna.Study) -> list[Finalist]:

@@ -1,4 +1,4 @@
-"""Create or resume a study: consistency checks, the seed baseline and warm start, sampler and pruner."""
+"""Create or resume a study: consistency checks, the reference and warm start, sampler and pruner."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import secrets
 import optuna
 
 import data
-from search import cli, finalists, space, workers
-from search.artifacts import ensure_study_dir
+from search import space
 from search.errors import UsageError
-from search.storage import is_sqlite
+from search.roles import BASELINE_ATTR, WARM_START_ATTR, is_baseline
+from search.runtime import workers
+from search.runtime.artifacts import ensure_study_dir
+from search.runtime.storage import is_sqlite
+from search.stages import finalists
 
 OBJECTIVE = "val_count_mae"
 VAL_FRACTION = 0.2
@@ -36,8 +39,8 @@ def check_args(args) -> None:
         raise UsageError(f"--seed must be in 0..{MAX_SEED}, got {args.seed}")
     if args.finalists is not None and not (args.finalists == 0 or 2 <= args.finalists <= finalists.MAX_FINALISTS):
         raise UsageError(
-            f"--finalists must be 0 (no finalist stage) or 2..{finalists.MAX_FINALISTS} (the best trial, the seed "
-            "baseline, runners-up)"
+            f"--finalists must be 0 (no finalist stage) or 2..{finalists.MAX_FINALISTS} "
+            "(the best trial, the reference, runners-up)"
         )
     if args.folds is not None and not 2 <= args.folds <= finalists.MAX_FOLDS:
         raise UsageError(f"--folds must be in 2..{finalists.MAX_FOLDS}")
@@ -61,71 +64,30 @@ def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
 
 
-def prepare_study(args, storage, annotation: str) -> tuple[optuna.Study, space.Profile]:
+def prepare_study(args, storage, annotation: str, device) -> tuple[optuna.Study, space.Profile]:
     """Create the study, or check that resuming it is consistent; returns it and its profile.
 
     ``annotation`` is what the training file trains from, ``"masks"`` or ``"dots"``
-    (``data.Split.annotation``); a study keeps it and resumes only with the same.
+    (``data.Split.annotation``); a study keeps it and resumes only with the same. ``device``
+    (a ``torch.device``) picks the default profile.
     """
-    device = cli.resolve_device(args.device)
     fingerprint = data.fingerprint(args.train)
     if args.study_name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=args.study_name, storage=storage)
-        meta = study.user_attrs
-        if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
-            raise UsageError(f"study {args.study_name!r} exists with another objective; pick another --study-name")
-        # Studies from before dots could train have no record: they trained from masks.
-        recorded = meta.get(ANNOTATION_ATTR, "masks")
-        if recorded != annotation:
-            raise UsageError(
-                f"study {args.study_name!r} trains from {recorded}, but {args.train} has {annotation}"
-                f"{' and no masks' if annotation == 'dots' else ''}; use another --study-name"
-            )
-        if meta["train_fingerprint"] != fingerprint:
-            raise UsageError(
-                f"{args.train} differs from the data the study {args.study_name!r} started with "
-                f"({meta['train_path']}); use another --study-name"
-            )
-        if args.profile and args.profile != meta["profile"]:
-            raise UsageError(f"study {args.study_name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
-        if (meta["seed"], meta["counting_objective"], meta["split"]) != (args.seed, args.objective, args.split):
-            raise UsageError(
-                f"study {args.study_name!r} was started with --seed {meta['seed']} "
-                f"--objective {meta['counting_objective']} --split {meta['split']}; "
-                "resume with the same values"
-            )
-        profile = space.PROFILES[meta["profile"]]
-        why = "recorded in the study"
+        check_resume(study, args, annotation, fingerprint)
+        profile, why = space.PROFILES[study.user_attrs["profile"]], "recorded in the study"
         print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
     else:
         profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
         why = "chosen" if args.profile else f"default for {device.type}"
-        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
-        study.set_metric_names([OBJECTIVE])
-        for key, value in {
-            "objective": OBJECTIVE,
-            "train_path": str(args.train),
-            "train_fingerprint": fingerprint,
-            "profile": profile.name,
-            "seed": args.seed,
-            "val_fraction": VAL_FRACTION,
-            "counting_objective": args.objective,
-            "split": args.split,
-            ANNOTATION_ATTR: annotation,
-        }.items():
-            study.set_user_attr(key, value)
-        print(
-            f"new study {args.study_name!r}; first trials: the seed's own configuration (baseline), "
-            "then the harness's warm start (cosine schedule, augmentation)",
-            flush=True,
-        )
+        study = create_study(args, storage, annotation, fingerprint, profile)
     ensure_study_dir(study)
     stale = finalists.drop_stale(study)
     if stale:
         print(stale, flush=True)
     ensure_baseline(study, profile, args.objective, annotation)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
-        study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={"warm_start": True})
+        study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={WARM_START_ATTR: True})
     # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
     workers.queue_first(study, is_baseline)
     print(
@@ -136,13 +98,59 @@ def prepare_study(args, storage, annotation: str) -> tuple[optuna.Study, space.P
     return study, profile
 
 
-def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether ``trial`` runs the seed's configuration (queued by :func:`ensure_baseline`, or again)."""
-    return bool(trial.user_attrs.get("baseline"))
+def check_resume(study: optuna.Study, args, annotation: str, fingerprint: str) -> None:
+    """Refuse to resume ``study`` with other data, annotation, profile, seed, objective or split."""
+    meta, name = study.user_attrs, args.study_name
+    if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
+        raise UsageError(f"study {name!r} exists with another objective; pick another --study-name")
+    # Studies from before dots could train have no record: they trained from masks.
+    recorded = meta.get(ANNOTATION_ATTR, "masks")
+    if recorded != annotation:
+        raise UsageError(
+            f"study {name!r} trains from {recorded}, but {args.train} has {annotation}"
+            f"{' and no masks' if annotation == 'dots' else ''}; use another --study-name"
+        )
+    if meta["train_fingerprint"] != fingerprint:
+        raise UsageError(
+            f"{args.train} differs from the data the study {name!r} started with "
+            f"({meta['train_path']}); use another --study-name"
+        )
+    if args.profile and args.profile != meta["profile"]:
+        raise UsageError(f"study {name!r} uses profile {meta['profile']!r}, not {args.profile!r}")
+    if (meta["seed"], meta["counting_objective"], meta["split"]) != (args.seed, args.objective, args.split):
+        raise UsageError(
+            f"study {name!r} was started with --seed {meta['seed']} "
+            f"--objective {meta['counting_objective']} --split {meta['split']}; "
+            "resume with the same values"
+        )
+
+
+def create_study(args, storage, annotation: str, fingerprint: str, profile: space.Profile) -> optuna.Study:
+    """A new study recording what a resume must match."""
+    study = optuna.create_study(study_name=args.study_name, storage=storage, direction="minimize")
+    study.set_metric_names([OBJECTIVE])
+    for key, value in {
+        "objective": OBJECTIVE,
+        "train_path": str(args.train),
+        "train_fingerprint": fingerprint,
+        "profile": profile.name,
+        "seed": args.seed,
+        "val_fraction": VAL_FRACTION,
+        "counting_objective": args.objective,
+        "split": args.split,
+        ANNOTATION_ATTR: annotation,
+    }.items():
+        study.set_user_attr(key, value)
+    print(
+        f"new study {args.study_name!r}; first trials: the reference configuration (baseline), "
+        "then the harness's warm start (cosine schedule, augmentation)",
+        flush=True,
+    )
+    return study
 
 
 def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str, annotation: str) -> None:
-    """Queue the seed baseline unless a baseline trial finished, runs or waits.
+    """Queue the reference unless a baseline trial finished, runs or waits.
 
     Checked on every run, not only at creation: a baseline interrupted by Ctrl-C fails, and
     the study would otherwise never get one. Queued behind other trials, it still starts
@@ -150,7 +158,7 @@ def ensure_baseline(study: optuna.Study, profile: space.Profile, mode: str, anno
     """
     trials = study.get_trials(deepcopy=False, states=BASELINE_STATES)
     if not any(is_baseline(t) for t in trials):
-        study.enqueue_trial(space.seed_baseline(profile, mode, annotation), user_attrs={"baseline": True})
+        study.enqueue_trial(space.reference_config(profile, mode, annotation), user_attrs={BASELINE_ATTR: True})
 
 
 def sampler_seed(study: optuna.Study, seed: int, worker_index: int | None, storage_url: str) -> int:

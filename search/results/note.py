@@ -1,21 +1,21 @@
-"""The study's dashboard note: its data, profile, seed baseline, and what the search and its finalists found."""
+"""The study's dashboard note: its data, profile, reference, and what the search and its finalists found."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import optuna
 from optuna_dashboard import get_note, save_note
 
-from search import finalists
-from search.verdict import baseline_line, finalist_lines, gain_line
+from search.results.verdict import Finalist, baseline_line, finalist_lines, gain_line
+from search.roles import is_baseline
 
 if TYPE_CHECKING:
     from search.space import Profile
 
 
 class StudyNote:
-    """The study's dashboard note: data, split, profile, the seed baseline, the gain over it, the finalists.
+    """The study's dashboard note: data, split, profile, the reference, the gain over it, the finalists.
 
     Call :meth:`ensure` when a run starts (it writes the note of a new study); as a study callback
     it rewrites the note when the baseline or a new best trial ends, and the finalist stage
@@ -33,11 +33,22 @@ class StudyNote:
         The study's search profile.
     trains_from : str
         What the trials train on: masks, or disks or density maps drawn at dots (``space.annotation_text``).
+    finalists_of : callable
+        The study's finalists with their runs (``search.stages.finalists.results``).
     """
 
-    def __init__(self, n_train: int, n_val: int, true_counts: str, split_rule: str, profile: Profile, trains_from: str):
+    def __init__(
+        self,
+        n_train: int,
+        n_val: int,
+        true_counts: str,
+        split_rule: str,
+        profile: Profile,
+        trains_from: str,
+        finalists_of: Callable[[optuna.Study], list[Finalist]],
+    ):
         self.n_train, self.n_val, self.true_counts, self.profile = n_train, n_val, true_counts, profile
-        self.split_rule, self.trains_from = split_rule, trains_from
+        self.split_rule, self.trains_from, self.finalists_of = split_rule, trains_from, finalists_of
 
     def body(self, study: optuna.Study) -> str:
         """The note's Markdown for ``study`` as it stands."""
@@ -59,11 +70,11 @@ class StudyNote:
             f"- `{p.name}`: U-Net base width {p.base}, epochs {p.epochs[0]}-{p.epochs[1]}, "
             f"default budget {p.n_trials} trials / {p.timeout:.0f} s",
             "",
-            "### Seed baseline",
+            "### Reference configuration",
             f"- {baseline_line(study)}",
             f"- search: {gain_line(study)}",
         ]
-        staged = finalists.results(study)
+        staged = self.finalists_of(study)
         if staged:
             lines += ["", "### Finalists", *finalist_lines(staged, study)]
         return "\n".join(lines) + "\n"
@@ -79,5 +90,5 @@ class StudyNote:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # The baseline's score and the gain over it change only when these trials end.
         new_best = trial.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == trial.number
-        if trial.user_attrs.get("baseline") or new_best:
+        if is_baseline(trial) or new_best:
             self.write(study)

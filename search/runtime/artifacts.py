@@ -7,7 +7,7 @@ command shows both); the study prints its browse command, e.g.
     optuna-dashboard sqlite:///studies/cells.db --artifact-dir studies/cells-1a2b3c4d/artifacts --host 127.0.0.1
 
 Every finished trial gets ``learning-curve.png``, ``val-overlay.png`` and its checkpoint
-(``model.safetensors``, ``config.json``); the study's note is :mod:`search.note`.
+(``model.safetensors``, ``config.json``); the study's note is :mod:`search.results.note`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model.checkpoint import CONFIG, WEIGHTS, CheckpointError
 from model.plots import learning_curve_figure, overlay_figure, save_png
-from search.storage import storage_file
+from search.roles import FOLDER_ATTR
+from search.runtime.storage import storage_file
 
 if TYPE_CHECKING:
     from model.train import FitResult
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 LEARNING_CURVE = "learning-curve.png"
 VAL_OVERLAY = "val-overlay.png"
 TRIAL_ARTIFACTS = (LEARNING_CURVE, VAL_OVERLAY, WEIGHTS, CONFIG)
-FOLDER_ATTR = "folder"  # study user attr: its folder under studies/ (a finalist study's: "<search's>/finalists")
 # Study user attr: the folder the study ran in, relative to its storage file's folder (file storages only).
 PROJECT_ATTR = "project_from_storage"
 

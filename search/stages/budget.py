@@ -2,7 +2,7 @@
 
 The finalist stage is what the study's answer rests on, so it is reserved first, at its
 measured cost: the epochs its runs still to do will train, times the seconds an epoch has
-taken. The search gets what is left. The seed baseline and the warm start are the least
+taken. The search gets what is left. The reference and the warm start are the least
 search a verdict needs: they run whatever the reserve, and when even they and the stage do not
 fit, the plan says what will, and the rest stays queued for the next run of the same command.
 """
@@ -14,23 +14,20 @@ from dataclasses import dataclass
 
 import optuna
 
-from search import finalists, space
+from search import space
+from search.roles import is_required
+from search.stages import finalists
 
 STATES = optuna.trial.TrialState
-REQUIRED = ("baseline", "warm_start")  # trial attrs of the search's least part
-# A finalist run is scored on a held-out fold larger than the validation images: until one has
-# run, an epoch of it is estimated at this many search epochs.
+# A finalist run skips the per-epoch validation of a search trial but is scored, once, on a
+# held-out fold about twice the validation images: until one has run, an epoch of it is
+# estimated at this many search epochs, on the safe side (the stage must finish).
 STAGE_EPOCH_FACTOR = 1.2
 
 
 def planned_params(trial: optuna.trial.FrozenTrial) -> dict:
     """A trial's parameters: those it ran with, or, while it waits, those it was queued with."""
     return trial.params or trial.system_attrs.get("fixed_params", {})
-
-
-def is_required(trial) -> bool:
-    """Whether ``trial`` is the seed baseline or the warm start: the least search a verdict needs."""
-    return any(trial.user_attrs.get(a) for a in REQUIRED)
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ class Plan:
             return f"{head}: {stage}, reserved first; the search gets about {self.search_seconds / 60:.1f} min"
         fit = self.runs_that_fit
         return (
-            f"{head}: {stage}, which with the seed baseline and warm start ({self.required_epochs} epochs) is more "
+            f"{head}: {stage}, which with the reference and warm start ({self.required_epochs} epochs) is more "
             f"than the {self.left / 60:.1f} min left: no other search trial, {fit} of {runs} finalist runs fit; "
             "the rest stay queued and run first when you run the same command again"
         )

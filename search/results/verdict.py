@@ -1,4 +1,4 @@
-"""What a study has found: its seed baseline, whether the best trial beats it, and its finalists' verdict.
+"""What a study has found: its reference, whether the best trial beats it, and its finalists' verdict.
 
 Two views, one per stage. The search's own (:func:`gain_line`): the best trial against the seed
 baseline on the validation images, one training run each, the best picked on those very errors.
@@ -8,31 +8,46 @@ images, compared out of fold over those images and between runs; the one the exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
 
-from search import stats
-
-if TYPE_CHECKING:
-    from search.finalists import Finalist
-
-EARLIER = "earlier finalist"  # role of a configuration whose runs a later finalist plan no longer holds
-
-COMPLETE = optuna.trial.TrialState.COMPLETE
+from search.results import stats
+from search.roles import COMPLETE, EARLIER, baseline_trial, is_baseline, is_reference_role
 
 
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The complete seed-baseline trial, or None."""
-    done = study.get_trials(deepcopy=False, states=(COMPLETE,))
-    return next((t for t in done if t.user_attrs.get("baseline")), None)
+@dataclass
+class Finalist:
+    """A finalist configuration and its complete runs, one per fold."""
+
+    trial: int  # the search trial whose configuration it is
+    role: str
+    params: dict
+    folds: int  # the folds planned
+    runs: dict[int, optuna.trial.FrozenTrial] = field(default_factory=dict)  # complete runs by fold
+    diverged: list[int] = field(default_factory=list)  # folds whose run diverged
+
+    def out_of_fold(self, folds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-tile errors, source images and folds of the runs of ``folds``, fold by fold.
+
+        Every finalist's run of a fold is scored on the same tiles in the same order, so the
+        arrays of two finalists over the same folds are paired tile by tile.
+        """
+        runs = [self.runs[k] for k in folds]
+        errors = np.concatenate([r.user_attrs["val_errors"] for r in runs]).astype(float)
+        groups = np.concatenate([r.user_attrs["val_groups"] for r in runs]).astype(np.int64)
+        fold_of = np.concatenate([[k] * len(r.user_attrs["val_errors"]) for k, r in zip(folds, runs)])
+        return errors, groups, fold_of.astype(np.int64)
+
+    def oof_mae(self, folds: list[int]) -> float:
+        """Out-of-fold count-MAE over the tiles of ``folds``."""
+        return float(np.abs(self.out_of_fold(folds)[0]).mean())
 
 
 def baseline_line(study: optuna.Study) -> str:
-    """One line on the seed-baseline trial: its score, its state, or that it has not run."""
-    baseline = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+    """One line on the reference trial: its score, its state, or that it has not run."""
+    baseline = [t for t in study.get_trials(deepcopy=False) if is_baseline(t)]
     if not baseline or not baseline[-1].state.is_finished():
         return "not finished yet"
     t = baseline[-1]
@@ -41,12 +56,22 @@ def baseline_line(study: optuna.Study) -> str:
     return f"trial {t.number}: {t.state.name.lower()}"
 
 
-def gain(study: optuna.Study) -> dict | None:
-    """The best trial against the seed baseline on the same validation tiles, or None.
+@dataclass(frozen=True)
+class Gain:
+    """The best search trial against the reference on the same validation tiles.
 
-    Returns :func:`search.stats.compare`'s dict (best minus baseline, so a gain is negative)
-    with the two trial numbers added; None while the baseline has not finished or a trial
-    lacks its per-tile errors.
+    ``comparison`` is best minus baseline, so a gain is negative.
+    """
+
+    best: int
+    baseline: int
+    comparison: stats.Comparison
+
+
+def gain(study: optuna.Study) -> Gain | None:
+    """The best trial against the reference, or None.
+
+    None while the baseline has not finished or a trial lacks its per-tile errors.
     """
     base = baseline_trial(study)
     if base is None:
@@ -54,34 +79,35 @@ def gain(study: optuna.Study) -> dict | None:
     best, groups = study.best_trial, study.user_attrs.get("val_groups")  # a complete baseline: a best exists
     if groups is None or "val_errors" not in base.user_attrs or "val_errors" not in best.user_attrs:
         return None
-    result = stats.compare(
+    comparison = stats.compare(
         np.array(best.user_attrs["val_errors"]), np.array(base.user_attrs["val_errors"]), np.array(groups)
     )
-    return {**result, "best": best.number, "baseline": base.number}
+    return Gain(best.number, base.number, comparison)
 
 
 def gain_line(study: optuna.Study) -> str:
-    """One plain sentence: does the best trial beat the seed baseline beyond the noise?"""
+    """One plain sentence: does the best trial beat the reference beyond the noise?"""
     g = gain(study)
     if g is None:
-        return "no comparison with the seed baseline yet (it has not finished)"
-    if g["best"] == g["baseline"]:
+        return "no comparison with the reference yet (it has not finished)"
+    if g.best == g.baseline:
         return (
-            f"the seed baseline (trial {g['baseline']}) is the best trial: the search found nothing better; "
-            "keep the seed's configuration"
+            f"the reference (trial {g.baseline}) is the best trial: the search found nothing better; "
+            "keep the reference configuration"
         )
-    if "too_few" in g:
+    c = g.comparison
+    if c.too_few:
         return (
-            f"best trial {g['best']} against the seed baseline (trial {g['baseline']}): {g['diff']:+.3f} MAE; "
-            f"no interval, too few to estimate one: {g['too_few']}"
+            f"best trial {g.best} against the reference (trial {g.baseline}): {c.diff:+.3f} MAE; "
+            f"no interval, too few to estimate one: {c.too_few}"
         )
     head = (
-        f"best trial {g['best']} against the seed baseline (trial {g['baseline']}): {g['diff']:+.3f} MAE, "
-        f"standard error {g['se']:.3f} (95% interval {g['low']:+.3f} to {g['high']:+.3f}, over validation images)"
+        f"best trial {g.best} against the reference (trial {g.baseline}): {c.diff:+.3f} MAE, "
+        f"standard error {c.se:.3f} (95% interval {c.low:+.3f} to {c.high:+.3f}, over validation images)"
     )
-    if is_gain(g):
+    if c.is_gain:
         return head + ": a significant gain"
-    return head + ": NOT a significant gain; the seed baseline is the safe choice"
+    return head + ": NOT a significant gain; the reference is the safe choice"
 
 
 def common_folds(finalists: list[Finalist]) -> list[int]:
@@ -94,22 +120,22 @@ def common_folds(finalists: list[Finalist]) -> list[int]:
 
 @dataclass(frozen=True)
 class StageVerdict:
-    """The finalist with the lowest out-of-fold MAE, and how it compares with the seed baseline's.
+    """The finalist with the lowest out-of-fold MAE, and how it compares with the reference's.
 
     ``folds`` are the folds every planned finalist with a run has finished: the images compared.
-    ``comparison`` is :func:`search.stats.compare_folds`' dict (winner minus baseline), or None
-    when there is no other seed-baseline finalist to compare with.
+    ``comparison`` is winner minus baseline (:func:`search.results.stats.compare_folds`), or None when
+    there is no other reference finalist to compare with.
     """
 
     winner: Finalist
     baseline: Finalist | None
     folds: list[int]
     n_images: int
-    comparison: dict | None
+    comparison: stats.Comparison | None
 
 
 def stage_verdict(finalists: list[Finalist]) -> StageVerdict | None:
-    """Which finalist wins out of fold, and whether it beats the seed baseline's configuration.
+    """Which finalist wins out of fold, and whether it beats the reference's configuration.
 
     Returns None until the planned finalists have a fold in common. An earlier finalist (one a
     later plan dropped) competes when its runs cover those folds.
@@ -119,7 +145,7 @@ def stage_verdict(finalists: list[Finalist]) -> StageVerdict | None:
         return None
     ready = [f for f in finalists if set(folds) <= set(f.runs)]
     winner = min(ready, key=lambda f: f.oof_mae(folds))  # ties: the earlier in the plan
-    baseline = next((f for f in ready if "seed baseline" in f.role), None)
+    baseline = next((f for f in ready if is_reference_role(f.role)), None)
     errors, groups, fold_of = winner.out_of_fold(folds)
     comparison = None
     if baseline is not None and baseline is not winner:
@@ -131,7 +157,7 @@ def stage_verdict(finalists: list[Finalist]) -> StageVerdict | None:
 
 
 def stage_verdict_line(finalists: list[Finalist]) -> str:
-    """One plain sentence: which finalist wins out of fold, and does it beat the seed's configuration?"""
+    """One plain sentence: which finalist wins out of fold, and does it beat the reference configuration?"""
     v = stage_verdict(finalists)
     if v is None:
         return "no fold has a finished run of every finalist yet"
@@ -141,22 +167,22 @@ def stage_verdict_line(finalists: list[Finalist]) -> str:
         f"trial {winner.trial} has the lowest out-of-fold MAE of the finalists ({winner.oof_mae(v.folds):.3f} {where})"
     )
     if baseline is None:
-        return lead + "; no seed-baseline finalist to compare it with"
+        return lead + "; no reference finalist to compare it with"
     if baseline is winner:
         return (
-            f"the seed baseline (trial {baseline.trial}) has the lowest out-of-fold MAE ({where}): "
-            "keep the seed's configuration"
+            f"the reference (trial {baseline.trial}) has the lowest out-of-fold MAE ({where}): "
+            "keep the reference configuration"
         )
-    head = f"{lead}; the search beat the seed's configuration (trial {baseline.trial}) by {-c['diff']:+.3f} MAE"
-    if "too_few" in c:
-        return f"{head}; no interval, too few to estimate one: {c['too_few']}"
+    head = f"{lead}; the search beat the reference configuration (trial {baseline.trial}) by {-c.diff:+.3f} MAE"
+    if c.too_few:
+        return f"{head}; no interval, too few to estimate one: {c.too_few}"
     head += (
-        f", standard error {c['se']:.3f} ({c['se_images']:.3f} over images, {c['se_runs']:.3f} between runs; "
-        f"95% interval of the gain {-c['high']:+.3f} to {-c['low']:+.3f})"
+        f", standard error {c.se:.3f} ({c.se_images:.3f} over images, {c.se_runs:.3f} between runs; "
+        f"95% interval of the gain {-c.high:+.3f} to {-c.low:+.3f})"
     )
-    if is_gain(c):
+    if c.is_gain:
         return head + ": a significant gain"
-    return head + ": NOT a significant gain; the seed's configuration is the safe choice"
+    return head + ": NOT a significant gain; the reference configuration is the safe choice"
 
 
 def finalist_rows(finalists: list[Finalist], search: optuna.Study | None = None) -> list[dict]:
@@ -223,22 +249,17 @@ def finalist_lines(finalists: list[Finalist], search: optuna.Study | None = None
 
 
 def safe_choice(study: optuna.Study, verdict: StageVerdict | None) -> tuple[str, str] | None:
-    """What to export instead of the default while its lead over the seed baseline is not established.
+    """What to export instead of the default while its lead over the reference is not established.
 
     Returns ``(what, export option)``, or None when the default is the baseline or beats it
     significantly. With a finalist verdict it decides, else the search's own comparison.
     """
     if verdict is not None:
         base = verdict.baseline
-        if base is None or base is verdict.winner or is_gain(verdict.comparison):
+        if base is None or base is verdict.winner or verdict.comparison.is_gain:
             return None
-        return "the seed baseline's models", f"--finalist {base.trial}"
+        return "the reference's models", f"--finalist {base.trial}"
     g = gain(study)
-    if g is None or g["best"] == g["baseline"] or is_gain(g):
+    if g is None or g.best == g.baseline or g.comparison.is_gain:
         return None
-    return "the seed baseline", f"--trial {g['baseline']}"
-
-
-def is_gain(comparison: dict) -> bool:
-    """Whether a comparison (new minus baseline, as :mod:`search.stats` returns) is a significant gain."""
-    return comparison["significant"] and comparison["diff"] < 0
+    return "the reference", f"--trial {g.baseline}"
