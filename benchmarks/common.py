@@ -33,6 +33,12 @@ def write_section(name: str, body: str, path: Path = BENCH) -> None:
     path.write_text(text)
 
 
+def shown(path: Path) -> str:
+    """``path`` as the section shows it: relative to the checkout when inside it, so no machine's folders."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def machine() -> dict:
     """CPU model, cores, vector extensions and library versions of this machine, as measured now."""
     try:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from common import load_test_groups, machine, write_section  # noqa: E402
+from common import load_test_groups, machine, shown, write_section  # noqa: E402
 
 import data  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
@@ -142,12 +142,6 @@ def summarize(runs: dict, groups: np.ndarray) -> dict:
 
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def shown(path: Path) -> str:
-    """``path`` as the section shows it: relative to the checkout when inside it, so no machine's folders."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def report(args, argv: list[str], facts: dict, runs: dict, summary: dict) -> str:

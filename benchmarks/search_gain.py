@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import load_test_groups, machine, run_commands, write_section  # noqa: E402
+from common import load_test_groups, machine, run_commands, shown, write_section  # noqa: E402
 
 import data  # noqa: E402
 from search import export  # noqa: E402
@@ -181,7 +181,7 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
         "its submissions on unseen images",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/search_gain.py', *args.argv])}`  ",
-        f"Training file: `{args.train or data.DEFAULT_TRAIN}`.  ",
+        f"Training file: `{shown(args.train or data.DEFAULT_TRAIN)}`.  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, ISA {', '.join(m['isa'])}; torch {m['torch']}, "
         f"Python {m['python']}. "
         + (
@@ -191,7 +191,7 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             if args.threads is None
             else "The studies existed: their commands did not run here.  "
         ),
-        f"Test: `{args.test}` ({n_images} images) scored against `{args.truth}`; "
+        f"Test: `{shown(args.test)}` ({n_images} images) scored against `{shown(args.truth)}`; "
         f"each MAE +- its standard error over test images. Total {seconds:.0f} s.",
         "",
         "| study | command wall s | s per epoch | search trials (complete / pruned) | finalist runs | "

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     true = truth.loc[names].to_numpy()
     errors = {"predict": whole["count"].to_numpy() - true, "tiles added up": summed.loc[names].to_numpy() - true}
     images = np.arange(len(names))
-    megapixels = sum(read_gray(f).size for f in image_files(args.images)) / 1e6
+    megapixels = sum(read_gray(f).size for f in image_files(args.images).values()) / 1e6
     m = machine()
     lines = [
         "## Whole images: `search.predict` against the export's tile counts added up",
