@@ -1,7 +1,7 @@
 """What a study has found: its reference, whether the best trial beats it, and its finalists' verdict.
 
-Two views, one per stage. The search's own (:func:`gain_line`): the best trial against the seed
-baseline on the validation images, one training run each, the best picked on those very errors.
+Two views, one per stage. The search's own (:func:`gain_line`): the best trial against the
+reference on the validation images, one training run each, the best picked on those very errors.
 The finalists' (:func:`stage_verdict_line`): fresh runs cross-fitted over the search's training
 images, compared out of fold over those images and between runs; the one the export follows.
 """

@@ -77,6 +77,14 @@ def fold_split(split: data.Split, folds: np.ndarray, fold: int) -> data.Split:
     return held_out
 
 
+def validates_every_epoch(trial: optuna.Trial) -> bool:
+    """Whether ``trial`` scores validation after every epoch (a search trial, for pruning).
+
+    A finalist run is never pruned: it scores its held-out fold once, after its last epoch.
+    """
+    return run_key(trial) is None
+
+
 def learning_curve(history: list) -> list[dict]:
     """Each epoch's losses and validation MAE, rounded; an epoch not validated has nulls."""
 
@@ -169,7 +177,7 @@ class Objective:
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
 
-        name, every_epoch = trial_label(trial), run_key(trial) is None  # as fit validates
+        name, every_epoch = trial_label(trial), validates_every_epoch(trial)
 
         def callback(r):
             self.on_epoch_seconds(r.seconds)
@@ -217,7 +225,7 @@ class Objective:
             training_targets(s.val_images, s.val_masks, s.val_points, params),
             score_fn=self.epoch_score(sampled, density),
             on_epoch=self.on_epoch(trial, params, train.epochs),
-            every_epoch=run_key(trial) is None,  # a finalist run is never pruned: scored once, at its end
+            every_epoch=validates_every_epoch(trial),
         )
         scored = self.score(result.val_prob, sampled, grid)
         record_scores(trial, scored, grid, s.val_groups)
