@@ -210,8 +210,8 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
     for r in rows:
         exported = r["default"]["exported"] if r["default"] else "nothing"
         lines += [
-            f"`{r['study']}`: exported {exported}; its models alone scored "
-            f"{', '.join(f'{m:.3f}' for m in r['default']['members_alone']) if r['default'] else 'n/a'}.  ",
+            f"`{r['study']}`: exported {exported}; its models alone scored {members(r['default'])}; "
+            f"the reference's models alone {members(r['baseline'])}; the warm start's {members(r['warm_start'])}.  ",
             "Paired over test images, default export minus best trial alone: "
             f"{diff_text(r['default_minus_best_alone'])}; minus the reference's models: "
             f"{diff_text(r['default_minus_baseline'])}; minus the warm start's: "
@@ -221,6 +221,11 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def members(r: dict | None) -> str:
+    """Each member model's test MAE alone, as a list."""
+    return "n/a" if r is None else ", ".join(f"{m:.3f}" for m in r["members_alone"])
 
 
 def diff_text(d: stats.Comparison | None) -> str:

@@ -254,13 +254,14 @@ def test_ensemble_counts_are_the_rounded_mean_and_no_worse_than_the_members():
     assert stats.ensemble_counts([[1, 2], [2, 3]]).tolist() == [2, 3]  # halves round up
 
 
-def fold_runs(run_spread, n_images=40, seed=0):
-    """Out-of-fold errors of two configurations over 2 folds: b worse by 1, give or take ``run_spread`` per fold."""
+def fold_runs(run_spread, n_images=42, seed=0, n_folds=3):
+    """Out-of-fold errors of two configurations: b worse by 1, give or take ``run_spread`` per fold."""
     rng = np.random.default_rng(seed)
     groups = np.repeat(np.arange(n_images), 3)
-    folds = groups % 2
+    folds = groups % n_folds
     a = rng.integers(0, 3, len(groups))  # over-counts: a shift adds to the error as it is
-    b = a + 1 + np.where(folds == 0, run_spread, -run_spread)
+    shifts = np.array([run_spread, -run_spread, 0])[:n_folds]  # mean 0 over 2 or 3 folds
+    b = a + 1 + shifts[folds]
     return a, b, groups, folds
 
 
@@ -288,23 +289,27 @@ class Run:
 def staged_pair(a, b, groups, folds):
     def finalist(trial, role, errors):
         runs = {k: Run(errors[folds == k], groups[folds == k]) for k in np.unique(folds).tolist()}
-        return Finalist(trial, role, {}, 2, runs)
+        return Finalist(trial, role, {}, 3, runs)
 
     return [finalist(3, "best", a), finalist(0, "reference", b)]
 
 
-@pytest.mark.parametrize("n_folds, n_images", [(1, 40), (2, 4)])
-def test_too_few_runs_or_images_give_a_sentence_not_an_interval(n_folds, n_images):
-    a, b, groups, folds = fold_runs(run_spread=1, n_images=n_images)
+@pytest.mark.parametrize(
+    "n_folds, n_images, reason",
+    [
+        (1, 42, "1 training run per finalist (a spread needs 3)"),
+        (2, 42, "2 training runs per finalist (a spread needs 3)"),
+        (3, 3, "3 out-of-fold images (an interval needs 5)"),
+    ],
+)
+def test_too_few_runs_or_images_give_a_sentence_not_an_interval(n_folds, n_images, reason):
+    # Runs that agree exactly: over images alone, 2 folds would look like a clear gain.
+    a, b, groups, folds = fold_runs(run_spread=0, n_images=n_images, n_folds=max(n_folds, 2))
     if n_folds == 1:
         a, b, groups, folds = a[folds == 0], b[folds == 0], groups[folds == 0], folds[folds == 0]
     result = stats.compare_folds(a, b, groups, folds)
     assert not result.significant and result.low is None
-    assert result.too_few == (
-        "1 training run per finalist (a spread needs 2)"
-        if n_folds == 1
-        else "4 out-of-fold images (an interval needs 5)"
-    )
+    assert result.too_few == reason
     line = stage_verdict_line(staged_pair(a, b, groups, folds))
     assert "no interval, too few to estimate one" in line and "95%" not in line
     rows = finalist_rows(staged_pair(a, b, groups, folds))

@@ -175,7 +175,8 @@ def stage_verdict_line(finalists: list[Finalist]) -> str:
         )
     head = f"{lead}; the search beat the reference configuration (trial {baseline.trial}) by {-c.diff:+.3f} MAE"
     if c.too_few:
-        return f"{head}; no interval, too few to estimate one: {c.too_few}"
+        safe = "the reference configuration is the safe choice"
+        return f"{head}; no interval, too few to estimate one: {c.too_few}; {safe}"
     head += (
         f", standard error {c.se:.3f} ({c.se_images:.3f} over images, {c.se_runs:.3f} between runs; "
         f"95% interval of the gain {-c.high:+.3f} to {-c.low:+.3f})"
