@@ -1,14 +1,14 @@
-"""Per-epoch cost of the harness (model.train.fit) against a seed-style epoch, in one run.
+"""Per-epoch cost of the harness (model.train.fit) against the reference notebook's epoch, in one run.
 
     python benchmarks/epoch_speed.py                       # CPU, quick-profile net (base 8)
-    python benchmarks/epoch_speed.py --device cuda --base 64   # a GPU, the seed's full-size net
+    python benchmarks/epoch_speed.py --device cuda --base 64   # a GPU, the reference's full-size net
 
 Same data (embedded tiles, 80/20 split via data.split_indices, seed 0), same net config, same
 initial weights, batch 16. Measured in the same process:
 
 * harness epoch: ``fit`` for ``--epochs`` epochs (with its validation count-MAE); the first
   epoch is a warm-up and excluded when 2+ epochs run;
-* seed-style epoch (benchmarks/seed_loop.py): per-item Dataset + DataLoader + per-batch copy +
+* the reference notebook's epoch (benchmarks/reference_loop.py): per-item Dataset + DataLoader + per-batch copy +
   fp32 + full training- and validation-set loss passes after the epoch; warm-up excluded alike;
 * samples/s of the harness training step, its FLOPs (FlopCounterMode) and the fraction of the
   machine's matmul peak (large torch.mm in fp32 and bf16) it reaches;
@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-import seed_loop  # noqa: E402
+import reference_loop  # noqa: E402
 import torch  # noqa: E402
 from common import BENCH, machine, write_section  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -121,7 +121,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) 
 
 
 def step_fn(net, opt, precision, device):
-    """The harness's own training step (``model.train.train_step``: seed config, BCE) as a closure."""
+    """The harness's own training step (``model.train.train_step``: reference config, BCE) as a closure."""
     config, generator = TrainConfig(), torch.Generator().manual_seed(0)
     return lambda xb, yb: train_step(net, opt, xb, yb, config, precision, generator)
 
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     }
     print(f"data: {len(tr)} train / {len(va)} val tiles; net {cfg}; harness precision {precision}", flush=True)
 
-    # (a) harness: fit with the study's per-epoch score (seed counting, best offset)
+    # (a) harness: fit with the study's per-epoch score (the reference's counting, best offset)
     settings = [{"counter": "components", "threshold": 0.5, "offset": o} for o in range(-1, 3)]
 
     def score(prob):
@@ -302,19 +302,22 @@ def main(argv=None) -> int:
     res["harness_val_mae"] = [r.val_mae for r in result.history]
     print(f"harness epochs: {[round(e, 2) for e in ep]} s", flush=True)
 
-    # (b) seed-style epochs, same initial weights
+    # (b) the notebook's epochs, same initial weights
     with Phase(device) as mem_s:
         torch.manual_seed(0)
-        snet = UNet(cfg).to(device)  # the seed: default NCHW layout, fp32
+        snet = UNet(cfg).to(device)  # the notebook's: default NCHW layout, fp32
         sopt = torch.optim.Adam(snet.parameters(), lr=2e-4)
-        train_loader, val_loader = seed_loop.seed_loaders(Xtr, Ytr, Xva, Yva, args.batch, seed=0)
-        seed_eps = [seed_loop.seed_epoch(snet, sopt, train_loader, val_loader, device) for _ in range(args.epochs)]
-    res["seed_epochs"] = seed_eps
-    use = seed_eps[1:] if len(seed_eps) > 1 else seed_eps
+        train_loader, val_loader = reference_loop.reference_loaders(Xtr, Ytr, Xva, Yva, args.batch, seed=0)
+        ref_eps = [
+            reference_loop.reference_epoch(snet, sopt, train_loader, val_loader, device) for _ in range(args.epochs)
+        ]
+    res["reference_epochs"] = ref_eps
+    use = ref_eps[1:] if len(ref_eps) > 1 else ref_eps
     for k in ("seconds", "train_s", "train_eval_s", "val_eval_s"):
-        res[f"seed_{k}"] = float(np.mean([e[k] for e in use]))
-    res["speedup"] = res["seed_seconds"] / res["harness_epoch_s"]
-    print(f"seed epochs: {[round(e['seconds'], 2) for e in seed_eps]} s; speed-up {res['speedup']:.2f}x", flush=True)
+        res[f"reference_{k}"] = float(np.mean([e[k] for e in use]))
+    res["speedup"] = res["reference_seconds"] / res["harness_epoch_s"]
+    seconds = [round(e["seconds"], 2) for e in ref_eps]
+    print(f"reference epochs: {seconds} s; speed-up {res['speedup']:.2f}x", flush=True)
 
     # step throughput, FLOPs and fraction of matmul peak
     x_all, y_all = to_tensor(Xtr, device), to_tensor(Ytr, device)
@@ -332,17 +335,17 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     snet = UNet(cfg).to(device)
     sopt = torch.optim.Adam(snet.parameters(), lr=2e-4)
-    sstep = lambda x, y: seed_loop.seed_step(snet, sopt, x.contiguous(), y.contiguous())  # noqa: E731
-    res["seed_step_s"] = time_steps(sstep, batches, device, args.steps)
-    res["seed_samples_s"] = args.batch / res["seed_step_s"]
+    sstep = lambda x, y: reference_loop.reference_step(snet, sopt, x.contiguous(), y.contiguous())  # noqa: E731
+    res["reference_step_s"] = time_steps(sstep, batches, device, args.steps)
+    res["reference_samples_s"] = args.batch / res["reference_step_s"]
     res["peak_fp32_flops"] = matmul_peak(device, torch.float32)
     res["peak_bf16_flops"] = matmul_peak(device, torch.bfloat16)
     peak_h = res["peak_bf16_flops"] if precision == "bf16" else res["peak_fp32_flops"]
     res["harness_frac_peak"] = res["step_flops"] / res["harness_step_s"] / peak_h
-    res["seed_frac_peak"] = res["step_flops"] / res["seed_step_s"] / res["peak_fp32_flops"]
+    res["reference_frac_peak"] = res["step_flops"] / res["reference_step_s"] / res["peak_fp32_flops"]
     print(
         f"step: harness {res['harness_step_s'] * 1e3:.1f} ms ({res['harness_samples_s']:.0f} tiles/s, "
-        f"{res['harness_frac_peak']:.1%} of {precision} mm peak), seed {res['seed_step_s'] * 1e3:.1f} ms; "
+        f"{res['harness_frac_peak']:.1%} of {precision} mm peak), reference {res['reference_step_s'] * 1e3:.1f} ms; "
         f"{res['step_flops'] / 1e9:.2f} GFLOP/step; peaks fp32 {res['peak_fp32_flops'] / 1e9:.0f}, "
         f"bf16 {res['peak_bf16_flops'] / 1e9:.0f} GFLOP/s",
         flush=True,
@@ -350,9 +353,9 @@ def main(argv=None) -> int:
 
     res["mem"] = {
         "harness_rss_mb": mem_h.rss_mb,
-        "seed_rss_mb": mem_s.rss_mb,
+        "reference_rss_mb": mem_s.rss_mb,
         "harness_cuda_mb": mem_h.cuda_mb,
-        "seed_cuda_mb": mem_s.cuda_mb,
+        "reference_cuda_mb": mem_s.cuda_mb,
         "process_rss_peak_mb": rss_peak_mb(),
         "rss_after_harness_mb": mem_h.rss_total_mb,
     }
@@ -377,13 +380,13 @@ def report(r: dict) -> str:
     mem = r["mem"]
     gpu = r["mem"]["harness_cuda_mb"] is not None
 
-    seed_all = ", ".join(f"{e['seconds']:.2f}" for e in r["seed_epochs"])
+    ref_all = ", ".join(f"{e['seconds']:.2f}" for e in r["reference_epochs"])
 
     def mb(v):
         return "n/a" if v is None else f"{v:.0f} MB"
 
     lines = [
-        "## Per-epoch cost: harness vs seed-style loop (`benchmarks/epoch_speed.py`)",
+        "## Per-epoch cost: harness vs the reference notebook's loop (`benchmarks/epoch_speed.py`)",
         "",
         f"Command: `{r['command']}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
@@ -394,23 +397,23 @@ def report(r: dict) -> str:
         f"({r['n_params']:,} parameters); batch {r['batch']}; Adam 2e-4, BCE; same initial weights. "
         f"{r['epochs']} epochs of each loop" + (", the first (warm-up) excluded." if r["epochs"] > 1 else "."),
         "",
-        "| | harness (`model.train.fit`) | seed-style (`benchmarks/seed_loop.py`) |",
+        "| | harness (`model.train.fit`) | reference loop (`benchmarks/reference_loop.py`) |",
         "|---|---|---|",
         f"| epoch, s | **{r['harness_epoch_s']:.2f}** (all: {', '.join(f'{e:.2f}' for e in r['harness_epochs_s'])}) "
-        f"| **{r['seed_seconds']:.2f}** (all: {seed_all}) |",
-        f"| of which | train steps + val inference + val count-MAE | train {r['seed_train_s']:.2f} + "
-        f"train-set loss pass {r['seed_train_eval_s']:.2f} + val loss pass {r['seed_val_eval_s']:.2f} |",
-        f"| **speed-up (seed / harness epoch)** | **{r['speedup']:.2f}x** | 1 |",
+        f"| **{r['reference_seconds']:.2f}** (all: {ref_all}) |",
+        f"| of which | train steps + val inference + val count-MAE | train {r['reference_train_s']:.2f} + "
+        f"train-set loss pass {r['reference_train_eval_s']:.2f} + val loss pass {r['reference_val_eval_s']:.2f} |",
+        f"| **speed-up (reference / harness epoch)** | **{r['speedup']:.2f}x** | 1 |",
         f"| training step (batch {r['batch']}), ms | {r['harness_step_s'] * 1e3:.1f} ({r['precision']}, channels-last) "
-        f"| {r['seed_step_s'] * 1e3:.1f} (fp32, NCHW) |",
-        f"| training samples/s (step only) | {r['harness_samples_s']:.0f} | {r['seed_samples_s']:.0f} |",
+        f"| {r['reference_step_s'] * 1e3:.1f} (fp32, NCHW) |",
+        f"| training samples/s (step only) | {r['harness_samples_s']:.0f} | {r['reference_samples_s']:.0f} |",
         f"| step FLOPs (FlopCounterMode, fwd+bwd) | {r['step_flops'] / 1e9:.2f} GFLOP | same |",
         f"| fraction of matmul peak | {r['harness_frac_peak']:.1%} of {r['precision']} peak | "
-        f"{r['seed_frac_peak']:.1%} of fp32 peak |",
-        f"| peak RSS of the phase (VmHWM) | {mb(mem['harness_rss_mb'])} | {mb(mem['seed_rss_mb'])} |",
+        f"{r['reference_frac_peak']:.1%} of fp32 peak |",
+        f"| peak RSS of the phase (VmHWM) | {mb(mem['harness_rss_mb'])} | {mb(mem['reference_rss_mb'])} |",
     ]
     if gpu:
-        lines.append(f"| CUDA max_memory_allocated | {mb(mem['harness_cuda_mb'])} | {mb(mem['seed_cuda_mb'])} |")
+        lines.append(f"| CUDA max_memory_allocated | {mb(mem['harness_cuda_mb'])} | {mb(mem['reference_cuda_mb'])} |")
     lines += [
         "",
         f"Matmul peak (square `torch.mm`, same run): fp32 {r['peak_fp32_flops'] / 1e9:.0f} GFLOP/s, "
@@ -418,13 +421,13 @@ def report(r: dict) -> str:
         f"{mem['process_rss_peak_mb']:.0f} MB (data set loaded once).",
     ]
     all_h = float(np.mean(r["harness_epochs_s"]))
-    all_s = float(np.mean([e["seconds"] for e in r["seed_epochs"]]))
+    all_s = float(np.mean([e["seconds"] for e in r["reference_epochs"]]))
     lines += [
         f"With the warm-up epochs included the ratio is {all_s / all_h:.2f}x ({all_s:.2f} s / {all_h:.2f} s). "
-        "The harness epoch includes its per-epoch validation count-MAE with the seed baseline's counter "
+        "The harness epoch includes its per-epoch validation count-MAE with the reference's counter "
         "(components, t=0.5, best offset); trials that sample the watershed counter pay a little more per epoch. "
-        f"The seed-style epoch includes the seed's two loss passes, "
-        f"{(r['seed_train_eval_s'] + r['seed_val_eval_s']) / r['seed_seconds']:.0%} of its time.",
+        f"The reference loop's epoch includes the notebook's two loss passes, "
+        f"{(r['reference_train_eval_s'] + r['reference_val_eval_s']) / r['reference_seconds']:.0%} of its time.",
         "",
     ]
     c = r.get("compile")

@@ -51,7 +51,7 @@ COUNTER_GRID = {
 }
 # The reference write-up's count: connected components of p > 0.5, background label included.
 REFERENCE_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
-SEED_EPOCHS = 45
+REFERENCE_EPOCHS = 45
 # Dots files only: the radius (px) of the disk drawn at each dot as the training target. The
 # embedded set's nuclei are 8-14 px across (radius 4-7) at the importer's scale; a disk a bit
 # smaller than the cell keeps neighbours apart for the counters, so 2..5 px is searched.
@@ -93,11 +93,11 @@ PROFILES = {
 }
 
 
-def seed_epochs(profile: Profile) -> int:
+def reference_epochs(profile: Profile) -> int:
     """The reference's 45 epochs (of the full profile's range) scaled to ``profile``'s range."""
     full = PROFILES["full"].epochs
     scale = (profile.epochs[1] - profile.epochs[0]) / (full[1] - full[0])
-    return round(profile.epochs[0] + (SEED_EPOCHS - full[0]) * scale)
+    return round(profile.epochs[0] + (REFERENCE_EPOCHS - full[0]) * scale)
 
 
 def with_radius(params: dict, annotation: str) -> dict:
@@ -117,7 +117,7 @@ def reference_config(profile: Profile, mode: str = "tuned", annotation: str = "m
     """
     params = {
         "lr": 2e-4,
-        "epochs": seed_epochs(profile),
+        "epochs": reference_epochs(profile),
         "depth": 4,
         "upsample": "interp",
         "schedule": "constant",

@@ -1,15 +1,15 @@
-"""A faithful seed-style training epoch: the baseline the harness is compared against.
+"""A faithful training epoch of the reference notebook: the baseline the harness is compared against.
 
 This is *not* product code. It reproduces what the original student's script did per epoch
 (the published script of the original write-up; its details are listed in the README):
 
 * a plain ``Dataset`` whose ``__getitem__`` returns ``torch.tensor(x)/255`` and the mask, one
-  item at a time (a 1-channel axis is added, which the seed's net also needed);
+  item at a time (a 1-channel axis is added, which the notebook's net also needed);
 * a ``DataLoader`` with batch 16 and ``shuffle=True`` (no workers, the default);
 * every batch copied to the device inside the loop; fp32 throughout, default (NCHW) layout;
 * Adam, ``BCEWithLogitsLoss``, forward / zero_grad / backward / step;
 * after EVERY epoch, with gradients disabled, a full pass over the whole training set and
-  the validation set just to compute the average losses that the seed printed (no count
+  the validation set just to compute the average losses that the notebook printed (no count
   metric during training).
 """
 
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 
 class CellDataset(Dataset):
-    """The seed's per-item dataset: normalisation and type conversion in ``__getitem__``."""
+    """The notebook's per-item dataset: normalisation and type conversion in ``__getitem__``."""
 
     def __init__(self, X: np.ndarray, y: np.ndarray):
         self.X, self.y = X, y
@@ -38,8 +38,8 @@ class CellDataset(Dataset):
         return x, y
 
 
-def seed_loaders(train_images, train_masks, val_images, val_masks, batch_size: int = 16, seed: int = 0):
-    """Training loader (shuffled) and validation loader, as the seed built them."""
+def reference_loaders(train_images, train_masks, val_images, val_masks, batch_size: int = 16, seed: int = 0):
+    """Training loader (shuffled) and validation loader, as the notebook built them."""
     g = torch.Generator().manual_seed(seed)
     train = DataLoader(CellDataset(train_images, train_masks), batch_size=batch_size, shuffle=True, generator=g)
     val = DataLoader(CellDataset(val_images, val_masks), batch_size=batch_size)
@@ -52,7 +52,7 @@ def _sync(device: torch.device) -> None:
 
 
 def average_loss(net: nn.Module, loader: DataLoader, criterion, device: torch.device) -> float:
-    """The seed's evaluation pass: gradients off, per-batch copy, mean loss over the set."""
+    """The notebook's evaluation pass: gradients off, per-batch copy, mean loss over the set."""
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in loader:
@@ -62,10 +62,10 @@ def average_loss(net: nn.Module, loader: DataLoader, criterion, device: torch.de
     return total / n
 
 
-def seed_epoch(
+def reference_epoch(
     net: nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader, device: torch.device
 ) -> dict:
-    """One seed-style epoch; returns the losses and the seconds of each of its three parts."""
+    """One epoch of the notebook's loop; returns the losses and the seconds of each of its three parts."""
     criterion = nn.BCEWithLogitsLoss()
     _sync(device)
     t0 = time.perf_counter()
@@ -95,8 +95,8 @@ def seed_epoch(
     }
 
 
-def seed_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One seed-style optimiser step on a batch already on the device (for FLOP counting)."""
+def reference_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimiser step of the notebook's loop on a batch already on the device (for FLOP counting)."""
     loss = nn.functional.binary_cross_entropy_with_logits(net(x), y)
     opt.zero_grad()
     loss.backward()
