@@ -9,26 +9,11 @@ from pathlib import Path
 
 from .errors import DataError, check_distinct_outputs
 from .files import fingerprint, load_counts_csv
+from .folds import assign_folds, fold_split
 from .groups import find_overlap_groups
-from .load import (
-    load_points,
-    load_scales,
-    load_test,
-    load_tile_ints,
-    load_train,
-    load_train_or_dots,
-    point_counts,
-)
-from .split import (
-    Split,
-    assign_folds,
-    fold_split,
-    load_split,
-    select_points,
-    source_groups,
-    split_groups,
-    split_indices,
-)
+from .load import load_scales, load_test, load_tile_ints, load_train, load_train_or_dots
+from .points import load_points, point_counts, select_points
+from .split import Split, load_split, source_groups, split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
 # from a clone, an editable install and any cwd.

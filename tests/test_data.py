@@ -97,12 +97,12 @@ def test_load_train_rejects(tmp_path, case):
 
 def test_oversized_array_refused_before_reading(tmp_path, monkeypatch):
     path = _npz(tmp_path, "bomb.npz", X=_images(), y=_masks())
-    monkeypatch.setattr(data.load, "MAX_MEMBER_BYTES", _masks().nbytes - 1)
+    monkeypatch.setattr(data.npz, "MAX_MEMBER_BYTES", _masks().nbytes - 1)
 
     def no_read(*args, **kwargs):
         raise AssertionError("the archive was read")
 
-    monkeypatch.setattr(data.load.np, "load", no_read)
+    monkeypatch.setattr(data.npz.np, "load", no_read)
     with _raises(path, "'y' would take .* over the"):
         load_train(path)
 
@@ -115,7 +115,7 @@ def test_array_declared_too_large_in_its_header_refused_before_reading(tmp_path,
     def no_read(*args, **kwargs):
         raise AssertionError("the archive was read")
 
-    monkeypatch.setattr(data.load.np, "load", no_read)
+    monkeypatch.setattr(data.npz.np, "load", no_read)
     with _raises(path, r"'X' would take 16384.0 GiB as its header declares \(\(17179869184, 32, 32\), uint8\)"):
         load(path)
 
@@ -130,7 +130,7 @@ def test_array_declared_too_large_in_its_header_refused_before_reading(tmp_path,
 )
 def test_unreadable_array_header_refused_before_reading(tmp_path, monkeypatch, header, problem):
     path = header_bomb(tmp_path / "bad.npz", header=header)
-    monkeypatch.setattr(data.load.np, "load", lambda *a, **k: pytest.fail("the archive was read"))
+    monkeypatch.setattr(data.npz.np, "load", lambda *a, **k: pytest.fail("the archive was read"))
     with _raises(path, f"'X' has an unreadable .npy header.*{problem}"):
         load_test(path)
 
