@@ -29,7 +29,8 @@ import pandas as pd  # noqa: E402
 from common import load_test_groups, machine, write_section  # noqa: E402
 
 import data  # noqa: E402
-from data.folders import image_files, read_gray  # noqa: E402
+from data.folders import image_files  # noqa: E402
+from data.images import read_gray  # noqa: E402
 from search.results import stats  # noqa: E402
 
 FULL_TEST = ROOT.parent / "shared" / "datasets" / "dsb2018-fluo" / "full" / "test"

@@ -1,13 +1,16 @@
-"""Per-tile counts from a submission-format CSV, and file fingerprints."""
+"""Per-tile counts in the submission-format CSV (read and written), outputs written whole, and file fingerprints."""
 
 import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError, check_file
 
-__all__ = ["load_counts_csv", "fingerprint"]
+__all__ = ["load_counts_csv", "counts_csv", "check_output", "write_files", "fingerprint"]
 
 
 def load_counts_csv(path, n=None):
@@ -75,6 +78,53 @@ def _integer_column(path, col, name):
         if not (np.isfinite(values).all() and (values == np.round(values)).all()):
             raise DataError(path, f"{name} values must be integers")
     return values.astype(np.int64)
+
+
+def counts_csv(counts):
+    """Per-tile counts in the competition's submission format, ``index,count``."""
+    return "index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts))
+
+
+def check_output(path):
+    """Refuse an output path that is a folder or lies in a missing folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "output is a folder; give a file name such as train.npz")
+    if not path.parent.is_dir():
+        raise DataError(path.parent, "output folder not found")
+    return path
+
+
+def write_files(contents):
+    """Write every file to a temporary file beside it, then rename them into place.
+
+    Parameters
+    ----------
+    contents : dict of Path to callable
+        Each callable writes the file's bytes to the binary file object it is given.
+
+    Notes
+    -----
+    An error or a kill while writing leaves no partial output, only the old
+    files (the temporary ones are removed on errors).
+    """
+    temps = []
+    path = None
+    try:
+        for path, write in contents.items():
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append(Path(temp))
+            # mkstemp makes the file private (0600); outputs are ordinary data files.
+            os.chmod(temp, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        for temp, path in zip(temps, contents):
+            os.replace(temp, path)
+    except OSError as err:
+        raise DataError(path, f"cannot write ({err.strerror or err})") from err
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
 
 
 def fingerprint(path, chunk_size=1 << 20):

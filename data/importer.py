@@ -12,54 +12,20 @@ test set to predict. Bad input is one line naming the file and exit code 2, and 
 nothing is written. See ``python -m data.importer --help`` for every rule.
 """
 
-from __future__ import annotations
-
 import argparse
-import os
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError, check_distinct_outputs
-from .folders import (
-    IMAGE_SUFFIXES,
-    dots_from_image,
-    labels_from_image,
-    list_images,
-    pair_folders,
-    read_dots_csv,
-    read_gray,
-    read_image,
-    split_binary_mask,
-)
+from .files import check_output, counts_csv, write_files
+from .folders import IMAGE_SUFFIXES, list_images
 from .load import SIZE_MULTIPLE
-from .tiling import (
-    KEEP_RATIO,
-    OBJECT_SIZE,
-    choose_scale,
-    count_in_windows,
-    cut_tiles,
-    float32_points,
-    instance_centroids,
-    map_points,
-    resize,
-    scaled_shape,
-    soft_mask,
-)
+from .sources import csv_sources, dots_sources, image_sources, import_tiles, mask_sources
+from .tiling import KEEP_RATIO, OBJECT_SIZE
 
-__all__ = [
-    "Source",
-    "mask_sources",
-    "dots_sources",
-    "csv_sources",
-    "image_sources",
-    "tile_source",
-    "import_tiles",
-    "main",
-]
+__all__ = ["main"]
 
 RULES = f"""\
 layouts:
@@ -115,206 +81,6 @@ output npz:
   writes its true counts as index,count for search.export --truth. Without annotation the
   file has X, groups, names and scale only.
 """
-
-
-@dataclass
-class Source:
-    """One whole image ready to tile: 8-bit grey pixels, cell centroids when annotated, and labels when known."""
-
-    path: Path
-    image: np.ndarray
-    centroids: np.ndarray | None
-    labels: np.ndarray | None = None
-    areas: np.ndarray | None = None
-
-
-def _check_size(path, annotation_shape, image_path, image):
-    """Refuse an annotation whose height and width differ from its image's."""
-    if annotation_shape[:2] != image.shape:
-        (h, w), (ih, iw) = annotation_shape[:2], image.shape
-        raise DataError(path, f"annotation is {h}x{w} pixels but its image {image_path.name} is {ih}x{iw}")
-
-
-def _check_not_empty(path, n, allow_empty, what):
-    """Refuse an annotation with no cell (`what` says how it looks) unless empty ones are allowed."""
-    if n == 0 and not allow_empty:
-        raise DataError(path, f"{what}; pass --allow-empty to import such images as holding no cell")
-
-
-def mask_sources(images_dir, masks_dir, allow_empty=False):
-    """Images and their instance masks, paired by file stem (see :func:`data.folders.pair_folders`)."""
-    for image_path, mask_path in pair_folders(images_dir, masks_dir, "mask"):
-        image = read_gray(image_path)
-        labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path, palette_indices=True), mask_path))
-        if blobs:
-            print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
-        _check_size(mask_path, labels.shape, image_path, image)
-        centroids, areas = instance_centroids(labels)
-        _check_not_empty(mask_path, len(areas), allow_empty, "mask has no instance (all 0)")
-        yield Source(image_path, image, centroids, labels, areas)
-
-
-def dots_sources(images_dir, dots_dir, allow_empty=False):
-    """Images and the dots of their dots images."""
-    for image_path, dots_path in pair_folders(images_dir, dots_dir, "dots"):
-        image = read_gray(image_path)
-        marks = read_image(dots_path)
-        _check_size(dots_path, marks.shape, image_path, image)
-        dots = dots_from_image(marks, dots_path)
-        _check_not_empty(dots_path, len(dots), allow_empty, "dots image has no dot (all black)")
-        yield Source(image_path, image, dots)
-
-
-def csv_sources(images_dir, csv_path, allow_empty=False):
-    """Images and their dots listed in a CSV of ``image,row,col``."""
-    images = list_images(images_dir)
-    table = read_dots_csv(csv_path, images)
-    for path in images.values():
-        _check_not_empty(path, len(table.get(path.stem, ())), allow_empty, f"image has no dot in {csv_path}")
-    for stem, path in images.items():
-        image = read_gray(path)
-        dots = table.get(stem, np.zeros((0, 2)))
-        outside = ((dots < 0) | (dots >= image.shape)).any(axis=1)
-        if outside.any():
-            row, col = dots[outside][0]
-            h, w = image.shape
-            raise DataError(csv_path, f"dot ({row:g}, {col:g}) lies outside {path.name}, which is {h}x{w}")
-        yield Source(path, image, dots)
-
-
-def image_sources(images_dir):
-    """The images of a folder, without annotation (a test set to predict)."""
-    for path in list_images(images_dir).values():
-        yield Source(path, read_gray(path), None)
-
-
-def check_visible(source):
-    """Refuse an image that is all black while its annotation has cells.
-
-    Its tiles would teach counts of cells nothing shows: a flat 16-bit or float
-    image (one value) becomes black in 8 bits, and so does a blank export.
-    """
-    n = 0 if source.centroids is None else len(source.centroids)
-    if n and not source.image.any():
-        raise DataError(source.path, f"image is all black (in 8 bits) but its annotation has {n} cells")
-
-
-def tile_source(source, scale, tile):
-    """Rescale one whole image, cut it into windows and count each window's cells.
-
-    Parameters
-    ----------
-    source : Source
-    scale : float
-        Rescale factor of the image.
-    tile : int
-        Window side in pixels.
-
-    Returns
-    -------
-    X : ndarray of uint8, shape (N, tile, tile)
-    y : ndarray of float32, shape (N, tile, tile), or None without labels
-    counts : ndarray of int64, shape (N,), or None without centroids
-    points : ndarray of float64, shape (M, 3), or None without centroids
-        ``(window, row, col)`` in window coordinates.
-    """
-    shape = scaled_shape(source.image.shape, scale)
-    X, origins = cut_tiles(resize(source.image, shape), tile)
-    counts = points = None
-    if source.centroids is not None:
-        counts, points = count_in_windows(map_points(source.centroids, source.image.shape, shape), origins, tile)
-    y = None if source.labels is None else cut_tiles(soft_mask(source.labels, shape), tile)[0]
-    return X, y, counts, points
-
-
-def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
-    """Tile every source image into the arrays of the harness's npz.
-
-    Parameters
-    ----------
-    sources : iterable of Source
-    tile : int
-    scale : float, optional
-        One factor for every image; by default each image with cell areas
-        gets :func:`data.tiling.choose_scale`, the others 1.
-    object_size : float, optional
-        Target median cell diameter for that choice.
-
-    Returns
-    -------
-    arrays : dict of str to ndarray
-        ``X``, ``y`` (when every source has labels), ``counts`` and ``points``
-        (when every source has centroids), ``groups``, ``names`` and ``scale``.
-    """
-    parts, names, scales = [], [], []
-    for source in sources:
-        check_visible(source)
-        factor = scale or (choose_scale(source.areas, object_size) if source.areas is not None else 1.0)
-        parts.append(tile_source(source, factor, tile))
-        names.append(source.path.name)
-        scales.append(factor)
-    X, y, counts, points = zip(*parts)
-    arrays = {
-        "X": np.concatenate(X),
-        "groups": np.repeat(np.arange(len(X)), [len(x) for x in X]).astype(np.int32),
-        "names": np.array(names),
-        "scale": np.array(scales, np.float32),
-    }
-    if counts[0] is not None:  # images without annotation have no cells to count
-        first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
-        points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
-        arrays["counts"] = np.concatenate(counts).astype(np.int32)
-        arrays["points"] = float32_points(np.concatenate(points), tile)
-    if y[0] is not None:  # masks give every image labels, dots none
-        arrays["y"] = np.concatenate(y)
-    return arrays
-
-
-def counts_csv(counts):
-    """Per-tile counts in the competition's submission format, ``index,count``."""
-    return "index,count\n" + "".join(f"{i},{c}\n" for i, c in enumerate(counts))
-
-
-def check_output(path):
-    """Refuse an output path that is a folder or lies in a missing folder."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(path, "output is a folder; give a file name such as train.npz")
-    if not path.parent.is_dir():
-        raise DataError(path.parent, "output folder not found")
-    return path
-
-
-def write_files(contents):
-    """Write every file to a temporary file beside it, then rename them into place.
-
-    Parameters
-    ----------
-    contents : dict of Path to callable
-        Each callable writes the file's bytes to the binary file object it is given.
-
-    Notes
-    -----
-    An error or a kill while writing leaves no partial output, only the old
-    files (the temporary ones are removed on errors).
-    """
-    temps = []
-    path = None
-    try:
-        for path, write in contents.items():
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append(Path(temp))
-            # mkstemp makes the file private (0600); outputs are ordinary data files.
-            os.chmod(temp, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-        for temp, path in zip(temps, contents):
-            os.replace(temp, path)
-    except OSError as err:
-        raise DataError(path, f"cannot write ({err.strerror or err})") from err
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
 
 
 def scale_summary(scales):

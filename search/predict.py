@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 import data
-from data.folders import IMAGE_SUFFIXES, annotation_counts, image_files, read_image_counts, read_scaled
+from data.annotations import annotation_counts, read_image_counts
+from data.folders import IMAGE_SUFFIXES, image_files
+from data.images import read_scaled
 from model.checkpoint import atomic_write
 from model.count import LOCATORS, count_setting, object_centroids
 from model.plots import count_overlay_png, count_scatter_figure, save_png

@@ -15,7 +15,7 @@ import pytest
 from helpers import disc_tiles
 from tiny_worker import TINY
 
-from data.folders import MAX_PIXELS, read_scaled
+from data.images import MAX_PIXELS, read_scaled
 from model import plots
 from model.count import count_setting, object_centroids
 from model.stitch import stitch_predict, window_origins, window_weights
