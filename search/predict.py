@@ -29,9 +29,9 @@ import data
 from data.folders import IMAGE_SUFFIXES, annotation_counts, image_files, read_image_counts, read_scaled
 from model.checkpoint import atomic_write
 from model.count import LOCATORS, count_setting, object_centroids
+from model.infer import predict_prob
 from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
-from model.train import predict_prob
 from search import cli, export
 from search.errors import UsageError
 from search.results import stats
