@@ -37,7 +37,8 @@ from common import load_test_groups, machine, shown, write_section  # noqa: E402
 import data  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.count import count_setting  # noqa: E402
-from model.train import pick_device, predict_prob  # noqa: E402
+from model.device import pick_device  # noqa: E402
+from model.infer import predict_prob  # noqa: E402
 from search import space  # noqa: E402
 from search.results import stats  # noqa: E402
 from search.roles import SEED_ATTR  # noqa: E402

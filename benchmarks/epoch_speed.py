@@ -47,8 +47,9 @@ from common import BENCH, machine, write_section  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import data  # noqa: E402
+from model.device import pick_device, resolve_precision, to_tensor  # noqa: E402
 from model.scoring import mae_by_setting  # noqa: E402
-from model.train import TrainConfig, fit, pick_device, resolve_precision, seeded_net, to_tensor, train_step  # noqa: E402
+from model.train import TrainConfig, fit, seeded_net, train_step  # noqa: E402
 from model.unet import UNet, UNetConfig, count_parameters  # noqa: E402
 
 # ----------------------------------------------------------------------------- helpers

@@ -30,8 +30,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from model.count import count_setting  # noqa: E402
+from model.device import pick_device  # noqa: E402
+from model.infer import predict_prob  # noqa: E402
 from model.stitch import stitch_predict  # noqa: E402
-from model.train import pick_device, predict_prob, seeded_net  # noqa: E402
+from model.train import seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402
 from search import export, space  # noqa: E402
 from search.predict import BATCH_SIZE  # noqa: E402

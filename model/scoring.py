@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from model.count import add_offset, count_setting
+from model.count import count_setting
+from model.count_base import add_offset
 
 __all__ = ["count_errors", "mae_by_setting"]
 

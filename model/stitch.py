@@ -93,7 +93,7 @@ def stitch_predict(
         map cropped back.
     predict : callable
         Maps windows, an array of shape (B, tile, tile) of the image's dtype, to their
-        maps, shape (B, tile, tile) (e.g. ``lambda w: model.train.predict_prob(net, w)``).
+        maps, shape (B, tile, tile) (e.g. ``lambda w: model.infer.predict_prob(net, w)``).
     tile : int
         Window side: the tile size the net learnt on.
     batch_size : int, optional

@@ -16,14 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.device import PRECISIONS, autocast, resolve_precision, to_tensor
+from model.infer import DENSITY_SCALE, output_map, predict
 from model.unet import UNet, UNetConfig
 
 LOSSES = ("bce", "bce_dice", "mse")
-# The "mse" loss regresses a density map times this, as the counting literature does: a
-# density is about 0.01-0.05 at a cell, and its squared error unscaled gives tiny gradients.
-DENSITY_SCALE = 100.0
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -104,53 +102,6 @@ class FitResult:
     train_seconds: float = 0.0
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU; otherwise the named device.
-
-    Raises ValueError for an unknown name or a CUDA device that is not there.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available here")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
-    return device
-
-
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N,H,W) uint8 or float in [0,1] -> (N,1,H,W) float32 on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-    return x.unsqueeze(1).to(device)
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (emulated bf16 on older CPUs is slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` becomes ``"bf16"`` where native on ``device``, else ``"fp32"``."""
-    if precision == "auto":
-        return "bf16" if bf16_native(device) else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast (no gradient scaler needed, unlike fp16), or plain fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
 def dihedral(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
     """Apply one of the 8 flips/rotations, drawn per tile, to images and masks alike.
 
@@ -173,44 +124,6 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tens
         inter = (prob * target).sum()
         loss = loss + 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
     return loss
-
-
-def output_map(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """What the net's output means: nucleus probabilities, or for ``loss="mse"`` a density map.
-
-    A density net's raw output, scaled back, so a tile's map sums to its count.
-    """
-    return logits / DENSITY_SCALE if loss == "mse" else torch.sigmoid(logits)
-
-
-@torch.inference_mode()
-def predict(net: torch.nn.Module, x: torch.Tensor, precision: str = "fp32", batch_size: int = 64) -> torch.Tensor:
-    """Mask logits for (N,1,H,W) images, in large batches with no autograd; returns float32."""
-    net.eval()
-    device = next(net.parameters()).device
-    with autocast(device, precision):
-        out = [net(x[i : i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
-    return torch.cat(out)
-
-
-def predict_prob(
-    net: torch.nn.Module, images: np.ndarray, tta: bool = False, precision: str = "auto", loss: str = "bce"
-) -> np.ndarray:
-    """(N,H,W) nucleus probabilities for uint8 images, or density maps for a net trained with ``loss="mse"``.
-
-    With ``tta`` the maps are averaged over the 8 flips/rotations of each tile, each mapped
-    back before averaging. ``precision`` and ``loss`` as in :class:`TrainConfig`.
-    """
-    device = next(net.parameters()).device
-    precision = resolve_precision(precision, device)
-    x = to_tensor(images, device)
-    views = [(k, flip) for k in range(4) for flip in (False, True)] if tta else [(0, False)]
-    total = 0
-    for k, flip in views:
-        view = torch.rot90(x, k, dims=(-2, -1))
-        prob = output_map(predict(net, view.flip(-1) if flip else view, precision), loss)
-        total = total + torch.rot90(prob.flip(-1) if flip else prob, -k, dims=(-2, -1))
-    return (total / len(views))[:, 0].cpu().numpy()
 
 
 def make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig, steps: int):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import data
-from model.train import pick_device
+from model.device import pick_device
 from search.errors import Failed, UsageError
 from search.runtime.storage import STORAGE_ENV
 

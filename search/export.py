@@ -39,7 +39,8 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.count import count_setting
-from model.train import TrainConfig, fit, predict_prob, seeded_net
+from model.infer import predict_prob
+from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig
 from search import cli, space
 from search.errors import UsageError

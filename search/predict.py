@@ -31,9 +31,9 @@ from data.folders import IMAGE_SUFFIXES, image_files
 from data.images import read_scaled
 from model.checkpoint import atomic_write
 from model.count import LOCATORS, count_setting, object_centroids
+from model.infer import predict_prob
 from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
-from model.train import predict_prob
 from search import cli, export
 from search.errors import UsageError
 from search.results import stats

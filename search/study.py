@@ -23,7 +23,7 @@ import optuna
 import torch
 
 import data
-from model.train import resolve_precision
+from model.device import resolve_precision
 from search import cli, space
 from search.errors import UsageError
 from search.results import stats

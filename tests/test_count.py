@@ -1,10 +1,11 @@
-"""Tests for model.count on hand-made probability maps with known counts."""
+"""Tests for model.count and model.watershed on hand-made probability maps with known counts."""
 
 import numpy as np
 import pytest
 
-from model.count import COUNTERS, count_cells, count_components, count_density, count_setting, count_watershed
+from model.count import COUNTERS, count_cells, count_components, count_density, count_setting
 from model.scoring import count_errors, mae_by_setting
+from model.watershed import count_watershed
 
 SIZE = 64
 THRESHOLDING = sorted(set(COUNTERS) - {"density"})  # the counters of probability maps

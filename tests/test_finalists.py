@@ -13,7 +13,7 @@ from optuna_dashboard import get_note
 import data
 from model.checkpoint import load_checkpoint
 from model.count import count_setting
-from model.train import predict_prob
+from model.infer import predict_prob
 from search import export, report, roles, study
 from search.results import stats
 from search.results.verdict import Finalist, finalist_rows, finalist_text, stage_verdict, stage_verdict_line

@@ -18,8 +18,8 @@ from tiny_worker import TINY
 from data.images import MAX_PIXELS, read_scaled
 from model import plots
 from model.count import count_setting, object_centroids
+from model.infer import predict_prob
 from model.stitch import stitch_predict, window_origins, window_weights
-from model.train import predict_prob
 from search import export, predict, space, study
 from search.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Tests for model.train on tiny disc tiles and a 2-4 channel U-Net."""
+"""Tests for model.train, model.device and model.infer on tiny disc tiles and a 2-4 channel U-Net."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,10 @@ import torch
 from helpers import disc_tiles
 
 import model.train as train_module
+from model.device import pick_device, to_tensor
+from model.infer import DENSITY_SCALE, predict_prob
 from model.targets import density_targets
 from model.train import (
-    DENSITY_SCALE,
     EpochReport,
     TrainConfig,
     dihedral,
@@ -16,10 +17,7 @@ from model.train import (
     fit,
     loss_fn,
     make_scheduler,
-    pick_device,
-    predict_prob,
     seeded_net,
-    to_tensor,
 )
 from model.unet import UNetConfig
 
