@@ -35,7 +35,7 @@ from model.infer import predict_prob  # noqa: E402
 from model.stitch import stitch_predict  # noqa: E402
 from model.train import seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402
-from search import export, space  # noqa: E402
+from search import members, space  # noqa: E402
 from search.predict import BATCH_SIZE  # noqa: E402
 from search.runtime.storage import find_storage, given_storage, load_existing_study  # noqa: E402
 
@@ -55,8 +55,8 @@ def net_and_tile(args, device):
         net = seeded_net(UNetConfig(base=space.PROFILES["quick"].base), 0, device).eval()
         return net, 128, "fresh quick-profile net (base 8)"
     study = load_existing_study(args.study_name, given_storage(args.storage) or find_storage(args.study_name))
-    member = export.choose(study, None, None).members[0]
-    net, config = export.open_member(member, device)
+    member = members.choose(study, None, None).members[0]
+    net, config = members.open_member(member, device)
     return net, config["tile_size"][0], member.label
 
 

@@ -36,7 +36,7 @@ def parser(prog: str, description: str, default_storage: str, device: bool = Tru
 
 
 def add_model_choice(p: argparse.ArgumentParser, verb: str) -> None:
-    """``--trial N`` or ``--finalist N``: which models of a study ``verb`` uses (see ``search.export.choose``)."""
+    """``--trial N`` or ``--finalist N``: which models of a study ``verb`` uses (see ``search.members.choose``)."""
     which = p.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, help=f"{verb} this search trial's model alone")
     which.add_argument(

@@ -34,7 +34,7 @@ from model.count import LOCATORS, count_setting, object_centroids
 from model.infer import predict_prob
 from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
-from search import cli, export
+from search import cli, members
 from search.errors import UsageError
 from search.results import stats
 from search.runtime.artifacts import project_dir
@@ -163,12 +163,12 @@ def predict(args) -> pd.DataFrame:
     check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
-    choice = export.choose(study, args.trial, args.finalist)
+    choice = members.choose(study, args.trial, args.finalist)
     device = cli.resolve_device(args.device)
     project = project_dir(study.user_attrs, storage_url)
     models = []
     for member in choice.members:
-        net, config, _ = export.open_member(member, project, device)
+        net, config, _ = members.open_member(member, project, device)
         setting = member.trial.user_attrs["counting"]
         if overlays is not None and setting["counter"] not in LOCATORS:
             raise UsageError(f"--overlays: {member.label} counts with {setting['counter']!r}, which marks no cells")

@@ -7,16 +7,17 @@ Each trial trains a U-Net, reports its validation count-MAE after every epoch (w
 are pruned), chooses its counting setting on the validation predictions of its last epoch
 and keeps its checkpoint under ``studies/<name>-<id>/``. Validation tiles come from other
 source images than training tiles. The same command resumes an interrupted study.
+
+This module holds the run loop; the options are :mod:`search.study_options`'s, the lines
+printed for each trial and at the end :mod:`search.summary`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -28,144 +29,19 @@ from search import cli, space
 from search.errors import UsageError
 from search.results import stats
 from search.results.note import StudyNote
-from search.results.verdict import finalist_lines, gain_line, safe_choice, stage_verdict
-from search.roles import baseline_trial, is_baseline, reference_counting_mae, run_key, trial_label
+from search.roles import is_baseline
 from search.runtime import workers
-from search.runtime.artifacts import artifact_dir, record_project, study_dir
-from search.runtime.storage import (
-    check_study_name,
-    dashboard_target,
-    default_url,
-    given_storage,
-    is_sqlite,
-    open_storage,
-)
+from search.runtime.artifacts import record_project, study_dir
+from search.runtime.storage import check_study_name, default_url, given_storage, is_sqlite, open_storage
 from search.stages import finalists, prepare
 from search.stages.budget import Budget
 from search.stages.objective import NoTime, Objective, QuietFailures, StudyTimeout, fold_split, study_split
+from search.study_options import parse_args, stage_size
+from search.summary import print_trial, summarize
 
 FINISHED = workers.FINISHED  # complete or pruned: what counts towards --n-trials
 # One instance: adding it again on every run is then a no-op. Ctrl-C's one line is run_command's.
 QUIET = QuietFailures((StudyTimeout, NoTime, finalists.NotRun, workers.SurplusTrial, KeyboardInterrupt))
-
-
-def add_worker_options(p: argparse._ArgumentGroup) -> None:
-    """Options for several processes and machines sharing a study."""
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="processes running trials at once on this machine: one GPU each when several "
-        "are visible, else the CPU cores split between them (default: %(default)s)",
-    )
-    p.add_argument(
-        "--heartbeat",
-        type=int,
-        default=60,
-        help="seconds between a running trial's heartbeats on a database storage; a trial "
-        "silent for twice as long (its worker died) is failed and run again (default: %(default)s)",
-    )
-    # Set by --workers on the processes it starts: which worker this is.
-    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-
-
-def add_scoring_options(p: argparse._ArgumentGroup) -> None:
-    """Options for how trials are scored: the counting objective and the split."""
-    p.add_argument(
-        "--objective",
-        choices=("tuned", "sampled"),
-        default="tuned",
-        help="tuned: choose each trial's counting setting on validation after training "
-        "and score it out of sample (chosen on half of the validation images, scored on "
-        "the other half, both ways round); sampled: sample the counting setting as "
-        "parameters (default: %(default)s)",
-    )
-    p.add_argument(
-        "--split",
-        choices=("image", "tile"),
-        default="image",
-        help="image: no source image on both sides of the train/validation split (its "
-        "'groups' array, else tiles linked by shared rows or columns of pixels); tile: "
-        "a per-tile split, which lets validation reward memorising (default: %(default)s)",
-    )
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = cli.parser(
-        "python -m search.study",
-        "Run or resume an Optuna study that searches U-Net training and cell-counting settings; "
-        "objective: validation count-MAE (lower is better).",
-        "sqlite:///studies/<name>.db; journal:///studies/<name>.journal.log with --workers above 1",
-    )
-    add_search_options(p.add_argument_group("search"))
-    add_scoring_options(p.add_argument_group("scoring"))
-    add_finalist_options(p.add_argument_group("finalist stage"))
-    add_worker_options(p.add_argument_group("parallel workers"))
-    return p.parse_args(argv)
-
-
-def add_search_options(p: argparse._ArgumentGroup) -> None:
-    """Options for the search: its data, length, profile, pruner, sampler and seed."""
-    p.add_argument(
-        "--train",
-        type=Path,
-        default=data.DEFAULT_TRAIN,
-        help="training npz with X and either y (soft masks) or points (dots, one per cell; see "
-        "python -m data.importer) (default: the embedded DSB2018-fluo tiles)",
-    )
-    p.add_argument(
-        "--n-trials",
-        type=int,
-        help="finished trials the study should reach, counting earlier runs (default: the profile's)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        help="seconds for this run, search and finalists together: the search stops when the finalist "
-        "runs still to do would take the rest, and a trial still running at the end is stopped "
-        "(default: the profile's: quick 1080, full 14400)",
-    )
-    p.add_argument(
-        "--profile",
-        choices=sorted(space.PROFILES),
-        help="full: the reference write-up's full-size net, for a GPU; quick: a small net for "
-        "CPUs (default: full on CUDA, quick otherwise)",
-    )
-    p.add_argument(
-        "--pruner",
-        choices=("median", "hyperband", "none"),
-        default="median",
-        help="how weak trials are stopped early (default: %(default)s)",
-    )
-    p.add_argument(
-        "--sampler", choices=("tpe", "random"), default="tpe", help="how parameters are sampled (default: %(default)s)"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seeds the split, the sampler and every trial's training (default: 0)"
-    )
-
-
-def add_finalist_options(p: argparse._ArgumentGroup) -> None:
-    """Options for the finalist stage: how many configurations are judged out of fold, over how many folds."""
-    p.add_argument(
-        "--finalists",
-        type=int,
-        help="configurations judged out of fold after the search: the best, the reference, then "
-        "runners-up; 0 skips the stage (default: the profile's: quick 2, full 3)",
-    )
-    p.add_argument(
-        "--folds",
-        type=int,
-        help=f"folds of the training images, 2..{finalists.MAX_FOLDS}: each finalist is trained once per fold, "
-        "with a fresh seed, on the other folds and the validation images, and scored on the fold it held out "
-        "(default: the profile's: quick 2, full 3)",
-    )
-
-
-def stage_size(args, profile: space.Profile) -> tuple[int, int]:
-    """Finalists and folds of this run: the options, else the profile's."""
-    k = profile.finalists if args.finalists is None else args.finalists
-    return k, profile.folds if args.folds is None else args.folds
 
 
 class StopAfterFailures:
@@ -179,33 +55,6 @@ class StopAfterFailures:
         if self.failed >= self.limit:
             print(f"stopping: {self.failed} trials failed in this run", flush=True)
             study.stop()
-
-
-def se_text(attrs: dict) -> str:
-    """A trial's standard error for printing: n/a when too few validation images gave none."""
-    return "n/a" if attrs.get("value_se") is None else f"{attrs['value_se']:.3f}"
-
-
-def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """One line per finished trial or finalist run."""
-    a = trial.user_attrs
-    tag = f"{trial_label(trial)}{' (reference)' if is_baseline(trial) else ''}"
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        best = f"; best so far: trial {study.best_trial.number} ({study.best_value:.3f})"
-        best = "" if run_key(trial) else best  # a finalist run is no search trial
-        print(
-            f"{tag} finished: val MAE {trial.value:.3f} +- {se_text(a)} with "
-            f"{a['counting_name']} ({a['train_seconds']:.0f} s){best}",
-            flush=True,
-        )
-    elif trial.state == optuna.trial.TrialState.PRUNED:
-        steps = trial.intermediate_values
-        last = f" at epoch {max(steps)} (val MAE {steps[max(steps)]:.3f})" if steps else ""
-        why = a.get("stopped", "pruned")
-        print(f"{tag} {why}{last}", flush=True)
-    else:
-        reason = a.get("fail_reason", "see the log above")
-        print(f"{tag} {trial.state.name.lower()}: {reason}", flush=True)
 
 
 def run(args, argv=()) -> optuna.Study:
@@ -390,55 +239,6 @@ def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, 
         callbacks=[print_trial, lambda _, trial: note.write(study) if trial.state.is_finished() else None],
         should_stop=lambda: any(o.out_of_time for o in objectives.values()),
     )
-
-
-def no_complete_hint(study: optuna.Study, target: int) -> str:
-    """What to do about a study with no complete trial; never "run again" when that would do nothing."""
-    if len(study.get_trials(deepcopy=False, states=FINISHED)) >= target:
-        return f"all {target} finished trials were pruned: raise --n-trials to run more"
-    if any(t.user_attrs.get("stopped") for t in study.get_trials(deepcopy=False)):
-        return (
-            "the timeout stopped a trial before its last epoch and queued it again: run the same command "
-            "to continue, with a longer --timeout if one trial needs more time than that"
-        )
-    return "run the same command again to continue"
-
-
-def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
-    """The best trial beside the baseline, the finalists' verdict over seeds, and how to browse and export."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        print(f"no finished trial yet: {no_complete_hint(study, target)}", flush=True)
-        return
-    best = study.best_trial
-    print(
-        f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {se_text(best.user_attrs)} "
-        f"(standard error over validation images) with {best.user_attrs['counting_name']}; params {best.params}"
-    )
-    baseline = baseline_trial(study)
-    if baseline is not None:
-        print(
-            f"reference (trial {baseline.number}): val MAE {baseline.value:.3f} as scored by the study, "
-            f"{reference_counting_mae(baseline):.3f} with the reference counting "
-            f"({space.setting_name(space.REFERENCE_COUNTING)})"
-        )
-    print(f"search: {gain_line(study)}")
-    staged = finalists.results(study)
-    if staged:
-        print("\n" + "\n".join(finalist_lines(staged, study)) + "\n")
-    print(
-        f"browse: optuna-dashboard {dashboard_target(storage_url)} "
-        f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1"
-    )
-    export = f"python -m search.export --study-name {study.study_name}" + (
-        f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""
-    )
-    v = stage_verdict(staged)
-    what = f"trial {best.number} alone" if v is None else f"trial {v.winner.trial}'s search and fold models"
-    print(f"export: {export}   ({what})", flush=True)
-    safe = safe_choice(study, v)
-    if safe is not None:
-        print(f"export the safe choice, {safe[0]}: {export} {safe[1]}", flush=True)
 
 
 def main(argv=None) -> int:

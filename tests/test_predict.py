@@ -20,7 +20,7 @@ from model import plots
 from model.count import count_setting, object_centroids
 from model.infer import predict_prob
 from model.stitch import stitch_predict, window_origins, window_weights
-from search import export, predict, space, study
+from search import members, predict, space, study
 from search.errors import UsageError
 
 T = 32  # window side of the stitching tests
@@ -192,8 +192,8 @@ def test_whole_images_counted_with_the_study_net(images_dir, in_tmp, capsys):
     table = pd.read_csv(in_tmp / "counts.csv")
     assert table["image"].tolist() == ["deep.tif", "small.png", "wide.png"] and table["count"].dtype.kind == "i"
     # The same count by hand: the trial's net over the whole image, its counting on the whole map.
-    member = export.choose(optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db"), None, None)
-    net, config, _ = export.open_member(member.members[0], Path("."), "cpu")
+    member = members.choose(optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db"), None, None)
+    net, config, _ = members.open_member(member.members[0], Path("."), "cpu")
     for name, count in zip(table["image"], table["count"]):
         image = read_scaled(images_dir / name)
         prob = stitch_predict(image, lambda w: predict_prob(net, w), config["tile_size"][0])

@@ -4,7 +4,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search import study
+from search import summary
 from search.results import stats
 from search.results.verdict import gain, gain_line
 
@@ -85,7 +85,7 @@ def test_summary_offers_the_baseline_export_only_when_the_gain_is_not_significan
     groups = np.repeat(np.arange(30), 4)
     base = np.random.default_rng(4).integers(2, 6, size=120)
     best = np.zeros(120, int) if gain_is_clear else base - (np.arange(120) < 3)
-    study.summarize(_study(best, base, groups), "sqlite:///studies/cells.db", 2)
+    summary.summarize(_study(best, base, groups), "sqlite:///studies/cells.db", 2)
     out = capsys.readouterr().out
     assert "export: python -m search.export --study-name cells" in out
     assert ("--trial 0" in out) is not gain_is_clear
