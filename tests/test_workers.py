@@ -20,7 +20,7 @@ import tiny_worker
 import torch
 
 from search import roles, study
-from search.runtime import storage, workers
+from search.runtime import dead_workers, storage, workers
 from search.stages import finalists, objective
 
 STATES = optuna.trial.TrialState
@@ -188,7 +188,7 @@ def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_t
 def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_tmp, monkeypatch, store, reap):
     """SIGKILL mid-trial: heartbeat (database) or dead-process check (journal) fails and requeues it."""
     if not reap:  # only the heartbeat can find it
-        monkeypatch.setattr(workers, "reap_dead_local_trials", lambda s: [])
+        monkeypatch.setattr(dead_workers, "reap_dead_local_trials", lambda s: [])
     train, _, _ = tiny_files
     args = ("--storage", store, "--n-trials", "3", "--heartbeat", "1", "--timeout", "60")
     victim = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
@@ -318,10 +318,10 @@ def test_a_zombie_worker_counts_as_dead():
                 break
             time.sleep(0.05)
         assert proc_state(proc.pid) == "Z"
-        assert not workers._pid_alive(proc.pid)
+        assert not dead_workers._pid_alive(proc.pid)
     finally:
         proc.wait()
-    assert workers._pid_alive(os.getpid())
+    assert dead_workers._pid_alive(os.getpid())
 
 
 @needs_proc
@@ -352,7 +352,7 @@ def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
     trial = s.ask()
     trial.set_user_attr(storage.WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
     trial.set_user_attr("baseline", True)
-    assert workers.reap_dead_local_trials(s) == [0]
+    assert dead_workers.reap_dead_local_trials(s) == [0]
     retry = s.trials[1]
     assert retry.state == STATES.WAITING and retry.user_attrs == {"baseline": True}
     # The heartbeat's retry on a database storage drops it too.

@@ -1,2 +1,3 @@
 """Where and how studies run: storage URLs (``storage``), parallel worker processes (``workers``),
-and study folders with their trial artifacts (``artifacts``)."""
+the trials of dead workers failed and queued again (``dead_workers``), and study folders with
+their trial artifacts (``artifacts``)."""

@@ -12,7 +12,7 @@ Storage URLs (``--storage``):
 Database storages record a heartbeat for each running trial; a trial whose worker died (no
 heartbeat for twice the interval) is failed and queued again. Optuna 5.0's journal storage has
 no heartbeat, so a trial whose worker process on this machine is gone is failed and queued
-again by the next worker that looks (``search.runtime.workers.reap_dead_local_trials``), and the
+again by the next worker that looks (``search.runtime.dead_workers.reap_dead_local_trials``), and the
 journal's lock is an flock (``FlockLock``) that a killed worker cannot leave behind.
 """
 

@@ -4,8 +4,8 @@
 one GPU each when several are visible, else a share of the CPU threads. ``run_until_target``
 replaces ``study.optimize``'s own stopping rule: a worker starts a trial only while finished plus
 running trials stay below the target, and ``TrialGuard`` fails the rare trial started in the
-same instant by two workers, so the study ends with exactly the target of finished trials.
-``reap_dead_local_trials`` fails and requeues the trials of workers on this machine that died;
+same instant by two workers, so the study ends with exactly the target of finished trials; each
+look at the study first fails and requeues the trials of dead workers (``dead_workers``).
 ``queue_first`` moves a waiting trial (the reference) ahead of the others.
 """
 
@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import warnings
-from pathlib import Path
 from typing import Callable
 
 import optuna
 import torch
 
 from search.errors import Failed
-from search.runtime.storage import MAX_RETRY, STORAGE_ENV, WORKER_ATTR, RetryWithoutWorker, worker_id
+from search.runtime import dead_workers
+from search.runtime.storage import STORAGE_ENV, WORKER_ATTR, worker_id
 
 STATES = optuna.trial.TrialState
 FINISHED = (STATES.COMPLETE, STATES.PRUNED)
@@ -157,58 +155,6 @@ class TrialGuard:
             raise
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs; a zombie (exited, not yet reaped by its parent) does not."""
-    try:
-        # The state is the field after the parenthesised command name, which may hold spaces.
-        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        pass  # no /proc here, or the process is gone: os.kill decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def reap_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose worker process on this host is gone, and queue them again.
-
-    Works on every storage, immediately (no grace period); the heartbeat covers other hosts.
-    Returns the numbers of the trials failed.
-    """
-    host = socket.gethostname()
-    retry = RetryWithoutWorker(max_retry=MAX_RETRY)
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        try:
-            # The state change is the claim: of two workers reaping at once, one wins.
-            if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry(study, study._storage.get_trial(trial._trial_id))
-        reaped.append(trial.number)
-    return reaped
-
-
-def _fail_stale(study: optuna.Study) -> None:
-    """Fail and requeue trials of dead workers: local ones at once, others after the heartbeat grace."""
-    for number in reap_dead_local_trials(study):
-        print(f"trial {number}: its worker process is gone; failed and queued again", flush=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def claim(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Take waiting ``trial`` off the queue as a worker starting it would; False if another did first."""
     try:
@@ -287,7 +233,7 @@ def run_until_target(
     catch = (*catch, SurplusTrial, torch.cuda.OutOfMemoryError)
     waiting = False
     while time.monotonic() < deadline() and not should_stop():
-        _fail_stale(study)
+        dead_workers.fail_stale(study)
         if first is not None:
             queue_first(study, first)
         finished, running = counts(study)
@@ -307,7 +253,7 @@ def run_until_target(
 def wait_until_idle(study: optuna.Study, deadline: float) -> None:
     """Wait while trials of ``study`` run elsewhere (or until ``deadline``), failing those of dead workers."""
     while time.monotonic() < deadline:
-        _fail_stale(study)
+        dead_workers.fail_stale(study)
         if not study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):
             return
         _nap(deadline)
@@ -324,7 +270,7 @@ def run_queue(
     guarded = TrialGuard(objective, math.inf)  # the worker record and out-of-memory handling, no target
     catch = (*catch, torch.cuda.OutOfMemoryError)
     while time.monotonic() < deadline and not should_stop():
-        _fail_stale(study)
+        dead_workers.fail_stale(study)
         if study.get_trials(deepcopy=False, states=(STATES.WAITING,)):
             study.optimize(guarded, n_trials=1, catch=catch, callbacks=callbacks)
         elif study.get_trials(deepcopy=False, states=(STATES.RUNNING,)):

@@ -1,2 +1,2 @@
-"""The study's stages: create or resume it (``prepare``), train and score a trial (``objective``),
-plan the time (``budget``) and judge the finalists out of fold (``finalists``)."""
+"""The study's stages: create or resume it (``prepare``), train a trial (``objective``) and score it
+(``scores``), plan the time (``budget``) and judge the finalists out of fold (``finalists``)."""

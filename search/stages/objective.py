@@ -3,8 +3,8 @@
 Per trial: train the sampled configuration on the file's masks, or on the target drawn at its
 dots (disks of the trial's radius, or a density map), and keep its last epoch; count the validation tiles
 (cut from other source images than the training tiles) with every counting setting; choose the
-setting out of sample and record the value's standard error over validation images. Per-epoch
-scores are reported for pruning; the study's timeout stops a trial between epochs.
+setting out of sample and record the value's standard error over validation images (``scores``).
+Per-epoch scores are reported for pruning; the study's timeout stops a trial between epochs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,23 +21,14 @@ import optuna
 import data
 from model.checkpoint import save_checkpoint
 from model.count import count_setting
-from model.scoring import count_errors, mae_by_setting
+from model.scoring import mae_by_setting
 from model.targets import density_targets, disk_targets
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space
-from search.results import stats
-from search.roles import (
-    FOLD_ATTR,
-    FOLDER_ATTR,
-    REFERENCE_COUNTING_ATTR,
-    REQUIRED,
-    SEED_ATTR,
-    SOURCE_ATTR,
-    run_key,
-    trial_label,
-)
+from search.roles import FOLD_ATTR, FOLDER_ATTR, REQUIRED, SEED_ATTR, SOURCE_ATTR, run_key, trial_label
 from search.runtime.artifacts import log_trial_artifacts
+from search.stages.scores import learning_curve, record_scores, score
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
 REQUEUED_ATTRS = (*REQUIRED, SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
@@ -85,23 +75,6 @@ def validates_every_epoch(trial: optuna.Trial) -> bool:
     return run_key(trial) is None
 
 
-def learning_curve(history: list) -> list[dict]:
-    """Each epoch's losses and validation MAE, rounded; an epoch not validated has nulls."""
-
-    def rounded(value: float, digits: int) -> float | None:
-        return round(value, digits) if math.isfinite(value) else None  # JSON (and the dashboard) has no NaN
-
-    return [
-        {
-            "epoch": r.epoch,
-            "train_loss": round(r.train_loss, 5),
-            "val_loss": rounded(r.val_loss, 5),
-            "val_mae": rounded(r.val_mae, 4),
-        }
-        for r in history
-    ]
-
-
 def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
     """What the net learns to predict for ``images``: their masks, or the trial's target drawn at their dots."""
     if masks is not None:
@@ -109,21 +82,6 @@ def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.nd
     if space.trains_density(params):
         return density_targets(points, len(images), images.shape[1:], params[space.SIGMA])
     return disk_targets(points, len(images), images.shape[1:], params[space.RADIUS])
-
-
-@dataclass
-class Scored:
-    """How a trained trial counts its validation tiles, and its value."""
-
-    counting: dict  # the setting used from now on (the export's)
-    errors: np.ndarray  # per-tile errors that make the value
-    grid_errors: np.ndarray  # (settings, tiles) errors of every counting setting
-    row: int  # the row of ``counting`` in ``grid_errors``
-    out_of_sample: bool = True  # False: one validation image, nothing held out
-
-    @property
-    def value(self) -> float:
-        return float(np.abs(self.errors).mean())
 
 
 class Objective:
@@ -159,20 +117,6 @@ class Objective:
         """Per-epoch validation MAE: the sampled setting, or the best of a few when tuning."""
         settings = [sampled] if self.mode == "sampled" else space.monitor_settings(density)
         return lambda prob: min(m for m, _ in mae_by_setting(prob, self.split.val_counts, settings))
-
-    def score(self, prob: np.ndarray, sampled: dict | None, grid: list[dict]) -> Scored:
-        """Count the validation tiles with every setting of ``grid``; the value is scored out of sample.
-
-        Tuned: the setting is chosen on half of the validation images and scored on the other
-        half (both ways round), so the value is not the luckiest of the grid; the setting kept
-        is the best on all of them. Sampled: the sampled setting, as it is.
-        """
-        errors = count_errors(prob, self.split.val_counts, grid)
-        if self.mode == "sampled":
-            row = grid.index(sampled)
-            return Scored(sampled, errors[row], errors, row)
-        crossfit, chosen, out_of_sample = stats.crossfit_errors(errors, self.split.val_groups, self.seed)
-        return Scored(grid[chosen], crossfit, errors, chosen, out_of_sample)
 
     def on_epoch(self, trial: optuna.Trial, params: dict, epochs: int):
         """The per-epoch callback: print, fail on NaN, report for pruning, stop at the deadline."""
@@ -227,7 +171,7 @@ class Objective:
             on_epoch=self.on_epoch(trial, params, train.epochs),
             every_epoch=validates_every_epoch(trial),
         )
-        scored = self.score(result.val_prob, sampled, grid)
+        scored = score(result.val_prob, s, self.mode, self.seed, sampled, grid)
         record_scores(trial, scored, grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
         trial.set_user_attr("learning_curve", learning_curve(result.history))
@@ -264,29 +208,6 @@ class Objective:
             f"{per_epoch:.1f} s each) would end after the deadline, {max(0.0, self.stop_at - now):.0f} s away"
         )
         raise NoTime(fail_and_requeue(trial, params, reason, queued_only=True))
-
-
-def record_scores(trial: optuna.Trial, scored: Scored, grid: list[dict], groups: np.ndarray) -> None:
-    """Record the trial's counting and its scores as user attributes (shown by the dashboard)."""
-    counting, errors = scored.counting, scored.errors
-    mae = np.abs(scored.grid_errors).mean(1)
-    by_name = {space.setting_name(g): round(float(m), 4) for g, m in zip(grid, mae)}
-    trial.set_user_attr("counting", counting)
-    trial.set_user_attr("counting_name", space.setting_name(counting))
-    # The brief's fifth parameter: chosen after training unless sampled, and shown either way.
-    trial.set_user_attr("offset", counting["offset"])
-    se = stats.mae_se(errors, groups)
-    trial.set_user_attr("value_se", None if se is None else round(se, 4))
-    trial.set_user_attr("value_out_of_sample", scored.out_of_sample)
-    trial.set_user_attr("val_bias", round(float(errors.mean()), 4))
-    trial.set_user_attr("val_errors", [int(e) for e in errors])
-    trial.set_user_attr("val_groups", [int(g) for g in groups])  # the images those errors are over
-    trial.set_user_attr("val_mae_best_in_sample", float(mae.min().round(4)))
-    # A density map has no reference counting (thresholded components).
-    trial.set_user_attr(REFERENCE_COUNTING_ATTR, by_name.get(space.setting_name(space.REFERENCE_COUNTING)))
-    for setting in space.with_offsets(counting):
-        trial.set_user_attr(f"val_mae_offset_{setting['offset']:+d}", by_name[space.setting_name(setting)])
-    trial.set_user_attr("counting_scores", by_name)
 
 
 def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) -> StudyTimeout:
