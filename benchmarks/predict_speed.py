@@ -37,6 +37,7 @@ from model.train import seeded_net  # noqa: E402
 from model.unet import UNetConfig  # noqa: E402
 from search import members, space  # noqa: E402
 from search.predict import BATCH_SIZE  # noqa: E402
+from search.runtime.artifacts import project_dir  # noqa: E402
 from search.runtime.storage import find_storage, given_storage, load_existing_study  # noqa: E402
 
 
@@ -54,9 +55,10 @@ def net_and_tile(args, device):
     if args.study_name is None:
         net = seeded_net(UNetConfig(base=space.PROFILES["quick"].base), 0, device).eval()
         return net, 128, "fresh quick-profile net (base 8)"
-    study = load_existing_study(args.study_name, given_storage(args.storage) or find_storage(args.study_name))
+    storage_url = given_storage(args.storage) or find_storage(args.study_name)
+    study = load_existing_study(args.study_name, storage_url)
     member = members.choose(study, None, None).members[0]
-    net, config = members.open_member(member, device)
+    net, config, _ = members.open_member(member, project_dir(study.user_attrs, storage_url), device)
     return net, config["tile_size"][0], member.label
 
 
