@@ -74,12 +74,13 @@ def test_no_trial_starts_whose_epochs_cannot_finish_in_time(tiny_files, tiny_pro
     def slow_fit(*args, **kwargs):
         fits.append(1)
         result = real_fit(*args, **kwargs)
-        clock.skew += 150.0  # each training takes 150 s: 75 s or more per epoch
+        # Each training takes 1000 s (500 s or more per epoch): margins of minutes of real time.
+        clock.skew += 1000.0
         return result
 
     monkeypatch.setattr(objective, "fit", slow_fit)
     train, _, _ = tiny_files
-    args = ["--train", str(train), "--profile", "tiny", "--n-trials", "5", "--timeout", "350", "--finalists", "0"]
+    args = ["--train", str(train), "--profile", "tiny", "--n-trials", "5", "--timeout", "2300", "--finalists", "0"]
     assert study.main(args) == 0
     trials = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials
     # The baseline and warm start ran; the next trial would end after the deadline: failed untrained.
