@@ -26,7 +26,7 @@ def small_figures(monkeypatch, request):
     """Trial figures at a low resolution; blank ones in studies, unless a test is marked ``real_figures``.
 
     Drawing a trial's two figures costs more than training a tiny net: the figures themselves are
-    tested in test_artifacts.py, and a study marked ``real_figures`` draws them end to end.
+    tested in model/test_plots.py, and a study marked ``real_figures`` draws them end to end.
     """
     if request.node.get_closest_marker("real_figures") is None:
         blank_figures(monkeypatch)

@@ -1,4 +1,5 @@
-"""The benchmarks on tiny data: search-gain reuses what exists and never crashes on a thin study; dots-vs-masks runs."""
+"""The benchmarks on tiny data: search-gain reuses what exists and never crashes on a thin study; dots-vs-masks
+runs; predict-speed prints what it measured."""
 
 import importlib.util
 import json
@@ -96,3 +97,14 @@ def test_dots_vs_masks_on_tiny_files(tiny_profile, in_tmp, capsys, monkeypatch):
     assert "<!-- dots:start -->" in section and "disks of radius 2 px" in section
     assert "python benchmarks/dots_vs_masks.py --train train.npz" in section and "--write" in section
     assert f"**{difference['diff']:+.3f}** MAE" in section
+
+
+def test_speed_benchmark_prints_what_it_measured(capsys):
+    path = BENCHMARKS / "predict_speed.py"
+    spec = importlib.util.spec_from_file_location("predict_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--sizes", "40", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["tile"] == 128 and result["threads"] >= 1
+    assert [r["side"] for r in result["rows"]] == [40] and result["rows"][0]["megapixels_per_s"] > 0

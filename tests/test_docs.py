@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)#]+)(?:#[^)]*)?\)")
-TEST_REF = re.compile(r"(tests/test_\w+\.py)::(test_\w+)")
+TEST_REF = re.compile(r"(tests/(?:\w+/)*test_\w+\.py)::(test_\w+)")
 
 
 def test_the_docs_pages_exist():

@@ -1,12 +1,11 @@
-"""Out-of-sample counting choice, uncertainty over source images, and the study's verdict."""
+"""search.results.stats: out-of-sample counting choice, uncertainty over source images, folds and ensembles."""
 
 import numpy as np
-import optuna
 import pytest
+from helpers import fold_runs, gain_study
 
-from search import summary
 from search.results import stats
-from search.results.verdict import gain, gain_line
+from search.results.verdict import gain_line
 
 
 def test_crossfit_never_scores_a_tile_with_a_setting_chosen_on_its_own_half():
@@ -52,59 +51,6 @@ def test_compare_flags_only_clear_differences():
     assert clear.diff == pytest.approx(-np.abs(a + 1).mean()) and clear.to_dict()["significant"] is True
 
 
-def _study(best_errors, base_errors, groups):
-    s = optuna.create_study(study_name="cells")
-    s.set_user_attr("val_groups", [int(g) for g in groups])
-    s.set_user_attr("folder", "cells-00000000")
-    shown = {"value_se": 0.1, "counting_name": "watershed +0", "val_mae_reference_counting": 3.0}
-    for errors, attrs in ((base_errors, {"baseline": True}), (best_errors, {})):
-        s.add_trial(
-            optuna.trial.create_trial(
-                value=float(np.abs(errors).mean()),
-                params={},
-                distributions={},
-                user_attrs={**attrs, **shown, "val_errors": [int(e) for e in errors]},
-            )
-        )
-    return s
-
-
-def test_summary_calls_a_small_gain_not_significant():
-    rng = np.random.default_rng(2)
-    groups = np.repeat(np.arange(30), 4)
-    base = rng.integers(-4, 5, size=120)
-    best = base.copy()
-    best[:3] = 0  # slightly better on a few tiles: a gain well inside the noise
-    line = gain_line(_study(best, base, groups))
-    assert gain(_study(best, base, groups)).comparison.diff == pytest.approx((np.abs(best) - np.abs(base)).mean())
-    assert "NOT a significant gain" in line and "reference is the safe choice" in line
-
-
-@pytest.mark.parametrize("gain_is_clear", [False, True])
-def test_summary_offers_the_baseline_export_only_when_the_gain_is_not_significant(in_tmp, capsys, gain_is_clear):
-    groups = np.repeat(np.arange(30), 4)
-    base = np.random.default_rng(4).integers(2, 6, size=120)
-    best = np.zeros(120, int) if gain_is_clear else base - (np.arange(120) < 3)
-    summary.summarize(_study(best, base, groups), "sqlite:///studies/cells.db", 2)
-    out = capsys.readouterr().out
-    assert "export: python -m search.export --study-name cells" in out
-    assert ("--trial 0" in out) is not gain_is_clear
-
-
-def test_summary_calls_a_large_gain_significant():
-    rng = np.random.default_rng(3)
-    groups = np.repeat(np.arange(30), 4)
-    base = rng.integers(2, 6, size=120)
-    line = gain_line(_study(np.zeros(120, int), base, groups))
-    assert line.endswith("a significant gain") and "trial 1 against the reference (trial 0)" in line
-
-
-def test_summary_when_the_baseline_is_best_or_missing():
-    groups = np.arange(10)
-    assert "is the best trial" in gain_line(_study(np.full(10, 3), np.zeros(10, int), groups))
-    assert "has not finished" in gain_line(optuna.create_study())
-
-
 def test_one_validation_image_gives_no_standard_error_and_no_verdict():
     groups = np.zeros(20, int)  # every validation tile from one source image
     rng = np.random.default_rng(5)
@@ -113,7 +59,7 @@ def test_one_validation_image_gives_no_standard_error_and_no_verdict():
     result = stats.compare(np.zeros(20), base, groups)
     assert not result.significant and result.low is None and "low" not in result.to_dict()
     assert result.too_few == "1 validation image (an interval needs 5)"
-    line = gain_line(_study(np.zeros(20, int), base, groups))
+    line = gain_line(gain_study(np.zeros(20, int), base, groups))
     assert "no interval, too few to estimate one: 1 validation image" in line and "significant" not in line
     # The counting choice cannot be held out either, and says so.
     _, _, out_of_sample = stats.crossfit_errors(np.stack([base, base - 1]).astype(float), groups)
@@ -131,3 +77,33 @@ def test_an_interval_needs_min_images():
 @pytest.mark.parametrize("df, quantile", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (1e9, 1.960)])
 def test_t_quantile_matches_the_tables(df, quantile):
     assert stats.t_quantile(df) == pytest.approx(quantile, abs=2e-3)
+
+
+# --- finalist runs: ensembles and comparisons over folds ----------------------------
+
+
+def test_ensemble_counts_are_the_rounded_mean_and_no_worse_than_the_members():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        truth = rng.integers(0, 30, 40)
+        counts = np.maximum(truth + rng.integers(-4, 5, (int(rng.integers(1, 6)), 40)), 0)
+        ensemble = stats.ensemble_counts(counts)
+        np.testing.assert_array_equal(ensemble, np.floor(counts.mean(0) + 0.5))
+        member_mae = np.abs(counts - truth).mean(1)
+        assert np.abs(ensemble - truth).mean() <= member_mae.mean() + 0.5
+        # On errors (counts minus integer truth) it gives the ensemble's errors.
+        np.testing.assert_array_equal(stats.ensemble_counts(counts - truth), ensemble - truth)
+    assert stats.ensemble_counts([[1, 2], [2, 3]]).tolist() == [2, 3]  # halves round up
+
+
+def test_runs_that_disagree_more_than_their_images_explain_are_not_a_significant_gain():
+    steady = stats.compare_folds(*fold_runs(run_spread=0))
+    assert steady.is_gain and steady.high < 0 and steady.se_runs == 0
+    noisy = stats.compare_folds(*fold_runs(run_spread=2))
+    a, b, groups, _ = fold_runs(run_spread=2)
+    # Over images alone the difference still looks clear; the runs' disagreement undoes it.
+    images_only = stats.compare(a, b, groups)
+    assert images_only.significant and images_only.high < 0
+    assert not noisy.significant and noisy.low < 0 < noisy.high
+    assert noisy.se_runs > noisy.se_images
+    assert noisy.se == pytest.approx(np.hypot(noisy.se_runs, noisy.se_images))

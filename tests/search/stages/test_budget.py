@@ -2,7 +2,7 @@
 
 import optuna
 import pytest
-from helpers import Clock, use_clock
+from helpers import STAGE, Clock, load, load_runs, run_study, use_clock
 
 from search import space, study
 from search.stages import budget, objective
@@ -90,10 +90,21 @@ def test_no_trial_starts_whose_epochs_cannot_finish_in_time(tiny_files, tiny_pro
     assert "search ended: the next trial would not finish" in out and "plan at" in out
 
 
-def test_a_cpu_without_native_bf16_is_told_at_the_start(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
-    monkeypatch.setattr(study, "resolve_precision", lambda precision, device: "fp32")
+@pytest.mark.slow
+def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    clock, real_fit = Clock(), objective.fit
+    use_clock(monkeypatch, clock)
+
+    def slow_fit(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        clock.skew += 100.0  # every training takes 100 s
+        return result
+
+    monkeypatch.setattr(objective, "fit", slow_fit)
     train, _, _ = tiny_files
-    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "this CPU has no native bf16: training runs in fp32" in out
-    assert out.index("no native bf16") < out.index("epoch 1/")
+    # 1000 s: each trial takes 100; the 4 finalist runs then need 400, so the search stops at about 600.
+    assert run_study(train, "--n-trials", "40", "--timeout", "1000", *STAGE) == 0
+    searched = [t for t in load().trials if t.state.is_finished()]
+    assert 5 <= len(searched) <= 6
+    assert [t.state for t in load_runs()] == [STATES.COMPLETE] * 4
+    assert clock.skew <= 1000 + 100

@@ -7,20 +7,21 @@ import threading
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import cv2
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
-from helpers import Clock, blank_figures, disc_tiles, header_bomb, use_clock
-from optuna_dashboard import wsgi
+from helpers import Clock, blank_figures, disc_set, disc_tiles, dots_file, header_bomb, load, run_study, use_clock
+from optuna_dashboard import get_note, wsgi
 from tiny_worker import TINY
 
+from data.importer import main as import_main
 from model.train import EpochReport
 from search import export, report, space, study
-from search.runtime.storage import open_storage
 from search.stages import objective, prepare
 
 STATES = optuna.trial.TrialState
-FLOAT = optuna.distributions.FloatDistribution(0, 1)
 
 
 class PruneAfterFirst(optuna.pruners.BasePruner):
@@ -35,14 +36,6 @@ class PruneAll(optuna.pruners.BasePruner):
 
     def prune(self, study, trial):
         return True
-
-
-def run_study(train, *extra):
-    return study.main(["--train", str(train), "--profile", "tiny", "--seed", "0", *extra])
-
-
-def load(name="cells"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///studies/{name}.db")
 
 
 @pytest.fixture(scope="module")
@@ -421,28 +414,6 @@ def test_study_name_must_stay_inside_studies(tiny_files, tiny_profile, in_tmp, c
     assert list(in_tmp.parent.glob("x*")) == [] and not (in_tmp / "studies").exists()
 
 
-def test_shared_studies_draw_unique_sampler_seeds(in_tmp):
-    journal = "studies/s.journal.log"
-    shared = optuna.create_study(storage=open_storage(journal))
-    # Two machines looking at the same study state at the same instant draw different seeds.
-    assert len({prepare.sampler_seed(shared, 0, None, journal) for _ in range(4)}) == 4
-    assert len({prepare.sampler_seed(shared, 0, 1, journal) for _ in range(4)}) == 4
-    # One process on SQLite (the default) stays reproducible.
-    single = optuna.create_study(storage="sqlite:///studies/s.db")
-    single.enqueue_trial({})
-    assert prepare.sampler_seed(single, 5, None, "sqlite:///studies/s.db") == 6
-
-
-def test_sampler_seed_stays_valid_however_many_trials():
-    single = optuna.create_study()
-    single.enqueue_trial({})
-    # The largest --seed, and a sum right at the wrap (as after 2**31 trials).
-    seeds = [prepare.sampler_seed(single, seed, None, "sqlite:///s.db") for seed in (prepare.MAX_SEED, 2**32 - 1)]
-    assert seeds == [2**31, 0]
-    for seed in seeds:
-        prepare.make_sampler("random", seed).sample_independent(single, single.ask(), "x", FLOAT)
-
-
 @pytest.mark.slow  # two whole studies
 def test_single_process_study_is_reproducible(tiny_files, tiny_profile, in_tmp, monkeypatch):
     train, _, _ = tiny_files
@@ -472,3 +443,176 @@ def test_unknown_device_creates_nothing(tiny_files, tiny_profile, in_tmp, capsys
     assert run_study(train, "--device", "tpu9") == 2
     assert "--device" in capsys.readouterr().err
     assert not (in_tmp / "studies").exists()
+
+
+def test_a_cpu_without_native_bf16_is_told_at_the_start(tiny_files, tiny_profile, in_tmp, monkeypatch, capsys):
+    monkeypatch.setattr(study, "resolve_precision", lambda precision, device: "fp32")
+    train, _, _ = tiny_files
+    assert study.main(["--train", str(train), "--profile", "tiny", "--n-trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "this CPU has no native bf16: training runs in fp32" in out
+    assert out.index("no native bf16") < out.index("epoch 1/")
+
+
+# --- studies of dots ---------------------------------------------------------------
+
+
+T = 32  # the tiny tiles' side
+TILE = ["--tile", str(T), "--allow-empty"]  # the importer's options for folders of one-tile images, some empty
+
+
+def test_dots_study_samples_and_records_the_radius(tiny_dots, tiny_profile, in_tmp, capsys):
+    assert run_study(tiny_dots, "--n-trials", "3") == 0
+    s = load()
+    assert s.user_attrs["annotation"] == "dots"
+    baseline, warm, sampled = s.trials
+    assert baseline.params == space.reference_config(tiny_profile, annotation="dots")
+    assert warm.params == space.warm_start(tiny_profile, "dots")
+    assert baseline.params["target_radius"] == warm.params["target_radius"] == space.DEFAULT_RADIUS
+    assert sampled.state == STATES.COMPLETE and 2 <= sampled.params["target_radius"] <= 5
+    for t in s.trials:
+        config = json.loads((in_tmp / t.user_attrs["checkpoint"] / "config.json").read_text())
+        assert config["params"]["target_radius"] == t.params["target_radius"]
+    out = capsys.readouterr().out
+    assert "true counts: stored counts" in out
+    assert "trains from dots ('points', no masks): disks of radius 2-5 px (target_radius, searched" in out
+    assert "- trains from dots ('points', no masks)" in get_note(s)
+
+
+def density_warm_start(monkeypatch, sigma=2.0):
+    """Make a new study's warm start (trial 1) train a density map of ``sigma``: trial 0 stays on disks."""
+    disks = space.warm_start
+
+    def warm_start(profile, annotation="masks"):
+        params = {k: v for k, v in disks(profile, annotation).items() if k != space.RADIUS}
+        return {**params, space.TARGET: "density", space.SIGMA: sigma}
+
+    monkeypatch.setattr(space, "warm_start", warm_start)
+
+
+def test_density_trial_counts_by_its_sum_through_study_and_export(
+    tiny_dots, tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
+):
+    density_warm_start(monkeypatch)
+    assert run_study(tiny_dots, "--n-trials", "2") == 0
+    baseline, density = load().trials
+    assert baseline.params[space.TARGET] == "disks" and space.SIGMA not in baseline.params
+    assert density.params[space.TARGET] == "density" and space.RADIUS not in density.params
+    # Scored on the density counter's settings only, and a disks trial on the thresholding ones only.
+    assert set(density.user_attrs["counting_scores"]) == {f"density {o:+d}" for o in range(-1, 3)}
+    assert density.user_attrs["counting"]["counter"] == "density"
+    assert density.user_attrs["val_mae_reference_counting"] is None
+    assert not any(k.startswith("density") for k in baseline.user_attrs["counting_scores"])
+    config = json.loads((in_tmp / density.user_attrs["checkpoint"] / "config.json").read_text())
+    assert config["train"]["loss"] == "mse" and config["params"][space.SIGMA] == 2.0
+    assert config["train"]["min_epoch_steps"] == tiny_profile.epoch_steps
+
+    _, test, truth = tiny_files
+    for extra in ([], ["--refit"]):
+        out = in_tmp / f"density{len(extra)}.csv"
+        assert export.main(["--trial", "1", "--test", str(test), "--truth", str(truth), *extra, "--out", str(out)]) == 0
+        log = json.loads(out.with_suffix(".json").read_text())
+        assert log["counting"]["counter"] == "density" and log["test_mae"] >= 0
+        assert len(pd.read_csv(out)) == 6
+    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out
+
+
+def test_resume_with_another_annotation_is_refused(tiny_files, tiny_dots, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "1") == 0
+    assert load().user_attrs["annotation"] == "masks"
+    assert run_study(tiny_dots, "--n-trials", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"study 'cells' trains from masks, but {tiny_dots} has dots and no masks; use another --study-name" in err
+    assert len(load().trials) == 2  # the baseline and the queued warm start, nothing more
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [([[0, 3, 40]], "'points' row 0 at (3, 40) lies outside"), (np.zeros((0, 3)), "'points' is empty")],
+)
+def test_bad_points_exit_2_before_the_study_exists(tmp_path, tiny_profile, in_tmp, capsys, points, message):
+    path = dots_file(tmp_path, points=np.asarray(points, np.float32), counts=None)
+    assert run_study(path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"dots.npz: {message}" in err
+    assert not (in_tmp / "studies").exists()
+
+
+# Trials 0-3 of a tiny mask study with seed 0 as the code before dots drew them (the baseline, the
+# warm start, then TPE's random start-up): dots must not change what a mask study samples.
+KEYS = ("lr", "epochs", "depth", "upsample", "schedule", "augment")
+MASK_STUDY_PARAMS = [
+    dict(zip(KEYS, values))
+    for values in (
+        (2e-4, 2, 4, "interp", "constant", False),
+        (2e-3, 2, 4, "interp", "cosine", True),
+        (0.0007447144904083078, 1, 3, "interp", "cosine", False),
+        (0.0017468984743535486, 2, 4, "transpose", "constant", False),
+    )
+]
+
+
+def test_mask_study_draws_what_it_drew_before_dots(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "4") == 0
+    assert [t.params for t in load().trials] == MASK_STUDY_PARAMS
+
+
+def _write(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image), path
+
+
+def dots_folder(root, n, seed):
+    """``n`` disc images of one tile each in root/images, their dots images (a white pixel per cell) in root/dots."""
+    arrays = disc_set(n, seed=seed)
+    for i, image in enumerate(arrays["X"]):
+        dots = np.zeros((T, T), np.uint8)
+        for _, r, c in arrays["points"][arrays["points"][:, 0] == i].astype(int):
+            dots[r, c] = 255
+        _write(root / "images" / f"{i:03d}.png", image)
+        _write(root / "dots" / f"{i:03d}.png", dots)
+    return root / "images", root / "dots"
+
+
+@pytest.mark.slow  # a whole study with its finalist stage, then two exports and a report
+def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
+    # The README's three commands: import, study, export (the test set imported likewise).
+    train_images, train_dots = dots_folder(in_tmp / "train", 30, seed=1)
+    test_images, test_dots = dots_folder(in_tmp / "test", 6, seed=2)
+    for images, dots, out, extra in (
+        (train_images, train_dots, "train.npz", []),
+        (test_images, test_dots, "test.npz", ["--counts-csv", "test_counts.csv"]),
+    ):
+        assert import_main([str(images), "--dots", str(dots), "--out", out, *TILE, *extra]) == 0
+    with np.load("train.npz") as z:
+        assert "y" not in z.files and len(z["X"]) == 30
+    stage = ["--n-trials", "3", "--finalists", "2", "--folds", "2"]
+    assert study.main(["--study-name", "mine", "--train", "train.npz", "--profile", "tiny", *stage]) == 0
+    s = load("mine")
+    assert s.user_attrs["annotation"] == "dots"
+    assert all(2 <= t.params["target_radius"] <= 5 for t in s.trials)
+    runs = optuna.load_study(study_name="mine:finalists", storage="sqlite:///studies/mine.db").trials
+    assert len(runs) == 4 and all(r.state == STATES.COMPLETE and "target_radius" in r.params for r in runs)
+    out = capsys.readouterr().out
+    assert "trains from dots" in out and "Verdict out of fold:" in out
+
+    truth = ["--test", "test.npz", "--truth", "test_counts.csv"]
+    assert export.main(["--study-name", "mine", *truth, "--out", "mine.csv"]) == 0
+    log = json.loads((in_tmp / "mine.json").read_text())
+    assert "fold models" in log["exported"] and len(log["members"]) == 3 and log["test_mae"] >= 0
+    assert len(pd.read_csv("mine.csv")) == 6
+
+    assert export.main(["--study-name", "mine", *truth, "--refit", "--out", "refit.csv"]) == 0
+    log = json.loads((in_tmp / "refit.json").read_text())
+    assert log["refit"] and all(m["checkpoint"].endswith("refit") for m in log["members"])
+    radius = log["params"]["target_radius"]
+    assert f"on all 30 tiles (disks of radius {radius} px at the dots)" in capsys.readouterr().out
+    for member in log["members"]:
+        config = json.loads((in_tmp / member["checkpoint"] / "config.json").read_text())
+        assert config["refit"] and config["params"]["target_radius"] == radius
+    assert len(pd.read_csv("refit.csv")) == 6
+    assert report.main(["--study-name", "mine", "--out", "report"]) == 0  # its plots take target_radius too
+    assert (in_tmp / "report" / "report.html").is_file()

@@ -9,29 +9,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import disc_labels
 from PIL import Image
 
 from data import load_counts_csv, load_test, load_tile_ints, load_train, load_train_or_dots
 from data.importer import main
-from data.tiling import choose_scale, window_starts
 
 T = 32  # tile side of most tests: small images stay fast
-REPO = Path(__file__).resolve().parents[1]  # `python -m data.importer` runs this checkout's package
+REPO = Path(__file__).resolve().parents[2]  # `python -m data.importer` runs this checkout's package
 
 
 def _write(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), array), path
     return path
-
-
-def _disc_labels(shape, centres, radius):
-    """Instance labels 1..K of discs of `radius` around `centres`."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    labels = np.zeros(shape, np.uint16)
-    for i, (r, c) in enumerate(centres, start=1):
-        labels[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = i
-    return labels
 
 
 def _image_of(labels):
@@ -57,17 +48,6 @@ def _npz(path):
 
 
 # --- windows and the centroid rule ------------------------------------------
-
-
-@pytest.mark.parametrize("size", [1, 20, 31, 32, 33, 64, 70, 100, 300])
-def test_windows_cover_every_pixel_last_flush(size):
-    starts = window_starts(size, T)
-    covered = np.zeros(max(size, T), bool)
-    for s in starts:
-        covered[s : s + T] = True
-    assert covered[:size].all()
-    assert starts[0] == 0 and starts[-1] == max(size - T, 0)
-    assert (np.diff(starts)[:-1] == T).all() and (np.diff(starts) <= T).all()
 
 
 def rect_labels(shape, rects):
@@ -140,7 +120,7 @@ def test_groups_never_mix_images(tmp_path):
 
 @pytest.mark.parametrize("value", [1, 255])
 def test_binary_mask_counts_each_blob(tmp_path, capsys, value):
-    labels = _disc_labels((64, 64), [(10, 10), (10, 40), (40, 20), (50, 50)], 3)
+    labels = disc_labels((64, 64), [(10, 10), (10, 40), (40, 20), (50, 50)], 3)
     images, masks = _masks_set(tmp_path, {"a": labels})
     _write(masks / "a.tif", np.where(labels > 0, value, 0).astype(np.uint8))
     assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", tile=64) == 0
@@ -150,7 +130,7 @@ def test_binary_mask_counts_each_blob(tmp_path, capsys, value):
 
 
 def test_masks_layout_loads_with_the_harness_loaders(tmp_path):
-    labels = _disc_labels((70, 50), [(10, 10), (30, 40), (60, 20), (62, 25)], 3)
+    labels = disc_labels((70, 50), [(10, 10), (30, 40), (60, 20), (62, 25)], 3)
     images, masks = _masks_set(tmp_path, {"one": labels, "two": labels[::-1].copy()})
     out_path = tmp_path / "train.npz"
     assert _import(images, "--masks", masks, "--out", out_path) == 0
@@ -260,7 +240,7 @@ def test_dot_in_the_last_half_pixel_kept_when_enlarging(tmp_path):
 
 
 def test_counts_csv_of_a_test_set(tmp_path):
-    labels = _disc_labels((64, 40), [(5, 5), (40, 30), (50, 10)], 3)
+    labels = disc_labels((64, 40), [(5, 5), (40, 30), (50, 10)], 3)
     images, masks = _masks_set(tmp_path, {"t": labels})
     out_path, csv_path = tmp_path / "test.npz", tmp_path / "test_counts.csv"
     assert _import(images, "--masks", masks, "--out", out_path, "--counts-csv", csv_path) == 0
@@ -310,7 +290,7 @@ def test_colour_images_take_the_brightest_channel(tmp_path, channels):
 
 
 def test_palette_png_mask_ids_are_its_indices(tmp_path):
-    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    labels = disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
     images, masks = _masks_set(tmp_path, {"a": labels})
     (masks / "a.tif").unlink()
     mask = Image.frombytes("P", (40, 40), labels.astype(np.uint8).tobytes())
@@ -321,7 +301,7 @@ def test_palette_png_mask_ids_are_its_indices(tmp_path):
 
 
 def test_float_mask_of_whole_ids_is_read_and_fractions_refused(tmp_path, capsys):
-    labels = _disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
+    labels = disc_labels((40, 40), [(8, 8), (8, 30), (30, 20)], 3)
     images, masks = _masks_set(tmp_path, {"a": labels})
     _write(masks / "a.tif", labels.astype(np.float32))
     assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", "--scale", "1", tile=48) == 0
@@ -366,9 +346,9 @@ def test_rescale_by_object_size(tmp_path):
     images, masks = _masks_set(
         tmp_path,
         {
-            "big": _disc_labels((256, 256), centres, 11),  # 22 px across: shrunk by about 1/2
-            "kept": _disc_labels((64, 64), [(20, 20)], 6),  # 12-13 px, within 14: kept
-            "small": _disc_labels((64, 64), [(20, 20)], 2),  # 5 px: never enlarged
+            "big": disc_labels((256, 256), centres, 11),  # 22 px across: shrunk by about 1/2
+            "kept": disc_labels((64, 64), [(20, 20)], 6),  # 12-13 px, within 14: kept
+            "small": disc_labels((64, 64), [(20, 20)], 2),  # 5 px: never enlarged
         },
     )
     assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz") == 0
@@ -384,12 +364,6 @@ def test_rescale_by_object_size(tmp_path):
     local = out["points"][: counts.sum(), 1:]
     assert ((local > 11) & (local < 13)).all()  # centres moved with the pixels
     assert out["counts"][~big].tolist() == [1, 0, 0, 0] * 2
-
-
-def test_choose_scale_from_known_discs():
-    areas = [np.count_nonzero(_disc_labels((80, 80), [(40, 40)], r)) for r in (15, 15, 15)]
-    assert choose_scale(areas) == pytest.approx(11 / 30, rel=0.03)
-    assert choose_scale(areas, object_size=30) == 1.0
 
 
 def test_fixed_scale_for_dots(tmp_path):

@@ -1,21 +1,19 @@
-"""Trial artifacts and the study note, seen through optuna-dashboard's HTTP API; the figures themselves."""
+"""search.runtime.artifacts: trial artifacts and the study note through optuna-dashboard, the project folder."""
 
 import json
 import threading
 import urllib.request
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
 import optuna
 import pytest
-from helpers import disc_tiles
 from optuna.artifacts import FileSystemArtifactStore
 from optuna_dashboard import get_note, wsgi
 
-from model.plots import count_scatter_figure, learning_curve_figure, overlay_figure, pick_tiles, save_png
-from model.train import EpochReport
 from search import study
-from search.runtime.artifacts import TRIAL_ARTIFACTS, artifact_dir
+from search.runtime.artifacts import TRIAL_ARTIFACTS, artifact_dir, project_dir
 
 PNG = b"\x89PNG"
 
@@ -94,22 +92,8 @@ def test_trial_records_per_tile_validation_counts(tiny_files, tiny_profile, in_t
     assert get_note(s) == note
 
 
-def test_figures_are_pngs(tmp_path):
-    images, masks, counts = disc_tiles(5)
-    history = [EpochReport(e, 1 / e, 1.2 / e, 3 - e, 0.1) for e in (1, 2)]
-    figures = {
-        "curve": learning_curve_figure(history),
-        # An all-zero map has no outline to draw: must not fail.
-        "overlay": overlay_figure(
-            images, np.where(np.arange(5)[:, None, None] > 0, masks, 0), 0.5, counts, counts + 1, n=4
-        ),
-        "scatter": count_scatter_figure(counts, counts + 1, "t"),
-    }
-    for name, fig in figures.items():
-        assert save_png(fig, tmp_path / "sub" / f"{name}.png").read_bytes().startswith(PNG)
-
-
-def test_pick_tiles_spans_the_counts():
-    counts = np.array([5, 0, 9, 2, 7])
-    assert pick_tiles(counts, 3).tolist() == [1, 0, 2]  # emptiest, middle, most crowded
-    assert sorted(pick_tiles(counts, 10).tolist()) == [0, 1, 2, 3, 4]
+def test_study_recorded_before_the_project_folder_resolves_from_here(tmp_path):
+    url = f"sqlite:///{tmp_path}/studies/cells.db"
+    assert project_dir({}, url) == Path(".")  # as before: the working folder
+    assert project_dir({"project_from_storage": ".."}, url) == tmp_path
+    assert project_dir({"project_from_storage": ".."}, "postgresql://u@host/db") == Path(".")

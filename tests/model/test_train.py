@@ -1,12 +1,12 @@
-"""Tests for model.train, model.device and model.infer on tiny disc tiles and a 2-4 channel U-Net."""
+"""model.train on tiny disc tiles and a 2-4 channel U-Net: losses, schedules, epochs, seeds, augmentation."""
 
 import numpy as np
 import pytest
 import torch
-from helpers import disc_tiles
+from helpers import CPU, disc_tiles, tiny_net
 
 import model.train as train_module
-from model.device import pick_device, to_tensor
+from model.device import to_tensor
 from model.infer import DENSITY_SCALE, predict_prob
 from model.targets import density_targets
 from model.train import (
@@ -17,16 +17,7 @@ from model.train import (
     fit,
     loss_fn,
     make_scheduler,
-    seeded_net,
 )
-from model.unet import UNetConfig
-
-CPU = torch.device("cpu")
-NET = UNetConfig(3, "interp", 4)
-
-
-def tiny_net(seed=0, config=NET):
-    return seeded_net(config, seed, CPU)
 
 
 @pytest.fixture(scope="module")
@@ -288,49 +279,3 @@ def test_dice_term_near_zero_for_perfect_prediction():
 def test_invalid_train_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
-
-
-def test_pick_device_cpu():
-    if not torch.cuda.is_available():
-        assert pick_device("auto") == CPU
-        assert pick_device() == CPU
-    assert pick_device("cpu") == CPU
-
-
-@pytest.mark.parametrize("name, message", [("nonsense", "unknown device 'nonsense'"), ("meta", "unsupported device")])
-def test_pick_device_unknown_raises(name, message):
-    with pytest.raises(ValueError, match=message):
-        pick_device(name)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
-@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
-def test_pick_device_missing_cuda_raises(name):
-    with pytest.raises(ValueError, match="CUDA is not available here"):
-        pick_device(name)
-
-
-def test_to_tensor_scales_uint8():
-    images = np.array([[[0, 255], [51, 102]]], np.uint8)
-    x = to_tensor(images, CPU)
-    assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
-    torch.testing.assert_close(x[0, 0], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
-    masks = np.array([[[0.0, 0.5]]], np.float32)
-    assert torch.equal(to_tensor(masks, CPU), torch.tensor([[[[0.0, 0.5]]]]))
-
-
-def test_predict_prob_tta_is_equivariant_and_changes_the_output():
-    net = tiny_net(5, UNetConfig(3, "transpose", 2))
-    images, _, _ = disc_tiles(3, seed=4)
-    tta = predict_prob(net, images, tta=True, precision="fp32")
-    plain = predict_prob(net, images, tta=False, precision="fp32")
-    assert tta.shape == plain.shape == (3, 32, 32)
-    assert tta.dtype == np.float32
-    assert tta.min() >= 0 and tta.max() <= 1
-    # Averaged over all 8 flips/rotations, each mapped back, the prediction of a rotated or flipped
-    # image is the rotated or flipped prediction; a view not mapped back would break this.
-    for transform in (lambda a: np.rot90(a, 1, axes=(-2, -1)), lambda a: a[..., ::-1]):
-        moved = predict_prob(net, np.ascontiguousarray(transform(images)), tta=True, precision="fp32")
-        np.testing.assert_allclose(moved, transform(tta), atol=1e-5)
-    # The net itself is not equivariant, so TTA must actually change the output.
-    assert np.abs(tta - plain).max() > 1e-4

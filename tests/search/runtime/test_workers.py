@@ -1,121 +1,23 @@
-"""Several workers on one study, a PostgreSQL server, and workers killed mid-trial."""
+"""search.runtime.workers: worker processes sharing a study, their threads, their queue, and Ctrl-C."""
 
-import glob
 import json
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import optuna
 import pytest
 import tiny_worker
 import torch
+from helpers import PASSWORD, WORKER, finished_trials, needs_proc, start_worker, tiny_args, wait_for_line
 
 from search import roles, study
-from search.runtime import dead_workers, storage, workers
+from search.runtime import storage, workers
 from search.stages import finalists, objective
 
 STATES = optuna.trial.TrialState
-WORKER = Path(__file__).with_name("tiny_worker.py")
-PASSWORD = "s3cret-Pw9"
-
-
-def tiny_args(train, *extra):
-    return ["--train", str(train), "--profile", "tiny", "--seed", "0", *extra]
-
-
-def finished(s):
-    return [t for t in s.trials if t.state in workers.FINISHED]
-
-
-def start_worker(train, *extra, env=None):
-    """A tiny-profile study process whose output is read line by line."""
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *tiny_args(train, *extra)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for_line(proc, text):
-    for line in proc.stdout:
-        if text in line:
-            return line
-    raise AssertionError(f"worker ended without printing {text!r}")
-
-
-def pg_bin(name):
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]
-    return found if isinstance(found, str) else (found[0] if found else None)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1 with password auth; yields its URL with password."""
-    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: apt-get install postgresql")
-    base = Path(tempfile.mkdtemp(prefix="pgtest-"))
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
-        shutil.chown(base, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    (base / "pw").write_text(PASSWORD)
-    if as_user:
-        shutil.chown(base / "pw", "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = base / "data"
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "postgres", f"--pwfile={base / 'pw'}", "-A", "scram-sha-256"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            pg_ctl,
-            "-D",
-            str(data),
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def fresh_db(postgres):
-    """The server's URL with a new empty database."""
-    import sqlalchemy
-
-    name = f"t{uuid.uuid4().hex}"
-    engine = sqlalchemy.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return postgres.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.mark.slow  # subprocesses or a PostgreSQL server
@@ -125,9 +27,9 @@ def test_workers_share_a_journal_and_stop_at_exactly_the_target(tiny_files, in_t
     train, _, _ = tiny_files
     assert study.main(tiny_args(train, "--workers", "2", "--n-trials", "5")) == 0
     s = optuna.load_study(study_name="cells", storage=storage.open_storage("studies/cells.journal.log"))
-    assert len(finished(s)) == 5  # exactly: no worker overshoots
+    assert len(finished_trials(s)) == 5  # exactly: no worker overshoots
     assert all(t.state != STATES.RUNNING for t in s.trials)
-    assert len({t.user_attrs["worker"] for t in finished(s)}) == 2
+    assert len({t.user_attrs["worker"] for t in finished_trials(s)}) == 2
     out = capsys.readouterr().out
     assert "[worker 0]" in out and "[worker 1]" in out
     assert "optuna-dashboard studies/cells.journal.log " in out
@@ -150,14 +52,6 @@ def test_workers_share_the_finalist_runs(tiny_files, in_tmp, monkeypatch, capsys
     assert len(planned) == 4 and sorted(roles.run_key(t) for t in done) == sorted(planned)
     assert all("not run" in t.user_attrs.get("fail_reason", "not run") for t in runs if t.state != STATES.COMPLETE)
     assert "Verdict out of fold" in capsys.readouterr().out
-
-
-def test_journal_url(tmp_path):
-    assert storage.journal_path("journal:///studies/a.log") == "studies/a.log"
-    assert storage.journal_path("journal:////abs/a.log") == "/abs/a.log"
-    assert storage.journal_path("x/a.log") == "x/a.log"
-    assert storage.journal_path("sqlite:///a.db") is None
-    assert storage.default_url("c", 2) == "journal:///studies/c.journal.log"
 
 
 @pytest.mark.parametrize("cores, n, threads", [(8, 1, 8), (8, 2, 4), (8, 3, 2), (2, 4, 1), (None, 2, 1)])
@@ -184,32 +78,6 @@ def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_t
 
 
 @pytest.mark.slow  # subprocesses or a PostgreSQL server
-@pytest.mark.parametrize("store, reap", [("sqlite:///studies/cells.db", False), ("studies/cells.journal.log", True)])
-def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_tmp, monkeypatch, store, reap):
-    """SIGKILL mid-trial: heartbeat (database) or dead-process check (journal) fails and requeues it."""
-    if not reap:  # only the heartbeat can find it
-        monkeypatch.setattr(dead_workers, "reap_dead_local_trials", lambda s: [])
-    train, _, _ = tiny_files
-    args = ("--storage", store, "--n-trials", "3", "--heartbeat", "1", "--timeout", "60")
-    victim = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
-    watchdog = threading.Timer(60, victim.kill)  # never wait on a stuck victim
-    watchdog.start()
-    wait_for_line(victim, "epoch 1/")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    watchdog.cancel()
-    assert study.main(tiny_args(train, *args)) == 0
-    s = optuna.load_study(study_name="cells", storage=storage.open_storage(store))
-    assert s.trials[0].state == STATES.FAIL
-    retries = [t for t in s.trials if t.system_attrs.get("failed_trial") == 0]
-    assert len(retries) == 1 and retries[0].state == STATES.COMPLETE and retries[0].user_attrs["baseline"]
-    assert len(finished(s)) == 3
-    if reap:  # found dead at once: the retried baseline starts before the warm start queued ahead of it
-        warm = next(t for t in s.trials if t.user_attrs.get("warm_start") and t.state == STATES.COMPLETE)
-        assert retries[0].datetime_start < warm.datetime_start
-
-
-@pytest.mark.slow  # subprocesses or a PostgreSQL server
 @pytest.mark.parametrize("stage", ["search", "finalists"])
 def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, stage):
     train, _, _ = tiny_files
@@ -233,51 +101,6 @@ def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, 
     trials = optuna.load_study(study_name=name, storage="sqlite:///studies/cells.db").trials
     assert trials[0].state == STATES.FAIL  # marked failed: the same command runs it again
 
-
-@pytest.mark.slow  # subprocesses or a PostgreSQL server
-def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, fresh_db):
-    train, _, _ = tiny_files
-    # The study is created first (README: start one worker, then the others), then grown by two at once.
-    assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
-    procs = [start_worker(train, "--storage", fresh_db, "--n-trials", "8") for _ in range(2)]
-    out = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], out
-    s = optuna.load_study(study_name="cells", storage=fresh_db)
-    numbers = [t.number for t in s.trials]
-    assert numbers == list(range(len(numbers)))  # none lost, none twice
-    assert len(finished(s)) == 8 and all(t.state != STATES.RUNNING for t in s.trials)
-    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in finished(s)}
-    assert {p.pid for p in procs} <= pids  # both took part
-    assert all("Traceback" not in o for o in out), out
-
-
-@pytest.mark.slow  # subprocesses or a PostgreSQL server
-def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, fresh_db, capsys):
-    train, _, _ = tiny_files
-    assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
-    bad = fresh_db.replace("127.0.0.1:", "127.0.0.1:1").rsplit(":", 1)[0] + ":1/x"
-    assert study.main(tiny_args(train, "--storage", bad)) == 2
-    captured = capsys.readouterr()
-    assert PASSWORD not in captured.out + captured.err
-    assert "postgres:***@" in captured.out and "postgres:***@" in captured.err
-    s = optuna.load_study(study_name="cells", storage=fresh_db)
-    stored = (
-        repr(s.user_attrs)
-        + repr(s._storage.get_study_system_attrs(s._study_id))
-        + "".join(repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
-    )
-    assert PASSWORD not in stored
-
-
-def proc_state(pid):
-    """The state letter of process ``pid`` in /proc (Z: a zombie), or None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return None
-
-
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 # A --workers child that reports on its sibling: worker 1 exits at once; worker 0 exits 0 once
 # worker 1 has been reaped (gone from /proc), 3 if it is still a zombie after 5 s.
@@ -310,21 +133,6 @@ Path(os.environ["OUT"], index + ".json").write_text(json.dumps(
 
 
 @needs_proc
-def test_a_zombie_worker_counts_as_dead():
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        for _ in range(600):  # exited but not reaped: a zombie
-            if proc_state(proc.pid) == "Z":
-                break
-            time.sleep(0.05)
-        assert proc_state(proc.pid) == "Z"
-        assert not dead_workers._pid_alive(proc.pid)
-    finally:
-        proc.wait()
-    assert dead_workers._pid_alive(os.getpid())
-
-
-@needs_proc
 def test_a_later_worker_that_exits_is_reaped_while_an_earlier_one_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, "-c", REAP_CHILD])
     # Worker 0 exits 3 (and spawn_and_wait raises WorkersFailed) if worker 1 stays a zombie.
@@ -341,26 +149,6 @@ def test_workers_get_the_storage_url_from_the_environment(tmp_path, monkeypatch)
         child = json.loads((tmp_path / f"{i}.json").read_text())
         assert child["storage"] == url
         assert child["argv"][1:] == ["--n-trials", "4", "--workers", "2", "--worker-index", str(i)]
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # s.ask() here, not study.optimize
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # the retry callback's notice
-def test_retried_trial_does_not_inherit_the_dead_worker(in_tmp):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    s = optuna.create_study(storage=storage.open_storage("studies/r.journal.log"))
-    trial = s.ask()
-    trial.set_user_attr(storage.WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
-    trial.set_user_attr("baseline", True)
-    assert dead_workers.reap_dead_local_trials(s) == [0]
-    retry = s.trials[1]
-    assert retry.state == STATES.WAITING and retry.user_attrs == {"baseline": True}
-    # The heartbeat's retry on a database storage drops it too.
-    rdb = storage.open_storage("sqlite:///studies/r.db", heartbeat=1)
-    s = optuna.create_study(storage=rdb)
-    s.ask().set_user_attr(storage.WORKER_ATTR, "otherhost:1")
-    rdb.get_heartbeat_stale_trial_callback()(s, s.trials[0])
-    assert storage.WORKER_ATTR not in s.trials[1].user_attrs
 
 
 def baseline_behind_others(s):

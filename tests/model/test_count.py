@@ -1,23 +1,14 @@
-"""Tests for model.count and model.watershed on hand-made probability maps with known counts."""
+"""model.count: every counter on hand-made probability maps with known counts, and where it finds them."""
 
 import numpy as np
 import pytest
+from helpers import SIZE, discs
 
-from model.count import COUNTERS, count_cells, count_components, count_density, count_setting
+from model.count import COUNTERS, count_cells, count_components, count_density, count_setting, object_centroids
 from model.scoring import count_errors, mae_by_setting
 from model.watershed import count_watershed
 
-SIZE = 64
 THRESHOLDING = sorted(set(COUNTERS) - {"density"})  # the counters of probability maps
-
-
-def discs(*centres, radius=6.0, value=1.0, size=SIZE):
-    """A (size, size) probability map with filled discs at (row, col) centres."""
-    rows, cols = np.mgrid[:size, :size]
-    prob = np.zeros((size, size), dtype=np.float32)
-    for r, c in centres:
-        prob[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = value
-    return prob
 
 
 @pytest.mark.parametrize("method", sorted(COUNTERS))
@@ -41,40 +32,6 @@ def test_batch_counts_each_tile():
     batch = np.stack([discs((32, 32)), discs((20, 20), (44, 44)), np.zeros((SIZE, SIZE))])
     assert count_watershed(batch).tolist() == [1, 2, 0]
     assert count_components(batch).tolist() == [1, 2, 0]
-
-
-def test_touching_discs_merge_for_components_but_split_for_watershed():
-    touching = discs((32, 26), (32, 37))  # centres 11 px apart, radius 6: overlapping
-    assert count_components(touching).tolist() == [1]
-    assert count_watershed(touching).tolist() == [2]
-
-
-def test_chain_of_three_touching_discs_splits_into_three():
-    chain = discs((32, 16), (32, 27), (32, 38))
-    assert count_components(chain).tolist() == [1]
-    assert count_watershed(chain).tolist() == [3]
-
-
-def test_small_fragment_at_tile_edge_not_counted_by_watershed():
-    # Two whole discs inside, and a disc centred 4 px outside the top edge,
-    # so only a thin cap of it (~14% of its area, centroid outside) is visible.
-    prob = discs((32, 16), (40, 44), (-4, 40))
-    assert count_watershed(prob).tolist() == [2]
-    # The edge rule is what drops it: switched off, the cap counts.
-    assert count_watershed(prob, edge_fraction=0).tolist() == [3]
-    assert count_components(prob).tolist() == [3]
-
-
-def test_disc_centred_just_inside_edge_still_counted():
-    prob = discs((32, 16), (40, 44), (2, 40))  # centre inside, over half visible
-    assert count_watershed(prob).tolist() == [3]
-
-
-def test_min_area_drops_specks():
-    prob = discs((32, 32))
-    prob[5, 5] = 1.0  # one-pixel speck
-    assert count_watershed(prob, min_area=5).tolist() == [1]
-    assert count_watershed(prob, min_area=0).tolist() == [2]
 
 
 @pytest.mark.parametrize("method", sorted(COUNTERS))
@@ -179,3 +136,36 @@ def test_good_numpy_scalar_values_accepted():
         discs((32, 32)), "watershed", threshold=np.float32(0.5), min_distance=np.int64(2), offset=np.int64(0)
     )
     assert counts.tolist() == [1]
+
+
+# --- where the counted objects are ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"counter": "components", "threshold": 0.5, "offset": 1},
+        {"counter": "watershed", "threshold": 0.4, "min_distance": 2, "min_area": 5, "edge_fraction": 0.5},
+        {"counter": "watershed", "threshold": 0.5, "min_distance": 3, "min_area": 0, "edge_fraction": 0, "offset": -1},
+    ],
+)
+def test_centroids_are_what_the_count_counts(setting):
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:90, :70]
+    for _ in range(5):
+        prob = np.zeros((90, 70), np.float32)
+        for r, c in rng.integers(-3, 93, size=(rng.integers(0, 25), 2)):  # some cut by the border, some touching
+            prob = np.maximum(prob, np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / 12.0))
+        centroids = object_centroids(prob, setting)
+        assert count_setting(prob, setting).tolist() == [max(len(centroids) + setting.get("offset", 0), 0)]
+        assert ((centroids >= 0) & (centroids < prob.shape)).all()
+
+
+def test_centroid_of_a_disc_and_a_counter_without_positions():
+    prob = np.zeros((40, 40), np.float32)
+    rows, cols = np.mgrid[:40, :40]
+    prob[(rows - 12) ** 2 + (cols - 25) ** 2 <= 9] = 1
+    for counter in ("components", "watershed"):
+        assert np.allclose(object_centroids(prob, {"counter": counter}), [[12, 25]])
+    with pytest.raises(ValueError, match="unknown counter with object positions 'density'"):
+        object_centroids(prob, {"counter": "density", "offset": 0})

@@ -1,4 +1,4 @@
-"""Tests of `python -m search.export`: submission format, truth scoring, refit/TTA, errors."""
+"""Tests of `python -m search.export`: submission format, truth, refit/TTA, errors, a finalist stage's models."""
 
 import json
 import shutil
@@ -8,13 +8,17 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import disc_tiles, header_bomb
+from helpers import STAGE, built_study_folder, disc_tiles, header_bomb, load, run_study
 from optuna.artifacts import get_all_artifact_meta
-from tiny_worker import TINY
 
-from search import export, space, study
-from search.runtime.artifacts import artifact_dir, project_dir
+from model.checkpoint import load_checkpoint
+from model.count import count_setting
+from model.infer import predict_prob
+from search import export, roles, study
+from search.results import stats
+from search.runtime.artifacts import artifact_dir
 from search.runtime.storage import open_storage
+from search.stages import finalists
 
 
 def artifact_store(root):
@@ -26,14 +30,7 @@ def artifact_store(root):
 @pytest.fixture(scope="module")
 def built_study(tmp_path_factory):
     """One tiny finished study for the whole module (training is what costs): its folder."""
-    root = tmp_path_factory.mktemp("built")
-    X, y, counts = disc_tiles(30, seed=1)
-    np.savez_compressed(root / "train.npz", X=X, y=y, counts=counts)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setitem(space.PROFILES, "tiny", TINY)
-        assert study.main(["--train", str(root / "train.npz"), "--profile", "tiny", "--n-trials", "2"]) == 0
-    return root
+    return built_study_folder(tmp_path_factory, n_trials=2)
 
 
 @pytest.fixture
@@ -221,13 +218,6 @@ def test_export_from_another_folder_with_an_absolute_url(finished_study, in_tmp,
     assert log["members"][0]["checkpoint"].startswith(str(in_tmp / "studies" / "cells-"))
 
 
-def test_study_recorded_before_the_project_folder_resolves_from_here(tmp_path):
-    url = f"sqlite:///{tmp_path}/studies/cells.db"
-    assert project_dir({}, url) == Path(".")  # as before: the working folder
-    assert project_dir({"project_from_storage": ".."}, url) == tmp_path
-    assert project_dir({"project_from_storage": ".."}, "postgresql://u@host/db") == Path(".")
-
-
 def test_missing_checkpoint_is_read_from_the_artifact_store(finished_study, in_tmp):
     test, _ = finished_study
     trial = optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").trials[0]
@@ -249,3 +239,56 @@ def test_corrupt_artifact_is_refused_in_one_line(finished_study, in_tmp, capsys)
     assert len(err.splitlines()) == 1 and err.startswith("error: trial 0: artifact model.safetensors")
     assert "not the weights saved with config.json" in err
     assert not (in_tmp / "submission.csv").exists()
+
+
+# --- with a finalist stage ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profile, in_tmp, capsys):
+    train, test, truth = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    assert export.main(["--test", str(test), "--truth", str(truth)]) == 0
+    log = json.loads((in_tmp / "submission.json").read_text())
+    search, staged = load(), finalists.results(load())
+    winner = min(staged, key=lambda f: f.oof_mae([0, 1]))
+    assert log["trial"] == winner.trial and log["score"] == "out-of-fold MAE"
+    assert log["mae"] == pytest.approx(winner.oof_mae([0, 1]))
+    # The search trial's own model, then one model per fold, each with its own seed and counting.
+    assert [m["run"] for m in log["members"]] == [f"trial {winner.trial}"] + [
+        roles.trial_label(winner.runs[k]) for k in (0, 1)
+    ]
+    assert [(m["fold"], m["seed"]) for m in log["members"]] == [(None, 0), (0, 1), (1, 2)]
+    images = np.load(test)["X"]
+    counts = []
+    for member, trial in zip(log["members"], [search.trials[winner.trial], winner.runs[0], winner.runs[1]]):
+        assert Path(member["checkpoint"]) == in_tmp / trial.user_attrs["checkpoint"]
+        assert member["counting"] == trial.user_attrs["counting"]
+        net, _ = load_checkpoint(member["checkpoint"])
+        counts.append(count_setting(predict_prob(net, images), member["counting"]))
+    submission = pd.read_csv(in_tmp / "submission.csv")["count"].to_numpy()
+    np.testing.assert_array_equal(submission, stats.ensemble_counts(np.stack(counts)))
+    assert "exported trial" in capsys.readouterr().out
+
+    # The baseline's models on request, refitted and with TTA per member; one trial alone with --trial.
+    assert export.main(["--test", str(test), "--finalist", "0", "--refit", "--tta", "--out", "base.csv"]) == 0
+    base = json.loads((in_tmp / "base.json").read_text())
+    assert base["trial"] == 0 and base["tta"] and len(base["members"]) == 3
+    assert all(m["checkpoint"].endswith("refit") for m in base["members"])
+    assert export.main(["--test", str(test), "--trial", "1", "--out", "one.csv"]) == 0
+    one = json.loads((in_tmp / "one.json").read_text())
+    assert [m["run"] for m in one["members"]] == ["trial 1"]
+    assert one["counting"] == load().trials[1].user_attrs["counting"]
+    capsys.readouterr()
+    assert export.main(["--test", str(test), "--finalist", "7"]) == 2
+    assert "no finalist with a finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_profile, in_tmp, capsys):
+    train, test, _ = tiny_files
+    assert run_study(train, "--n-trials", "2") == 0  # the tiny profile has no stage
+    assert export.main(["--test", str(test)]) == 0
+    out = capsys.readouterr().out
+    assert "no finalist comparison yet" in out
+    assert json.loads((in_tmp / "submission.json").read_text())["trial"] == load().best_trial.number

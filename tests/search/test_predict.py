@@ -1,9 +1,6 @@
-"""Tests of whole-image prediction: stitching, counting whole images, `python -m search.predict`."""
+"""Tests of `python -m search.predict`: whole images counted with a study's net, overlays, truth, refusals."""
 
-import importlib.util
-import json
 import shutil
-import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,126 +9,17 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import disc_tiles
-from tiny_worker import TINY
+from helpers import as_prob, built_study_folder
 
 from data.images import MAX_PIXELS, read_scaled
 from model import plots
-from model.count import count_setting, object_centroids
+from model.count import count_setting
 from model.infer import predict_prob
-from model.stitch import stitch_predict, window_origins, window_weights
-from search import members, predict, space, study
+from model.stitch import stitch_predict
+from search import members, predict
 from search.errors import UsageError
 
-T = 32  # window side of the stitching tests
-
-
-def as_prob(windows):
-    """A 'net' that predicts each pixel from itself alone: any stitching must give it back exactly."""
-    return windows.astype(np.float32) / 255
-
-
-def ramp(shape):
-    """A linear ramp of the global coordinates (uint8: it wraps only past 255)."""
-    rows, cols = np.mgrid[: shape[0], : shape[1]]
-    return ((rows + 2 * cols) % 256).astype(np.uint8)
-
-
-# --- stitching ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("shape", [(T, T), (100, 70), (64, 96), (20, 45), (7, 7)])
-def test_stitched_ramp_is_the_ramp_with_no_seam(shape):
-    image = ramp(shape)
-    assert np.allclose(stitch_predict(image, as_prob, T, batch_size=3), image / 255, atol=1e-6)
-
-
-def test_constant_stitches_to_the_constant_and_overlaps_blend():
-    calls = []
-
-    def window_index(windows):
-        """Each window predicts its own number: a seam would show as a jump between two of them."""
-        calls.extend(range(len(calls), len(calls) + len(windows)))
-        return np.array(calls[-len(windows) :], np.float32)[:, None, None] * np.ones((1, T, T), np.float32)
-
-    image = np.zeros((100, 100), np.uint8)
-    assert np.allclose(stitch_predict(image, lambda w: np.full(w.shape, 0.25, np.float32), T), 0.25)
-    blended = stitch_predict(image, window_index, T, batch_size=5)
-    rows, cols = window_origins(image.shape, T)
-    assert len(calls) == len(rows) * len(cols)
-    # Values move smoothly from window to window: the largest step between neighbouring pixels is
-    # a small part of the step between neighbouring windows' values (1 along a row, len(cols) down).
-    assert np.abs(np.diff(blended, axis=1)).max() < 0.25
-    assert np.abs(np.diff(blended, axis=0)).max() < 0.25 * len(cols)
-    # A pixel in an overlap takes values from both windows.
-    assert 0 < blended[10, T // 2 + 4] < 1
-
-
-def test_window_weights_partition_of_unity_and_positive_edges():
-    w = window_weights(T)
-    assert w.min() > 0 and np.allclose(w[: T // 2] + w[T // 2 :], 1)
-    rows, cols = window_origins((100, 40), T)
-    assert rows.tolist() == [0, 16, 32, 48, 64, 68] and cols.tolist() == [0, 8]
-
-
-def test_cell_on_a_window_edge_is_counted_once():
-    image = np.zeros((64, 96), np.uint8)
-    rows, cols = np.mgrid[:64, :96]
-    image[(rows - 30) ** 2 + (cols - T) ** 2 <= 16] = 200  # centred on the first windows' right edge
-    prob = stitch_predict(image, as_prob, T)
-    for counter in ({"counter": "components", "threshold": 0.5}, {"counter": "watershed", "threshold": 0.5}):
-        assert count_setting(prob, counter).tolist() == [1]
-    # Counted per window instead, the cut cell would count in two windows.
-    assert count_setting(np.stack([prob[:T, :T], prob[:T, T : 2 * T]]), {"counter": "components"}).sum() == 2
-
-
-def test_4000_by_4000_stitching_memory_is_bounded():
-    """The stitcher's own arrays for a 4000x4000 image: the image, its map, one batch (~100 MB)."""
-    image = np.zeros((4000, 4000), np.uint8)
-    tracemalloc.start()
-    try:
-        prob = stitch_predict(image, lambda w: np.zeros(w.shape, np.float32), 128)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert prob.shape == (4000, 4000)
-    assert peak < 256 * 2**20, f"peak {peak / 2**20:.0f} MiB"
-
-
-# --- where the counted objects are ----------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "setting",
-    [
-        {"counter": "components", "threshold": 0.5, "offset": 1},
-        {"counter": "watershed", "threshold": 0.4, "min_distance": 2, "min_area": 5, "edge_fraction": 0.5},
-        {"counter": "watershed", "threshold": 0.5, "min_distance": 3, "min_area": 0, "edge_fraction": 0, "offset": -1},
-    ],
-)
-def test_centroids_are_what_the_count_counts(setting):
-    rng = np.random.default_rng(0)
-    rows, cols = np.mgrid[:90, :70]
-    for _ in range(5):
-        prob = np.zeros((90, 70), np.float32)
-        for r, c in rng.integers(-3, 93, size=(rng.integers(0, 25), 2)):  # some cut by the border, some touching
-            prob = np.maximum(prob, np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / 12.0))
-        centroids = object_centroids(prob, setting)
-        assert count_setting(prob, setting).tolist() == [max(len(centroids) + setting.get("offset", 0), 0)]
-        assert ((centroids >= 0) & (centroids < prob.shape)).all()
-
-
-def test_centroid_of_a_disc_and_a_counter_without_positions():
-    prob = np.zeros((40, 40), np.float32)
-    rows, cols = np.mgrid[:40, :40]
-    prob[(rows - 12) ** 2 + (cols - 25) ** 2 <= 9] = 1
-    for counter in ("components", "watershed"):
-        assert np.allclose(object_centroids(prob, {"counter": counter}), [[12, 25]])
-    with pytest.raises(ValueError, match="unknown counter with object positions 'density'"):
-        object_centroids(prob, {"counter": "density", "offset": 0})
-
-
-# --- python -m search.predict ------------------------------------------------------
+T = 32  # the tiny study's tile side
 
 
 def disc_image(shape, centres, radius=4):
@@ -153,14 +41,7 @@ IMAGES = {
 @pytest.fixture(scope="module")
 def built_study(tmp_path_factory):
     """One tiny finished study for the whole module (training is what costs): its folder."""
-    root = tmp_path_factory.mktemp("built")
-    X, y, counts = disc_tiles(30, seed=1)
-    np.savez_compressed(root / "train.npz", X=X, y=y, counts=counts)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setitem(space.PROFILES, "tiny", TINY)
-        assert study.main(["--train", str(root / "train.npz"), "--profile", "tiny", "--n-trials", "1"]) == 0
-    return root
+    return built_study_folder(tmp_path_factory, n_trials=1)
 
 
 @pytest.fixture
@@ -280,17 +161,6 @@ def test_study_without_finished_trial_exits_2(in_tmp, capsys):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), disc_image((40, 40), [(20, 20)]))
     refused([str(folder)], "no finished trial", capsys, in_tmp)
-
-
-def test_speed_benchmark_prints_what_it_measured(capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predict_speed.py"
-    spec = importlib.util.spec_from_file_location("predict_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--sizes", "40", "--device", "cpu"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["device"] == "cpu" and result["tile"] == 128 and result["threads"] >= 1
-    assert [r["side"] for r in result["rows"]] == [40] and result["rows"][0]["megapixels_per_s"] > 0
 
 
 def test_scale_from_the_training_import_or_the_option(tmp_path):
