@@ -17,11 +17,9 @@ import data
 from model.checkpoint import CONFIG, WEIGHTS, CheckpointError, checkpoint_from_bytes, load_checkpoint
 from search.errors import UsageError
 from search.results.verdict import Finalist, common_folds, stage_verdict
-from search.roles import EARLIER, FOLDER_ATTR, trial_label
+from search.roles import COMPLETE, EARLIER, FOLDER_ATTR, trial_label
 from search.runtime.artifacts import artifact_dir, read_checkpoint_artifacts
 from search.stages import finalists
-
-COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 @dataclass

@@ -24,11 +24,10 @@ from search import cli
 from search.errors import UsageError
 from search.results.figures import ReportFigure, draw_figures
 from search.results.verdict import baseline_line, finalist_rows, finalist_text, gain_line, table_cell
-from search.roles import is_baseline
+from search.roles import COMPLETE, is_baseline
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.stages import finalists
 
-COMPLETE = optuna.trial.TrialState.COMPLETE
 TOP_N = 10
 
 

@@ -12,8 +12,8 @@ import optuna
 import optuna.visualization.matplotlib as ovm
 
 from model import plots  # selects matplotlib's Agg backend, for Optuna's plots too
+from search.roles import COMPLETE
 
-COMPLETE = optuna.trial.TrialState.COMPLETE
 TARGET_NAME = "val count-MAE"
 SLICE_PARAMS = ("depth", "upsample", "offset")
 
