@@ -5,6 +5,8 @@ Shared by training (:mod:`model.train`) and inference (:mod:`model.infer`).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -29,6 +31,9 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+PRECISION_ENV = "CELLCOUNT_PRECISION"  # fp32 or bf16: overrides "auto" (see resolve_precision)
+
+
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """(N,H,W) uint8 or float in [0,1] -> (N,1,H,W) float32 on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(images))
@@ -47,8 +52,15 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` becomes ``"bf16"`` where native on ``device``, else ``"fp32"``."""
+    """``"auto"`` becomes ``"bf16"`` where native on ``device``, else ``"fp32"``.
+
+    ``CELLCOUNT_PRECISION=fp32`` (or ``bf16``) in the environment overrides ``"auto"``: to
+    train as a CPU without native bf16 does, e.g. to measure how long a study takes there.
+    """
     if precision == "auto":
+        forced = os.environ.get(PRECISION_ENV, "")
+        if forced in ("bf16", "fp32"):
+            return forced
         return "bf16" if bf16_native(device) else "fp32"
     return precision
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from model.device import PRECISIONS, autocast, resolve_precision, to_tensor
 from model.infer import DENSITY_SCALE, output_map, predict
+from model.resume import BatchStream, data_signature, load_state, parts_state, restore_parts, save_state
 from model.unet import UNet, UNetConfig
 
 LOSSES = ("bce", "bce_dice", "mse")
@@ -90,6 +92,7 @@ class EpochReport:
     val_loss: float
     val_mae: float
     seconds: float
+    restored: bool = False  # an epoch of a resumed run, finished before it stopped
 
 
 @dataclass
@@ -151,18 +154,6 @@ def epoch_steps(n: int, config: TrainConfig) -> int:
     return max(config.min_epoch_steps, -(-n // config.batch_size))
 
 
-def batch_stream(n: int, batch_size: int, device: torch.device, generator: torch.Generator):
-    """Endless batches of tile indices: shuffled passes over ``n`` tiles, each cut into batches.
-
-    A pass's last batch may be short, as in a plain pass; a fresh order is drawn only when
-    the next pass starts, so an epoch of exactly one pass draws what a plain pass drew.
-    """
-    while True:
-        order = torch.randperm(n, generator=generator).to(device)
-        for i in range(0, n, batch_size):
-            yield order[i : i + batch_size]
-
-
 def train_epoch(
     net, opt, scheduler, x: torch.Tensor, y: torch.Tensor, batches, config: TrainConfig, precision: str, generator
 ) -> float:
@@ -189,6 +180,7 @@ def fit(
     score_fn: Callable[[np.ndarray], float] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     every_epoch: bool = True,
+    state_path: Path | None = None,
 ) -> FitResult:
     """Train ``net`` for ``config.epochs`` epochs and keep the last epoch's weights.
 
@@ -209,11 +201,15 @@ def fit(
         Maps (N,H,W) validation probabilities (densities for ``loss="mse"``) to the score each
         :class:`EpochReport` carries.
     on_epoch : callable, optional
-        Called with each :class:`EpochReport`; an exception raised there stops training and
-        propagates (this is how a search prunes).
+        Called with each :class:`EpochReport`, first with those of a resumed run's finished
+        epochs (``restored``); an exception raised there stops training and propagates (this
+        is how a search prunes).
     every_epoch : bool
         False: validate after the last epoch only, the others report NaN for the validation
         figures. A run nothing prunes then spends its time training, not scoring.
+    state_path : Path, optional
+        Where the run's state is saved after every epoch (:mod:`model.resume`); a state found
+        there for this very run is loaded first and training continues after its epoch.
     """
     device = next(net.parameters()).device
     precision = resolve_precision(config.precision, device)
@@ -222,11 +218,13 @@ def fit(
     val = None if val_images is None else (to_tensor(val_images, device), to_tensor(val_masks, device))
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     scheduler = make_scheduler(opt, config, config.epochs * epoch_steps(len(x_train), config))
-    batches = batch_stream(len(x_train), config.batch_size, device, generator)
-
-    history, prob = [], None
+    batches = BatchStream(len(x_train), config.batch_size, device, generator)
+    parts = (net, opt, scheduler, batches, generator)
+    signature = run_signature(net, config, precision, train_images, train_masks)
+    history, before = resume(state_path, signature, parts, on_epoch)
+    prob = None
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(history) + 1, config.epochs + 1):
         t0 = time.perf_counter()
         train_loss = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
         val_loss = val_score = float("nan")
@@ -235,10 +233,40 @@ def fit(
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
         report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
         history.append(report)
+        if state_path is not None:  # before on_epoch, which may stop the run here
+            seconds = before + time.perf_counter() - started
+            save_state(state_path, signature, epoch, history, seconds, parts_state(*parts))
         if on_epoch is not None:
             on_epoch(report)
+    if prob is None and val is not None:  # resumed after its last epoch: its maps were not saved
+        prob = validate(net, *val, config.loss, precision)[1]
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    return FitResult(state, prob, history, time.perf_counter() - started)
+    return FitResult(state, prob, history, before + time.perf_counter() - started)
+
+
+def run_signature(net: UNet, config: TrainConfig, precision: str, images: np.ndarray, targets: np.ndarray) -> dict:
+    """What a saved state must match to be continued: the net, the training and the data."""
+    return {
+        "net": asdict(net.config),
+        "train": {**config.to_dict(), "precision": precision},
+        "data": data_signature(images, targets),
+    }
+
+
+def resume(state_path: Path | None, signature: dict, parts: tuple, on_epoch) -> tuple[list, float]:
+    """Load the run's saved state into ``parts``; returns its learning curve and training seconds so far.
+
+    ``on_epoch`` sees each finished epoch's report again, marked ``restored``.
+    """
+    state = load_state(state_path, signature)
+    if state is None:
+        return [], 0.0
+    restore_parts(state["parts"], *parts)
+    history = [EpochReport(**{**r, "restored": True}) for r in state["history"]]
+    for report in history:
+        if on_epoch is not None:
+            on_epoch(report)
+    return history, state["seconds"]
 
 
 def validate(net, x_val: torch.Tensor, y_val: torch.Tensor, loss: str, precision: str) -> tuple[float, np.ndarray]:

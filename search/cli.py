@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -146,8 +148,21 @@ def _check_creatable(folder: Path, option: str, path: Path) -> None:
         raise UsageError(f"{option} {path}: no permission to write in {existing}")
 
 
+def stop_on_signal(signum, frame) -> None:
+    """SIGINT or SIGTERM: stop the work as Ctrl-C does, once; further signals wait for it to stop cleanly."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def run_command(work: Callable[[], object], interrupted: str = "interrupted") -> int:
-    """Run ``work``; bad input is one line and exit 2, a failure exit 1, Ctrl-C exit 130."""
+    """Run ``work``; bad input is one line and exit 2, a failure exit 1, Ctrl-C or SIGTERM exit 130.
+
+    SIGTERM (job schedulers, ``docker stop``, systemd) stops the work as Ctrl-C does: the
+    running trial saves where it stands and is queued again, instead of staying RUNNING.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    before = {sig: signal.signal(sig, stop_on_signal) for sig in signals}
     try:
         work()
     except (UsageError, data.DataError) as exc:
@@ -159,4 +174,7 @@ def run_command(work: Callable[[], object], interrupted: str = "interrupted") ->
     except KeyboardInterrupt:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     return 0

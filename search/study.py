@@ -30,12 +30,13 @@ from search.errors import UsageError
 from search.results import stats
 from search.results.note import StudyNote
 from search.roles import is_baseline
-from search.runtime import workers
-from search.runtime.artifacts import record_project, study_dir
+from search.runtime import dead_workers, workers
+from search.runtime.artifacts import record_project, states_dir, study_dir
 from search.runtime.storage import check_study_name, default_url, given_storage, is_sqlite, open_storage
 from search.stages import finalists, prepare
 from search.stages.budget import Budget
-from search.stages.objective import NoTime, Objective, QuietFailures, StudyTimeout, fold_split, study_split
+from search.stages.objective import Objective, fold_split, study_split
+from search.stages.runs import NoTime, QuietFailures, StudyTimeout
 from search.study_options import parse_args, stage_size
 from search.summary import print_trial, summarize
 
@@ -89,12 +90,13 @@ def run(args, argv=()) -> optuna.Study:
         budget.search_until,
         budget.epoch_seconds,
         budget.on_epoch_seconds,
+        states_dir(study, storage_url),
     )
     # A resumed study trains the finalist runs it left queued before any new search trial.
     if finalists.stage_plan(finalists.open_finalists(study)) is not None:
-        run_finalists(study, args, profile, split, note, budget, device, resumed=True)
+        run_finalists(study, args, profile, split, note, budget, device, storage_url, resumed=True)
     run_trials(study, args, profile, objective, n_trials, storage_url, note, budget.search_until)
-    run_finalists(study, args, profile, split, note, budget, device)
+    run_finalists(study, args, profile, split, note, budget, device, storage_url)
     if args.worker_index is None:  # the parent of several workers summarizes once for all
         summarize(study, storage_url, n_trials)
     return study
@@ -147,22 +149,20 @@ def plan_budget(study: optuna.Study, args, profile: space.Profile, device) -> Bu
     """This run's budget; prints it, a warning on a CPU without bf16, and the plan once the speed is known."""
     k, n_folds = stage_size(args, profile)
     timeout = args.timeout or profile.timeout
-    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout)
-    print(
-        f"budget {timeout:.0f} s: the search, then {k} finalists x {n_folds} folds, "
-        "the finalist stage reserved first at its measured cost"
-        if k
-        else f"budget {timeout:.0f} s for the search (no finalist stage)",
-        flush=True,
+    budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout, finish=args.timeout is None)
+    stage = f"then {k} finalists x {n_folds} folds, the finalist stage reserved first" if k else "(no finalist stage)"
+    ends = (
+        "the reference, warm start and finalist runs go on to the end if this machine needs longer"
+        if budget.finish
+        else "every run stops at --timeout and the same command continues it from its last epoch"
     )
+    print(f"budget {timeout:.0f} s: the search, {stage}; {ends}", flush=True)
     if resolve_precision("auto", device) == "fp32" and device.type == "cpu":
         print(
-            "this CPU has no native bf16: training runs in fp32, several times slower than on one that has; "
-            "the plan after the first epoch says how much of the search and finalist stage fits",
+            "this CPU has no native bf16: training runs in fp32, several times slower than on one that has",
             flush=True,
         )
-    if not budget.announce():
-        print("the plan follows once the first epoch has shown the speed", flush=True)
+    print("the plan follows once the first epoch has shown this machine's speed", flush=True)
     return budget
 
 
@@ -191,7 +191,9 @@ def run_trials(study, args, profile, objective, n_trials: int, storage_url: str,
             print("search ended: the next trial would not finish before the finalist reserve", flush=True)
 
 
-def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, device, resumed: bool = False) -> None:
+def run_finalists(
+    study, args, profile, split, note: StudyNote, budget: Budget, device, storage_url: str, resumed: bool = False
+) -> None:
     """The finalist stage: each finalist trained once per fold, until every run is done or the deadline.
 
     ``resumed``: train the runs of the plan the study recorded (left queued by an earlier run)
@@ -202,6 +204,7 @@ def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, 
         return
     workers.wait_until_idle(study, budget.deadline)  # every worker then plans the same finalists
     staged = finalists.open_finalists(study, create=True)
+    dead_workers.fail_stale(staged)  # a killed run is queued again before the plan orders the queue
     plan = finalists.stage_plan(staged) if resumed else finalists.make_plan(study, k, n_folds, args.seed)
     if not plan or not plan["finalists"] or (resumed and not finalists.missing_runs(plan, staged)):
         return
@@ -227,7 +230,8 @@ def run_finalists(study, args, profile, split, note: StudyNote, budget: Budget, 
                 study_dir(staged),
                 lambda trial: budget.deadline,
                 budget.stage_epoch_seconds,
-                budget.on_epoch_seconds,
+                budget.on_stage_epoch_seconds,
+                states_dir(study, storage_url, staged),
             )
         return objectives[fold]
 

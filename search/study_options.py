@@ -46,8 +46,10 @@ def add_search_options(p: argparse._ArgumentGroup) -> None:
         "--timeout",
         type=float,
         help="seconds for this run, search and finalists together: the search stops when the finalist "
-        "runs still to do would take the rest, and a trial still running at the end is stopped "
-        "(default: the profile's: quick 1080, full 14400)",
+        "runs still to do would take the rest, and every run still going at the end is stopped, to "
+        "continue from its last epoch when the same command runs again. Default: the profile's budget "
+        "(quick 1080, full 14400) for the search, and the reference, warm start and finalist runs "
+        "always run to the end, however long this machine needs (the first plan line says when)",
     )
     p.add_argument(
         "--profile",

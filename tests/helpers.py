@@ -227,6 +227,11 @@ def finished_trials(s):
     return [t for t in s.trials if t.state in workers.FINISHED]
 
 
+# Seconds a test waits on a subprocess before it kills it: it bounds a hang, not the speed of
+# start-up, which on a 2-core machine busy with other work can take minutes.
+HANG_BOUND = 600
+
+
 def start_worker(train, *extra, env=None):
     """A tiny-profile study process whose output is read line by line."""
     return subprocess.Popen(

@@ -96,6 +96,15 @@ def project_dir(attrs: dict, storage_url: str) -> Path:
     return Path(os.path.normpath(file.resolve().parent / attrs[PROJECT_ATTR]))
 
 
+def states_dir(study: optuna.Study, storage_url: str, of: optuna.Study | None = None) -> Path:
+    """Where the running trials of ``of`` (default: ``study``) keep their saved states, as an absolute path.
+
+    Inside the study folder, found from the storage like the checkpoints, so that every worker
+    and every later command, from any working folder, finds a stopped run's state.
+    """
+    return (project_dir(study.user_attrs, storage_url) / study_dir(of or study) / "resume").resolve()
+
+
 def open_artifact_store(study: optuna.Study) -> FileSystemArtifactStore:
     """The study's artifact store, its folder created."""
     directory = artifact_dir(study)

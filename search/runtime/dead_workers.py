@@ -48,6 +48,8 @@ def reap_dead_local_trials(study: optuna.Study) -> list[int]:
         if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
             continue
         try:
+            # Before the state change (a finished trial takes no attribute); the retry drops it.
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"its worker process ({pid}) is gone")
             # The state change is the claim: of two workers reaping at once, one wins.
             if not study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
                 continue

@@ -185,7 +185,7 @@ def worker_id() -> str:
 
 
 class RetryWithoutWorker(RetryHeartbeatStaleTrialCallback):
-    """Queue a dead worker's trial again, without its ``worker`` attribute.
+    """Queue a dead worker's trial again, without its ``worker`` attribute or why it failed.
 
     Optuna's callback copies every user attribute; a copied ``worker`` would name the dead
     process until the retry's own worker overwrites it, and another worker's reaper could fail
@@ -194,7 +194,7 @@ class RetryWithoutWorker(RetryHeartbeatStaleTrialCallback):
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != WORKER_ATTR}
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, "fail_reason")}
         super().__call__(study, trial)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -109,7 +110,11 @@ def spawn_and_wait(argv: list[str], workers: int, storage_url: str) -> None:
     try:
         codes = wait_all(procs)
     except KeyboardInterrupt:
-        # Ctrl-C reached the children too: let them mark their trials and exit.
+        # Ctrl-C reached the children too, SIGTERM only this process: pass it on, then let
+        # them save their runs, queue them again and exit.
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait()
         raise

@@ -9,7 +9,6 @@ Per-epoch scores are reported for pruning; the study's timeout stops a trial bet
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
@@ -21,25 +20,16 @@ import optuna
 import data
 from model.checkpoint import save_checkpoint
 from model.count import count_setting
+from model.resume import discard_state
 from model.scoring import mae_by_setting
 from model.targets import density_targets, disk_targets
-from model.train import TrainConfig, fit, seeded_net
+from model.train import FitResult, TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space
-from search.roles import FOLD_ATTR, FOLDER_ATTR, REQUIRED, SEED_ATTR, SOURCE_ATTR, run_key, trial_label
+from search.roles import FOLDER_ATTR, SEED_ATTR, is_required, run_key, trial_label
 from search.runtime.artifacts import log_trial_artifacts
+from search.stages.runs import NoTime, fail_and_requeue, state_file, stop_at_interrupt, stop_at_timeout
 from search.stages.scores import learning_curve, record_scores, score
-
-# What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
-REQUEUED_ATTRS = (*REQUIRED, SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
-
-
-class StudyTimeout(Exception):
-    """Raised in a trial that the study's timeout stops before its last epoch: the trial fails."""
-
-
-class NoTime(Exception):
-    """Raised in a trial not started because its epochs would end after its deadline: the trial fails."""
 
 
 def with_val_counts(split: data.Split) -> str:
@@ -89,10 +79,13 @@ class Objective:
 
     ``seed`` seeds the training of every trial but one that carries its own ``train_seed``
     attribute (a finalist run). ``deadline(trial)`` returns the ``time.monotonic()`` after which
-    the trial stops at the end of its epoch; it is read when the trial starts. A trial whose epochs,
-    at ``epoch_seconds()`` each (None: not known yet), would end after it is not started:
-    it fails at once (queued again if it was queued) and ``out_of_time`` becomes True.
-    ``on_epoch_seconds`` is called with each epoch's seconds, as measured.
+    the trial stops at the end of its epoch, its state saved and the trial queued again to
+    continue from there (``runs``); it is read after every epoch. A search trial other than the
+    reference and the warm start whose epochs, at ``epoch_seconds()`` each (None: not known
+    yet), would end after it is not started: it fails at once and ``out_of_time`` becomes True.
+    The reference, the warm start and finalist runs always start: what they train before the
+    deadline is kept. ``on_epoch_seconds`` is called with the seconds of each epoch this
+    process trains. Run states live in ``state_dir`` (default: ``out_dir/resume``).
     """
 
     def __init__(
@@ -106,11 +99,12 @@ class Objective:
         deadline: Callable[[optuna.Trial], float],
         epoch_seconds: Callable[[], float | None] = lambda: None,
         on_epoch_seconds: Callable[[float], None] = lambda seconds: None,
+        state_dir: Path | None = None,
     ):
         self.split, self.profile, self.device = split, profile, device
         self.seed, self.mode, self.out_dir, self.deadline = seed, mode, Path(out_dir), deadline
         self.epoch_seconds, self.on_epoch_seconds = epoch_seconds, on_epoch_seconds
-        self.stop_at = math.inf
+        self.state_dir = Path(state_dir) if state_dir is not None else self.out_dir / "resume"
         self.out_of_time = False
 
     def epoch_score(self, sampled: dict | None, density: bool):
@@ -124,8 +118,13 @@ class Objective:
         name, every_epoch = trial_label(trial), validates_every_epoch(trial)
 
         def callback(r):
-            self.on_epoch_seconds(r.seconds)
             scored = every_epoch or r.epoch == epochs
+            if r.restored:  # finished by an earlier attempt: its curve goes on, its speed is not this run's
+                if scored and math.isfinite(r.val_mae):
+                    trial.report(r.val_mae, r.epoch)
+                print(f"  {name} epoch {r.epoch}/{epochs}: restored from the saved state", flush=True)
+                return
+            self.on_epoch_seconds(r.seconds)
             val = f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}" if scored else ""
             print(
                 f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}{val}  ({r.seconds:.1f} s)",
@@ -139,7 +138,7 @@ class Objective:
             if scored:
                 trial.report(r.val_mae, r.epoch)
             # After the last epoch the trial is done: finish it, whatever the time.
-            if r.epoch < epochs and time.monotonic() > self.stop_at:
+            if r.epoch < epochs and time.monotonic() > self.deadline(trial):
                 raise stop_at_timeout(trial, params, r.epoch, epochs)
             if scored and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val MAE {r.val_mae:.3f})")
@@ -152,25 +151,13 @@ class Objective:
         sampled = space.counting_of(params) if self.mode == "sampled" else None
         density = space.trains_density(params)  # counted by its sum, not thresholds
         grid = space.counting_grid(density)
-        seed = trial.user_attrs.get(SEED_ATTR, self.seed)
-        started, self.stop_at = time.monotonic(), self.deadline(trial)
+        started = time.monotonic()
         self.check_time(trial, params, started)
         unet = UNetConfig(params["depth"], params["upsample"], self.profile.base)
-        train = TrainConfig(**space.train_options(params, self.profile), seed=seed)
-        net = seeded_net(unet, seed, self.device)
-        trial.set_user_attr("device", str(self.device))
-        trial.set_user_attr("n_params", count_parameters(net))
-        result = fit(
-            net,
-            train,
-            s.train_images,
-            training_targets(s.train_images, s.train_masks, s.train_points, params),
-            s.val_images,
-            training_targets(s.val_images, s.val_masks, s.val_points, params),
-            score_fn=self.epoch_score(sampled, density),
-            on_epoch=self.on_epoch(trial, params, train.epochs),
-            every_epoch=validates_every_epoch(trial),
+        train = TrainConfig(
+            **space.train_options(params, self.profile), seed=trial.user_attrs.get(SEED_ATTR, self.seed)
         )
+        result = self.train(trial, params, unet, train, self.epoch_score(sampled, density))
         scored = score(result.val_prob, s, self.mode, self.seed, sampled, grid)
         record_scores(trial, scored, grid, s.val_groups)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 1))
@@ -193,67 +180,56 @@ class Objective:
         log_trial_artifacts(trial, result, s, scored.counting, predicted, ckpt)  # figures + checkpoint
         # The whole cost of the trial, counting and figures too: a finalist run of it costs as much.
         seconds = time.monotonic() - started
+        trained = max(1, sum(not r.restored for r in result.history))  # epochs of this attempt
         trial.set_user_attr("trial_seconds", round(seconds, 1))
-        trial.set_user_attr("epoch_seconds", round(seconds / train.epochs, 2))
+        trial.set_user_attr("epoch_seconds", round(seconds / trained, 2))
+        discard_state(state_file(self.state_dir, trial))  # the run is done: its checkpoint is what is kept
         return scored.value
 
+    def train(self, trial: optuna.Trial, params: dict, unet: UNetConfig, train: TrainConfig, score_fn) -> FitResult:
+        """Train ``trial``'s net, continuing its run's saved state if it has one.
+
+        A pruned or diverged run's state is removed (it ends here); a run stopped by the
+        timeout keeps it for its queued copy, as does one stopped by Ctrl-C or SIGTERM, which is
+        queued again here. A crash keeps it too: the same command queues the run again.
+        """
+        s, state = self.split, state_file(self.state_dir, trial)
+        net = seeded_net(unet, train.seed, self.device)
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("n_params", count_parameters(net))
+        try:
+            return fit(
+                net,
+                train,
+                s.train_images,
+                training_targets(s.train_images, s.train_masks, s.train_points, params),
+                s.val_images,
+                training_targets(s.val_images, s.val_masks, s.val_points, params),
+                score_fn=score_fn,
+                on_epoch=self.on_epoch(trial, params, train.epochs),
+                every_epoch=validates_every_epoch(trial),
+                state_path=state,
+            )
+        except (optuna.TrialPruned, FloatingPointError):
+            discard_state(state)
+            raise
+        except KeyboardInterrupt:
+            stop_at_interrupt(trial, params)
+            raise
+
     def check_time(self, trial: optuna.Trial, params: dict, now: float) -> None:
-        """Fail ``trial`` before training when its epochs would end after the deadline (see the class)."""
-        per_epoch = self.epoch_seconds()
-        if per_epoch is None or now + params["epochs"] * per_epoch <= self.stop_at:
+        """Fail an optional search trial before training if its epochs would end after the deadline (see the class)."""
+        if is_required(trial) or run_key(trial) is not None:
+            return
+        per_epoch, stop_at = self.epoch_seconds(), self.deadline(trial)
+        if per_epoch is None or now + params["epochs"] * per_epoch <= stop_at:
             return
         self.out_of_time = True
         reason = (
             f"not run: its {params['epochs']} epochs (about {params['epochs'] * per_epoch:.0f} s at "
-            f"{per_epoch:.1f} s each) would end after the deadline, {max(0.0, self.stop_at - now):.0f} s away"
+            f"{per_epoch:.1f} s each) would end after the deadline, {max(0.0, stop_at - now):.0f} s away"
         )
         raise NoTime(fail_and_requeue(trial, params, reason, queued_only=True))
-
-
-def stop_at_timeout(trial: optuna.Trial, params: dict, epoch: int, epochs: int) -> StudyTimeout:
-    """Record why the timeout stops ``trial`` and queue its parameters again; returns what to raise.
-
-    The stopped trial fails, so it does not count towards --n-trials; the queued copy (still
-    the baseline, the warm start or the finalist run if it was) runs when the study resumes,
-    before any newly sampled trial (a baseline before every other, see ``workers.queue_first``).
-    """
-    trial.set_user_attr("stopped", "study timeout reached")
-    reason = f"stopped by the study timeout after epoch {epoch} of {epochs}; queued again"
-    return StudyTimeout(fail_and_requeue(trial, params, reason))
-
-
-def fail_and_requeue(trial: optuna.Trial, params: dict, reason: str, queued_only: bool = False) -> str:
-    """Record why ``trial`` fails and queue its parameters again; returns the reason.
-
-    With ``queued_only``, a freshly sampled trial is not queued again: the sampler draws anew.
-    """
-    if queued_only and not any(k in trial.user_attrs for k in (*REQUEUED_ATTRS, "requeued_from")):
-        trial.set_user_attr("fail_reason", reason)
-        return reason
-    reason += "; queued again" if queued_only else ""
-    trial.set_user_attr("fail_reason", reason)
-    attrs = {"requeued_from": trial.number}
-    attrs.update({k: v for k, v in trial.user_attrs.items() if k in REQUEUED_ATTRS})
-    trial.study.enqueue_trial(params, user_attrs=attrs)
-    return reason
-
-
-class QuietFailures(logging.Filter):
-    """Drops Optuna's traceback of an expected failure, and its "failed with value None" after any.
-
-    ``print_trial`` says in one line why any trial failed, and ``cli.run_command`` that Ctrl-C
-    stopped the run; Optuna's traceback of an expected stop (the timeout, a trial not run,
-    Ctrl-C) and its second line on every failure would only repeat it.
-    """
-
-    def __init__(self, expected: tuple):
-        super().__init__()
-        self.expected = expected
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], self.expected):
-            return False
-        return not record.getMessage().endswith("failed with value None.")
 
 
 def checkpoint_record(trial: optuna.Trial, split: data.Split) -> dict:

@@ -276,7 +276,9 @@ def test_ctrl_c_keeps_finished_trials_and_same_command_resumes(tiny_files, tiny_
     assert run_study(train, "--n-trials", "3") == 130
     assert "run the same command to resume" in capsys.readouterr().err
     trials = load().trials
-    assert [t.state for t in trials] == [STATES.COMPLETE, STATES.FAIL]
+    # The interrupted warm start is queued again, to continue from its saved state.
+    assert [t.state for t in trials] == [STATES.COMPLETE, STATES.FAIL, STATES.WAITING]
+    assert trials[2].user_attrs["warm_start"] and trials[2].user_attrs["resume_key"] == "warm-start"
     assert run_study(train, "--n-trials", "3") == 0
     states = [t.state for t in load().trials]
     assert states[:2] == [STATES.COMPLETE, STATES.FAIL] and states.count(STATES.COMPLETE) == 3
@@ -334,7 +336,7 @@ def test_timeout_in_the_last_epoch_keeps_the_trial(tiny_files, tiny_profile, in_
     use_clock(monkeypatch, clock)
     monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(2, clock))  # the baseline trains 2 epochs
     train, _, _ = tiny_files
-    assert run_study(train, "--n-trials", "2") == 0
+    assert run_study(train, "--n-trials", "2", "--timeout", "600") == 0
     trial, warm = load().trials
     assert trial.state == STATES.COMPLETE and trial.user_attrs["baseline"]
     assert warm.state == STATES.WAITING  # no trial starts after the deadline
@@ -346,18 +348,20 @@ def test_timeout_fails_a_running_trial_and_queues_it_again(tiny_files, tiny_prof
     use_clock(monkeypatch, clock)
     monkeypatch.setattr(objective, "fit", fit_hitting_deadline_in_epoch(1, clock))
     train, _, _ = tiny_files
-    assert run_study(train, "--n-trials", "1") == 0
+    assert run_study(train, "--n-trials", "1", "--timeout", "600") == 0
     stopped, warm, queued = load().trials
     assert stopped.state == STATES.FAIL and "timeout" in stopped.user_attrs["fail_reason"]
     assert warm.state == STATES.WAITING and warm.user_attrs["warm_start"]
-    assert queued.state == STATES.WAITING and queued.user_attrs == {"baseline": True, "requeued_from": 0}
+    assert queued.state == STATES.WAITING
+    assert queued.user_attrs == {"baseline": True, "requeued_from": 0, "resume_key": "reference"}
     assert queued.system_attrs["fixed_params"] == stopped.params
     out = capsys.readouterr().out
     assert "no finished trial yet: the timeout stopped a trial" in out
-    # The stopped trial did not count: the same command runs it again, to the end, before the
-    # warm start queued ahead of it, which is queued again behind it.
+    # The stopped trial did not count: the same command continues it from its saved epoch, to
+    # the end, before the warm start queued ahead of it, which is queued again behind it.
     monkeypatch.setattr(objective, "fit", real_fit)
     assert run_study(train, "--n-trials", "2") == 0
+    assert "trial 2 epoch 1/2: restored from the saved state" in capsys.readouterr().out
     trials = load().trials
     assert [t.state for t in trials] == [STATES.FAIL, STATES.FAIL, STATES.COMPLETE, STATES.COMPLETE]
     assert trials[1].user_attrs["fail_reason"] == "not run: queued again as trial 3, behind trial 2, which starts first"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import finished_trials, needs_proc, start_worker, tiny_args, wait_for_line
+from helpers import HANG_BOUND, finished_trials, needs_proc, start_worker, tiny_args, wait_for_line
 
 from search import study
 from search.runtime import dead_workers, storage
@@ -28,7 +28,7 @@ def test_killed_worker_trial_is_failed_and_retried(tiny_files, tiny_profile, in_
     train, _, _ = tiny_files
     args = ("--storage", store, "--n-trials", "3", "--heartbeat", "1", "--timeout", "60")
     victim = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
-    watchdog = threading.Timer(60, victim.kill)  # never wait on a stuck victim
+    watchdog = threading.Timer(HANG_BOUND, victim.kill)  # never wait on a stuck victim
     watchdog.start()
     wait_for_line(victim, "epoch 1/")
     victim.send_signal(signal.SIGKILL)

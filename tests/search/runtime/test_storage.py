@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import PASSWORD, finished_trials, start_worker, tiny_args
+from helpers import HANG_BOUND, PASSWORD, finished_trials, start_worker, tiny_args
 
 from search import study
 from search.runtime import storage
@@ -97,7 +97,7 @@ def test_two_machines_share_a_postgres_study(tiny_files, tiny_profile, in_tmp, f
     # The study is created first (README: start one worker, then the others), then grown by two at once.
     assert study.main(tiny_args(train, "--storage", fresh_db, "--n-trials", "1")) == 0
     procs = [start_worker(train, "--storage", fresh_db, "--n-trials", "8") for _ in range(2)]
-    out = [p.communicate(timeout=120)[0] for p in procs]
+    out = [p.communicate(timeout=HANG_BOUND)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], out
     s = optuna.load_study(study_name="cells", storage=fresh_db)
     numbers = [t.number for t in s.trials]

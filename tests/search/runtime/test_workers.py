@@ -1,6 +1,7 @@
 """search.runtime.workers: worker processes sharing a study, their threads, their queue, and Ctrl-C."""
 
 import json
+import re
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ import optuna
 import pytest
 import tiny_worker
 import torch
-from helpers import PASSWORD, WORKER, finished_trials, needs_proc, start_worker, tiny_args, wait_for_line
+from helpers import HANG_BOUND, PASSWORD, WORKER, finished_trials, needs_proc, start_worker, tiny_args, wait_for_line
 
 from search import roles, study
 from search.runtime import storage, workers
@@ -78,20 +79,22 @@ def test_out_of_gpu_memory_fails_that_trial_alone(tiny_files, tiny_profile, in_t
 
 
 @pytest.mark.slow  # subprocesses or a PostgreSQL server
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("stage", ["search", "finalists"])
-def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, stage):
+def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, stage, sig, capsys):
+    """Ctrl-C, or SIGTERM as job schedulers send it: one line, and the stopped run continues from its epoch."""
     train, _, _ = tiny_files
     if stage == "finalists":  # the search is done: the next run goes straight to the finalist runs
         assert study.main(tiny_args(train, "--n-trials", "2", "--finalists", "0")) == 0
     args = ("--n-trials", "2", "--finalists", "2", "--folds", "2")
     proc = start_worker(train, *args, env={"TINY_WORKER_HANG": "1"})
-    watchdog = threading.Timer(60, proc.kill)  # never wait on a stuck worker
+    watchdog = threading.Timer(HANG_BOUND, proc.kill)  # never wait on a stuck worker
     watchdog.start()
     before = wait_for_line(proc, "finalists: " if stage == "finalists" else "running up to")
     # Once the epoch's report is written: Ctrl-C inside a storage write once ended in Optuna's own
     # AssertionError ("Should not reach."), a separate problem this test does not cover.
     before += wait_for_line(proc, tiny_worker.HANGING)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out = before + proc.communicate()[0]
     watchdog.cancel()
     assert proc.returncode == 130, out
@@ -99,7 +102,14 @@ def test_ctrl_c_is_one_line_without_traceback(tiny_files, tiny_profile, in_tmp, 
     assert "\ninterrupted: finished trials are saved; run the same command to resume\n" in out
     name = "cells:finalists" if stage == "finalists" else "cells"
     trials = optuna.load_study(study_name=name, storage="sqlite:///studies/cells.db").trials
-    assert trials[0].state == STATES.FAIL  # marked failed: the same command runs it again
+    assert trials[0].state == STATES.FAIL  # marked failed, not left running
+    queued = [t for t in trials if t.user_attrs.get("requeued_from") == trials[0].number]
+    assert [t.state for t in queued] == [STATES.WAITING], out
+    # The same command continues the stopped run from its saved epoch instead of epoch 1.
+    capsys.readouterr()
+    assert study.main(tiny_args(train, *args)) == 0
+    assert re.search(r"epoch 1/\d+: restored from the saved state", capsys.readouterr().out)
+    assert not list(Path("studies").rglob("resume/*.pt"))  # every run ended: no state left behind
 
 
 # A --workers child that reports on its sibling: worker 1 exits at once; worker 0 exits 0 once

@@ -95,7 +95,10 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
     monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 130
-    assert [t.state for t in load_runs()] == [STATES.COMPLETE, STATES.FAIL, STATES.WAITING, STATES.WAITING]
+    # The interrupted run is queued again at once (last), to continue from its saved state.
+    runs = load_runs()
+    assert [t.state for t in runs] == [STATES.COMPLETE, STATES.FAIL] + [STATES.WAITING] * 3
+    assert roles.run_key(runs[-1]) == roles.run_key(runs[1]) and runs[-1].user_attrs["requeued_from"] == 1
     seeds.clear()
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
     # The interrupted run first, then the others in plan order; the finished run is not trained again.
@@ -122,7 +125,7 @@ def test_stage_stopped_by_the_timeout_keeps_the_run_queued(tiny_files, tiny_prof
 
     monkeypatch.setattr(objective, "fit", fit)
     train, _, _ = tiny_files
-    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    assert run_study(train, "--n-trials", "2", "--timeout", "600", *STAGE) == 0
     stopped, *queued = load_runs()
     assert stopped.state == STATES.FAIL and "timeout" in stopped.user_attrs["fail_reason"]
     # One line says why; Optuna's traceback and its "failed with value None" would only repeat it.
@@ -197,7 +200,7 @@ def test_a_resumed_study_trains_its_queued_finalist_runs_before_any_search_trial
 
     monkeypatch.setattr(objective, "fit", fit)
     train, _, _ = tiny_files
-    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    assert run_study(train, "--n-trials", "2", "--timeout", "600", *STAGE) == 0
     clock.skew, seeds[:] = 0.0, []
     assert run_study(train, "--n-trials", "4", *STAGE) == 0
     # All four runs, fold by fold, before the two new search trials (seed 0).
