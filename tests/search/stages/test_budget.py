@@ -1,6 +1,7 @@
 """The run's budget: the finalist stage reserved first at its measured cost, the search in what is left."""
 
 import dataclasses
+
 import optuna
 import pytest
 from helpers import STAGE, Clock, load, load_runs, run_study, use_clock
