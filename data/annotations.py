@@ -238,6 +238,25 @@ def read_image_counts(path, images):
     return {stem: int(counts[i]) for stem, i in zip(unique, first)}
 
 
+def _check_no_duplicates(path, keys, coords):
+    """Refuse two rows of one image at the same row and col, naming their data rows.
+
+    Two cells do not share a centre: such a row is a copy (a table exported or
+    appended twice), and counted, it would double its cell.
+    """
+    table = pd.DataFrame({"image": keys, "row": coords[:, 0], "col": coords[:, 1]})
+    copies = table.duplicated(keep="first")
+    if copies.any():
+        first = table.iloc[int(np.flatnonzero(copies)[0])]
+        rows = (np.flatnonzero((table == first).all(axis=1).to_numpy()) + 1).tolist()
+        listed = ", ".join(map(str, rows[:-1])) + f" and {rows[-1]}"
+        raise DataError(
+            path,
+            f"data rows {listed} are the same dot (image {first['image']}, row {first['row']:g}, col "
+            f"{first['col']:g}); {copies.sum()} rows in all repeat an earlier row: remove the copies",
+        )
+
+
 def read_dots_csv(path, images):
     """Dots per image from a CSV of ``image,row,col``, one row per cell.
 
@@ -259,7 +278,9 @@ def read_dots_csv(path, images):
     ------
     DataError
         If the CSV is missing, empty, unparsable, lacks a column, has no row, a
-        non-numeric coordinate, or names an image that is not in `images`.
+        non-numeric coordinate, names an image that is not in `images`, or has
+        two rows of one image at the same row and col (see :func:`_check_no_duplicates`).
     """
     keys, coords = _read_image_table(path, ("row", "col"), images, "dots")
+    _check_no_duplicates(path, keys, coords)
     return {stem: coords[keys == stem] for stem in np.unique(keys)}

@@ -18,6 +18,7 @@ __all__ = [
     "one_channel",
     "to_gray_uint8",
     "read_gray",
+    "checked_shape",
     "read_scaled",
 ]
 
@@ -30,9 +31,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Offset of the colour type byte: signature (8), IHDR length and name (8), width, height (8), bit depth (1).
 PNG_COLOUR_TYPE = 25
 
-# Largest image read whole for prediction, as decoded and as rescaled (16 Mi
-# pixels, 4096x4096): a 4000x4000 image peaked at 0.93 GB resident, predicted
-# and counted whole with a quick-profile net (benchmarks/predict_speed.py).
+# Largest image read whole for prediction or import, as decoded and as rescaled
+# (16 Mi pixels, 4096x4096): a 4000x4000 image peaked at 0.93 GB resident, predicted
+# and counted whole with a quick-profile net (benchmarks/predict_speed.py); the
+# importer keeps to it so what it tiles, predict can count whole.
 MAX_PIXELS = 16 * 2**20
 
 
@@ -147,6 +149,37 @@ def read_gray(path):
     return to_gray_uint8(read_image(path), path)
 
 
+def checked_shape(path, shape, scale=1.0, max_pixels=MAX_PIXELS):
+    """The ``(H, W)`` of an image of `shape` rescaled by `scale`, refused over `max_pixels`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file, for messages.
+    shape : tuple of int
+        Its decoded shape.
+    scale : float, optional
+        Rescale factor (see :func:`data.tiling.scaled_shape`).
+    max_pixels : int, optional
+        Largest image accepted, as decoded and as rescaled.
+
+    Returns
+    -------
+    shape : tuple of int
+
+    Raises
+    ------
+    DataError
+        For an image over `max_pixels` as decoded or as rescaled (checked before
+        any rescaled array is allocated).
+    """
+    scaled = scaled_shape(shape, scale)
+    for (h, w), how in ((shape[:2], ""), (scaled, f" rescaled by {scale:g}")):
+        if h * w > max_pixels:
+            raise DataError(path, f"image is {h}x{w} pixels{how}, over the limit of {max_pixels / 2**20:g} megapixels")
+    return scaled
+
+
 def read_scaled(path, scale=1.0, max_pixels=MAX_PIXELS):
     """The image file at `path` as the importer reads it and rescales it by `scale`.
 
@@ -165,11 +198,8 @@ def read_scaled(path, scale=1.0, max_pixels=MAX_PIXELS):
     Raises
     ------
     DataError
-        As :func:`read_image`, or for an image over `max_pixels`.
+        As :func:`read_image` and :func:`checked_shape`.
     """
     image = read_image(path)
-    shape = scaled_shape(image.shape, scale)
-    for (h, w), how in ((image.shape[:2], ""), (shape, f" rescaled by {scale:g}")):
-        if h * w > max_pixels:
-            raise DataError(path, f"image is {h}x{w} pixels{how}, over the limit of {max_pixels / 2**20:g} megapixels")
+    shape = checked_shape(path, image.shape, scale, max_pixels)
     return resize(to_gray_uint8(image, path), shape)

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import DataError, check_distinct_outputs
 from .files import check_output, counts_csv, write_files
 from .folders import IMAGE_SUFFIXES, list_images
+from .images import MAX_PIXELS
 from .load import SIZE_MULTIPLE
 from .sources import csv_sources, dots_sources, image_sources, import_tiles, mask_sources
 from .tiling import KEEP_RATIO, OBJECT_SIZE
@@ -41,7 +42,10 @@ layouts:
                    NAME_000.png -> NAME_dots_000.png (bone marrow), in any folder, the images'
                    one included
   --dots-csv FILE  CSV with columns image,row,col, one row per cell: image is the file name or
-                   stem, row and col pixel indices (fractions allowed)
+                   stem, row and col pixel indices (fractions allowed; pixel centres at whole
+                   numbers: an H-row image spans rows -0.5 to under H - 0.5, same for columns,
+                   and a dot outside is refused); two rows of one image at the same row and
+                   col are refused as copies (a copied row would count its cell twice)
   none of them     images only, for a test set to predict (search.export --test): no counts,
                    points or y; --scale F, default 1 (no annotation, no cell size to rescale
                    by: give the --scale its training images got)
@@ -59,7 +63,9 @@ rules:
               others are kept (never enlarged). Dots carry no size: only --scale F rescales
               them. --scale F applies F to every image (above 1 enlarges, bilinearly).
               Centroids are rescaled with the pixels; one in an edge's outer half pixel
-              is clipped into the image, not lost.
+              is clipped into the image, not lost. An image over {MAX_PIXELS / 2**20:g} Mi pixels as
+              read or as rescaled is refused (as search.predict refuses it), and so is one
+              a factor shrinks to under {SIZE_MULTIPLE}x{SIZE_MULTIPLE} px (the smallest tile).
   windows     --tile square windows, stride one tile, the last flush with the far edge
               (overlapping the previous); an image smaller than a tile is padded with black
               at the bottom/right (masks with 0).

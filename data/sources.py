@@ -16,7 +16,8 @@ import numpy as np
 from .annotations import dots_from_image, labels_from_image, read_dots_csv, split_binary_mask
 from .errors import DataError
 from .folders import list_images, pair_folders
-from .images import read_gray, read_image
+from .images import checked_shape, read_gray, read_image
+from .load import SIZE_MULTIPLE
 from .tiling import (
     OBJECT_SIZE,
     choose_scale,
@@ -26,7 +27,6 @@ from .tiling import (
     instance_centroids,
     map_points,
     resize,
-    scaled_shape,
     soft_mask,
 )
 
@@ -90,6 +90,23 @@ def dots_sources(images_dir, dots_dir, allow_empty=False):
         yield Source(image_path, image, dots)
 
 
+def _check_inside(csv_path, dots, image_path, shape):
+    """Refuse a dot outside its image: pixel centres at whole numbers, an H-row image spans [-0.5, H - 0.5).
+
+    Both edges alike: a dot in the outer half of an edge pixel is in that pixel
+    (the tiling clips it into the image, see :func:`data.tiling.map_points`), one
+    past it is in no pixel.
+    """
+    outside = ((dots < -0.5) | (dots >= np.subtract(shape, 0.5))).any(axis=1)
+    if outside.any():
+        (row, col), (h, w) = dots[outside][0], shape
+        raise DataError(
+            csv_path,
+            f"dot ({row:g}, {col:g}) lies outside {image_path.name}, which is {h}x{w} "
+            f"(pixel centres at whole numbers: row in [-0.5, {h - 0.5:g}), col in [-0.5, {w - 0.5:g}))",
+        )
+
+
 def csv_sources(images_dir, csv_path, allow_empty=False):
     """Images and their dots listed in a CSV of ``image,row,col``."""
     images = list_images(images_dir)
@@ -99,11 +116,7 @@ def csv_sources(images_dir, csv_path, allow_empty=False):
     for stem, path in images.items():
         image = read_gray(path)
         dots = table.get(stem, np.zeros((0, 2)))
-        outside = ((dots < 0) | (dots >= image.shape)).any(axis=1)
-        if outside.any():
-            row, col = dots[outside][0]
-            h, w = image.shape
-            raise DataError(csv_path, f"dot ({row:g}, {col:g}) lies outside {path.name}, which is {h}x{w}")
+        _check_inside(csv_path, dots, path, image.shape)
         yield Source(path, image, dots)
 
 
@@ -122,6 +135,25 @@ def check_visible(source):
     n = 0 if source.centroids is None else len(source.centroids)
     if n and not source.image.any():
         raise DataError(source.path, f"image is all black (in 8 bits) but its annotation has {n} cells")
+
+
+def _rescaled_shape(source, scale):
+    """The shape `source` is rescaled to, refused over the pixel limit or shrunk under the smallest tile.
+
+    The limit is :data:`data.images.MAX_PIXELS`, as for prediction. An image
+    shrunk to under :data:`data.load.SIZE_MULTIPLE` px on both sides (inside the
+    smallest tile) holds hardly a cell of the size the nets learn: a mistaken
+    factor. An image that small as read is kept (padded, as any image smaller
+    than a tile), and so is a narrow strip.
+    """
+    shape = checked_shape(source.path, source.image.shape, scale)
+    if all(new < min(old, SIZE_MULTIPLE) for new, old in zip(shape, source.image.shape)):
+        raise DataError(
+            source.path,
+            f"image is {shape[0]}x{shape[1]} pixels rescaled by {scale:g}, under the smallest tile "
+            f"({SIZE_MULTIPLE}x{SIZE_MULTIPLE} px): too small a --scale or --object-size",
+        )
+    return shape
 
 
 def tile_source(source, scale, tile):
@@ -143,7 +175,7 @@ def tile_source(source, scale, tile):
     points : ndarray of float64, shape (M, 3), or None without centroids
         ``(window, row, col)`` in window coordinates.
     """
-    shape = scaled_shape(source.image.shape, scale)
+    shape = _rescaled_shape(source, scale)
     X, origins = cut_tiles(resize(source.image, shape), tile)
     counts = points = None
     if source.centroids is not None:

@@ -211,32 +211,92 @@ def test_dots_csv_by_file_name_or_stem(tmp_path):
     for stem in ("a", "b"):
         _write(tmp_path / "img" / f"{stem}.tif", np.full((40, 40), 30, np.uint8))
     table = tmp_path / "dots.csv"
-    table.write_text("image,row,col\na.tif,3.5,4\nb,39.9,0\na,20,30\n")
+    table.write_text("image,row,col\na.tif,3.5,4\nb,39.4,0\na,20,30\n")
     assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
     out = _npz(tmp_path / "o.npz")
     assert out["counts"].tolist() == [2, 1, 1, 1, 0, 0, 1, 0]
-    expected = [[0, 3.5, 4], [0, 20, 30], [1, 20, 22], [2, 12, 30], [3, 12, 22], [6, 31.9, 0]]
+    expected = [[0, 3.5, 4], [0, 20, 30], [1, 20, 22], [2, 12, 30], [3, 12, 22], [6, 31.4, 0]]
     np.testing.assert_allclose(out["points"], expected, atol=1e-5)
 
 
 def test_dot_just_under_the_far_edge_stays_in_its_tile_as_float32(tmp_path):
     _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
     table = tmp_path / "dots.csv"
-    table.write_text("image,row,col\na,3,39.99999999\n")  # col 31.99999999 of the window at 8
+    table.write_text("image,row,col\na,3,31.99999999\n")  # col 31.99999999 of the window at 0, 23.99999999 at 8
     assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
     X, _, points = load_train_or_dots(tmp_path / "o.npz")  # refuses a point outside its tile
-    assert points[:, 0].tolist() == [1] and (points[:, 1:] < T).all()
+    assert points[:, 0].tolist() == [0, 1] and (points[:, 1:] < T).all()
 
 
 def test_dot_in_the_last_half_pixel_kept_when_enlarging(tmp_path):
     _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
     table = tmp_path / "dots.csv"
-    table.write_text("image,row,col\na,39.9,39.9\na,0.1,0.1\n")
+    table.write_text("image,row,col\na,39.4,39.4\na,-0.4,-0.4\n")
     out_path = tmp_path / "o.npz"
     assert _import(tmp_path / "img", "--dots-csv", table, "--out", out_path, "--scale", "1.5") == 0
     out = _npz(out_path)  # 60 px: windows at 0 and 28; each dot in one corner window
     assert out["counts"].tolist() == [1, 0, 0, 1]
     assert (out["points"][:, 1:] < T).all() and (out["points"][:, 1:] >= 0).all()
+
+
+def test_dots_csv_edges_are_one_rule_half_a_pixel_past_each_edge_pixel_centre(tmp_path, capsys):
+    # Pixel centres at whole numbers: a 40-px image spans [-0.5, 39.5) on both axes.
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\na,-0.4,5\na,39.4,5\na,5,-0.5\n")
+    assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "o.npz") == 0
+    out = _npz(tmp_path / "o.npz")  # windows at 0 and 8; the edge dots clipped into their edge pixel
+    assert out["counts"].tolist() == [2, 0, 1, 0]
+    np.testing.assert_allclose(out["points"], [[0, 0, 5], [0, 5, 0], [2, 31.4, 5]], atol=1e-5)
+    for row, col in ((39.6, 5), (-0.6, 5), (5, 39.5)):
+        table.write_text(f"image,row,col\na,{row},{col}\n")
+        assert _import(tmp_path / "img", "--dots-csv", table, "--out", tmp_path / "p.npz") == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and f"dot ({row:g}, {col:g}) lies outside a.png" in err, err
+    assert not (tmp_path / "p.npz").exists()
+
+
+def _refused(tmp_path, capfd, *args):
+    """Run the importer on `args`, check it refuses in one line and writes nothing; return the line."""
+    before = sorted(tmp_path.rglob("*"))
+    assert _import(*args, "--out", tmp_path / "o.npz", "--counts-csv", tmp_path / "counts.csv") == 2
+    captured = capfd.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert sorted(tmp_path.rglob("*")) == before
+    return captured.err
+
+
+def test_duplicate_rows_of_a_dots_csv_are_refused_naming_them(tmp_path, capfd):
+    _write(tmp_path / "img" / "a.png", np.full((40, 40), 30, np.uint8))
+    rows = "".join(f"a,{r},{c}\n" for r in (5, 15, 25) for c in (5, 15, 25))
+    table = tmp_path / "dots.csv"
+    table.write_text("image,row,col\n" + rows + rows.replace("a,", "a.png,"))  # the same 9 dots twice
+    err = _refused(tmp_path, capfd, tmp_path / "img", "--dots-csv", table)
+    assert "dots.csv: data rows 1 and 10 are the same dot (image a, row 5, col 5); 9 rows in all" in err, err
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--scale", "1e6", "image is 40000000x40000000 pixels rescaled by 1e+06, over the limit of 16 megapixels"),
+        ("--scale", "1e-9", "image is 1x1 pixels rescaled by 1e-09, under the smallest tile (16x16 px)"),
+        ("--object-size", "0.1", "image is 1x1 pixels rescaled by 0.0"),  # discs 7 px across
+    ],
+    ids=["scale over the pixel limit", "scale to 1x1", "object size to 1x1"],
+)
+def test_a_scale_over_the_pixel_limit_or_under_the_smallest_tile_is_refused(tmp_path, capfd, option, value, message):
+    images, masks = _masks_set(tmp_path, {"a": disc_labels((40, 40), [(20, 20)], 3)})
+    err = _refused(tmp_path, capfd, images, "--masks", masks, option, value)
+    assert "a.png: " + message in err, err
+
+
+def test_an_image_small_as_read_or_shrunk_to_the_smallest_tile_is_imported(tmp_path):
+    small = _masks_set(tmp_path / "small", {"a": disc_labels((12, 12), [(6, 6)], 3)})
+    assert _import(small[0], "--masks", small[1], "--out", tmp_path / "o.npz", "--scale", "1") == 0  # padded
+    assert _import(small[0], "--masks", small[1], "--out", tmp_path / "o.npz", "--scale", "0.5") == 2  # 6x6
+    big = _masks_set(tmp_path / "big", {"b": disc_labels((40, 40), [(20, 20)], 3)})
+    assert _import(big[0], "--masks", big[1], "--out", tmp_path / "o.npz", "--scale", "0.4") == 0  # 16x16
+    assert _import(big[0], "--masks", big[1], "--out", tmp_path / "o.npz", "--scale", "0.37") == 2  # 15x15
 
 
 def test_counts_csv_of_a_test_set(tmp_path):
