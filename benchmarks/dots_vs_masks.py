@@ -109,8 +109,9 @@ def train_once(split: data.Split, profile, params: dict, seed: int, args, label:
 
 def scored_errors(trial, images: np.ndarray, truth: np.ndarray, device) -> np.ndarray:
     """Per-tile test count errors of a run's model with the counting its run chose, counted as the export counts."""
-    net, _ = load_checkpoint(trial.user_attrs["checkpoint"], device)
-    return count_setting(predict_prob(net, images), trial.user_attrs["counting"]) - truth
+    net, config = load_checkpoint(trial.user_attrs["checkpoint"], device)
+    prediction = predict_prob(net, images, loss=config["train"]["loss"])  # a density trial's is its density map
+    return count_setting(prediction, trial.user_attrs["counting"]) - truth
 
 
 def sd(values: list[float]) -> float | None:

@@ -50,16 +50,16 @@ def synthetic_image(side: int, seed: int = 0) -> np.ndarray:
     return image
 
 
-def net_and_tile(args, device):
-    """The study's first export member's net and tile size, or a fresh quick-profile net on 128 px tiles."""
+def predictor_and_tile(args, device):
+    """The study's first export member's windows predictor and tile size, or a fresh quick-profile net's on 128 px."""
     if args.study_name is None:
         net = seeded_net(UNetConfig(base=space.PROFILES["quick"].base), 0, device).eval()
-        return net, 128, "fresh quick-profile net (base 8)"
+        return functools.partial(predict_prob, net, loss="bce"), 128, "fresh quick-profile net (base 8)"
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
     member = members.choose(study, None, None).members[0]
     net, config, _ = members.open_member(member, project_dir(study.user_attrs, storage_url), device)
-    return net, config["tile_size"][0], member.label
+    return functools.partial(predict_prob, net, loss=config["train"]["loss"]), config["tile_size"][0], member.label
 
 
 def peak_rss_mib() -> float:
@@ -75,8 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     device = pick_device(args.device)
-    net, tile, what = net_and_tile(args, device)
-    predict = functools.partial(predict_prob, net)
+    predict, tile, what = predictor_and_tile(args, device)
     rows = []
     for side in args.sizes:
         image = synthetic_image(side)

@@ -154,7 +154,7 @@ def annotation_counts(images_dir, annotations_dir, kind):
     return counts
 
 
-def _read_image_table(path, columns, images, what):
+def _read_image_table(path, columns, images, what, others=False):
     """The rows of a CSV keyed by image: their image stems and numeric `columns`.
 
     Parameters
@@ -168,10 +168,12 @@ def _read_image_table(path, columns, images, what):
         The images, by stem.
     what : str
         What a row is, for messages ("dots", "counts").
+    others : bool, optional
+        Keep rows naming images not in `images` (their stem NaN), instead of refusing them.
 
     Returns
     -------
-    stems : ndarray of str, shape (R,)
+    stems : ndarray of object, shape (R,)
     values : ndarray of float64, shape (R, len(columns))
     """
     path = check_file(path)
@@ -196,46 +198,51 @@ def _read_image_table(path, columns, images, what):
     stems = {p.name: s for s, p in images.items()} | {s: s for s in images}
     names = table["image"].fillna("").str.strip()
     unknown = ~names.isin(list(stems))
-    if unknown.any():
+    if unknown.any() and not others:
         line = int(np.flatnonzero(unknown.to_numpy())[0])
         raise DataError(path, f"data row {line + 1}: image {names.iloc[line]!r} is not in the images folder")
     return names.map(stems).to_numpy(), values
 
 
 def read_image_counts(path, images):
-    """True counts per image from a CSV of ``image,count``, one row per image.
+    """True counts per image from a CSV of ``image,count``, one row per image; other images' rows left out.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The CSV (see :func:`read_dots_csv` for ``image``); ``count`` a whole number >= 0.
+        The CSV (see :func:`read_dots_csv` for ``image``); ``count`` a whole number >= 0. It may
+        list more images than `images` (a table shared by several folders).
     images : dict of str to Path
         The images, by stem.
 
     Returns
     -------
     counts : dict of str to int
-        By image stem.
+        By image stem, for every image of `images`.
+    unused : int
+        The rows naming no image of `images`.
 
     Raises
     ------
     DataError
-        As :func:`read_dots_csv`, for a count that is not a whole number >= 0, an image
-        with two rows, or an image without one.
+        As :func:`read_dots_csv` but for other images' rows, for a count that is not a whole
+        number >= 0, an image with two rows, or an image without one.
     """
-    stems, values = _read_image_table(path, ("count",), images, "counts")
+    stems, values = _read_image_table(path, ("count",), images, "counts", others=True)
     counts = values[:, 0]
     bad = (counts < 0) | (counts != np.round(counts))
     if bad.any():
         line = int(np.flatnonzero(bad)[0])
         raise DataError(path, f"data row {line + 1}: count must be a whole number >= 0, got {counts[line]:g}")
+    used = pd.notna(stems)
+    stems, counts = stems[used].astype(str), counts[used]
     unique, first, seen = np.unique(stems, return_index=True, return_counts=True)
     if (seen > 1).any():
         raise DataError(path, f"image {unique[seen > 1][0]!r} has more than one row")
     lacking = sorted(set(images) - set(unique))
     if lacking:
         raise DataError(path, f"no count for image {images[lacking[0]].name} ({len(lacking)} images lack one)")
-    return {stem: int(counts[i]) for stem, i in zip(unique, first)}
+    return {stem: int(counts[i]) for stem, i in zip(unique, first)}, int((~used).sum())
 
 
 def _check_no_duplicates(path, keys, coords):

@@ -31,10 +31,12 @@ def predict(net: torch.nn.Module, x: torch.Tensor, precision: str = "fp32", batc
 
 
 def predict_prob(
-    net: torch.nn.Module, images: np.ndarray, tta: bool = False, precision: str = "auto", loss: str = "bce"
+    net: torch.nn.Module, images: np.ndarray, *, loss: str, tta: bool = False, precision: str = "auto"
 ) -> np.ndarray:
     """(N,H,W) nucleus probabilities for uint8 images, or density maps for a net trained with ``loss="mse"``.
 
+    ``loss`` is the one the net trained with (its checkpoint's ``train.loss``), and has no
+    default: a density net's output read as logits counts hundreds of cells per tile.
     With ``tta`` the maps are averaged over the 8 flips/rotations of each tile, each mapped
     back before averaging. ``precision`` and ``loss`` as in :class:`model.train.TrainConfig`.
     """

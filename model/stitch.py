@@ -1,4 +1,4 @@
-"""Predict the probability map of a whole image of any size from overlapping square windows.
+"""Predict the map of a whole image of any size (probabilities or a density) from overlapping square windows.
 
 A net trained on ``tile x tile`` tiles sees a whole image through windows that overlap by
 half a tile. Each window's prediction is weighted by a separable raised cosine,
@@ -7,7 +7,9 @@ weights: a map that every window predicts alike (a constant, or any map of the p
 themselves) stitches back exactly, with no seam, and each pixel is mostly taken from the
 windows that see it far from their edges, where a U-Net's zero padding does not reach.
 Windows are predicted in batches, so memory grows with the image, not with the windows.
-Nothing here knows about the search: the caller hands in a predict function.
+A density map stitches as a probability map does: each pixel's density is the weighted mean of
+the windows' densities at it, never their sum, so no cell of an overlap counts twice. Nothing here
+knows about the search or what the map means: the caller hands in a predict function.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def stitch_predict(
     batch_size: int = 32,
     stride: int | None = None,
 ) -> np.ndarray:
-    """The probability map of a whole image, stitched from blended window predictions.
+    """The map of a whole image (probabilities or a density), stitched from blended window predictions.
 
     Parameters
     ----------
@@ -93,7 +95,7 @@ def stitch_predict(
         map cropped back.
     predict : callable
         Maps windows, an array of shape (B, tile, tile) of the image's dtype, to their
-        maps, shape (B, tile, tile) (e.g. ``lambda w: model.infer.predict_prob(net, w)``).
+        maps, shape (B, tile, tile) (e.g. ``lambda w: model.infer.predict_prob(net, w, loss=loss)``).
     tile : int
         Window side: the tile size the net learnt on.
     batch_size : int, optional

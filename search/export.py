@@ -34,11 +34,10 @@ from model.infer import predict_prob
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig
 from search import cli, space
-from search.errors import UsageError
 from search.members import Choice, Member, choose, load_member
 from search.results import stats
 from search.roles import FOLD_ATTR
-from search.runtime.artifacts import project_dir
+from search.runtime.artifacts import project_dir, training_file
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.stages.objective import training_targets
 
@@ -69,12 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def refit(study: optuna.Study, member: Member, config: dict, folder: Path, device) -> tuple:
-    """Retrain the member's configuration, with its seed, on every training tile; saved in ``folder``/refit."""
-    meta = study.user_attrs
-    train_path = Path(meta["train_path"])
-    if data.fingerprint(train_path) != meta["train_fingerprint"]:
-        raise UsageError(f"{train_path} changed since the study started; cannot refit on the same data")
+def refit(study: optuna.Study, member: Member, config: dict, project: Path, device) -> tuple:
+    """Retrain the member's configuration, with its seed, on every training tile; saved beside its checkpoint.
+
+    The study's training file and the checkpoint are found from its ``project`` folder, not the working one.
+    """
+    folder = project / member.trial.user_attrs["checkpoint"]
+    train_path = training_file(study.user_attrs, project, "cannot refit on the data the study trained on")
     images, masks, points = data.load_train_or_dots(train_path)
     train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
@@ -163,8 +163,7 @@ def count_members(study, choice: Choice, args, images: np.ndarray, project: Path
     counts, logged = [], []
     for member, (net, config, checkpoint) in zip(choice.members, loaded):
         if args.refit:
-            folder = project / member.trial.user_attrs["checkpoint"]
-            net, checkpoint = refit(study, member, config, folder, device)
+            net, checkpoint = refit(study, member, config, project, device)
         counting = member.trial.user_attrs["counting"]
         # A density net (loss "mse") predicts a density map, which its density counting sums.
         prediction = predict_prob(net, images, tta=args.tta, loss=config["train"]["loss"])

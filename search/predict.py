@@ -37,7 +37,7 @@ from model.stitch import stitch_predict
 from search import cli, members
 from search.errors import UsageError
 from search.results import stats
-from search.runtime.artifacts import project_dir
+from search.runtime.artifacts import project_dir, training_file
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study
 
 # Windows per forward pass: bounds the memory of one pass (activations of 32 128x128 windows).
@@ -92,7 +92,10 @@ def read_inputs(args) -> tuple[dict, dict | None, list[Path]]:
         return {p.stem: p for p in counted}, {p.stem: n for p, n in counted.items()}, [*inputs, folder]
     files = image_files(args.images)
     if args.truth:
-        return files, read_image_counts(args.truth, files), [*inputs, args.truth]
+        counts, unused = read_image_counts(args.truth, files)
+        if unused:  # a table shared by more images than these: theirs are scored, the rest said
+            print(f"--truth {args.truth}: {unused} rows name no image in {args.images}; not used", flush=True)
+        return files, counts, [*inputs, args.truth]
     return files, None, inputs
 
 
@@ -106,23 +109,19 @@ def check_outputs(outputs: list[tuple[Path, str]], overlays: Path | None, inputs
         raise UsageError(f"--overlays {overlays}: is an input folder; give another folder")
 
 
-def training_scale(study, override: float | None) -> tuple[float, str]:
+def training_scale(attrs: dict, project: Path, override: float | None) -> tuple[float, str]:
     """The rescale factor of the images, and where it comes from.
 
     ``--scale``, else the factor the importer recorded for the study's training images (the
     median when they differ), else 1 for a training file without one (the competition's,
-    the embedded set).
+    the embedded set). The training file is the study's (``attrs``, its user attributes), found
+    from its ``project`` folder (:func:`search.runtime.artifacts.training_file`).
     """
     if override is not None:
         return override, "--scale"
-    if "train_path" not in study.user_attrs:
+    if "train_path" not in attrs:
         return 1.0, "the study records no training file"
-    path = Path(study.user_attrs["train_path"])
-    if not path.is_file():
-        raise UsageError(
-            f"the study's training file {path} is not here to read how its images were rescaled: "
-            "give --scale (1 if they were not)"
-        )
+    path = training_file(attrs, project, "give --scale, the factor its images were imported with (1 if none)")
     scales = data.load_scales(path)
     if scales is None:
         return 1.0, f"{path} records no rescaling"
@@ -134,14 +133,31 @@ def training_scale(study, override: float | None) -> tuple[float, str]:
     )
 
 
+def open_models(choice: members.Choice, project: Path, device, overlays: Path | None) -> list[tuple]:
+    """Each chosen model as ``(predict windows, tile side, counting setting)``, checked to be its trial's.
+
+    A model predicts as it trained (its checkpoint's loss): a density net's output is its
+    density map, which its ``density`` counting sums, not logits of probabilities.
+    """
+    models = []
+    for member in choice.members:
+        net, config, _ = members.open_member(member, project, device)
+        setting = member.trial.user_attrs["counting"]
+        if overlays is not None and setting["counter"] not in LOCATORS:
+            raise UsageError(f"--overlays: {member.label} counts with {setting['counter']!r}, which marks no cells")
+        windows = functools.partial(predict_prob, net, loss=config["train"]["loss"])
+        models.append((windows, config["tile_size"][0], setting))
+    return models
+
+
 def count_image(image: np.ndarray, models: list, with_marks: bool) -> tuple[int, np.ndarray | None]:
     """The ensemble's count of one whole image and, if asked, where one model's counted cells are.
 
     The marks are those of the model whose own count is nearest the ensemble's.
     """
     counts, marks = [], []
-    for net, tile, setting in models:
-        prob = stitch_predict(image, functools.partial(predict_prob, net), tile, BATCH_SIZE)
+    for windows, tile, setting in models:
+        prob = stitch_predict(image, windows, tile, BATCH_SIZE)
         counts.append(int(count_setting(prob, setting)[0]))
         if with_marks:
             marks.append(object_centroids(prob, setting))
@@ -166,14 +182,8 @@ def predict(args) -> pd.DataFrame:
     choice = members.choose(study, args.trial, args.finalist)
     device = cli.resolve_device(args.device)
     project = project_dir(study.user_attrs, storage_url)
-    models = []
-    for member in choice.members:
-        net, config, _ = members.open_member(member, project, device)
-        setting = member.trial.user_attrs["counting"]
-        if overlays is not None and setting["counter"] not in LOCATORS:
-            raise UsageError(f"--overlays: {member.label} counts with {setting['counter']!r}, which marks no cells")
-        models.append((net, config["tile_size"][0], setting))
-    scale, why = training_scale(study, args.scale)
+    models = open_models(choice, project, device, overlays)
+    scale, why = training_scale(study.user_attrs, project, args.scale)
     print(f"counting {len(files)} images with {choice.what}; scale {scale:g} ({why})", flush=True)
     # Every image read once before any is predicted: a bad one at the end must not waste the rest.
     for path in files.values():

@@ -174,15 +174,26 @@ def load_runs(name="cells"):
     return optuna.load_study(study_name=f"{name}:finalists", storage=f"sqlite:///studies/{name}.db").trials
 
 
-def built_study_folder(tmp_path_factory, n_trials):
-    """One tiny finished study of ``n_trials`` trials, for a whole module (training is what costs): its folder."""
+def built_study_folder(tmp_path_factory, n_trials, density=False):
+    """One tiny finished study of ``n_trials`` trials, for a whole module (training is what costs): its folder.
+
+    With ``density``, a dots study whose warm start (trial 1) trains a density map of sigma 2, run
+    as a user in that folder runs it: ``--train train.npz``, a path relative to the folder.
+    """
     root = tmp_path_factory.mktemp("built")
-    X, y, counts = disc_tiles(30, seed=1)
-    np.savez_compressed(root / "train.npz", X=X, y=y, counts=counts)
+    arrays = disc_set(30, seed=1)
+    if density:
+        np.savez_compressed(root / "train.npz", **{k: arrays[k] for k in ("X", "counts", "points")})
+    else:
+        np.savez_compressed(root / "train.npz", **{k: arrays[k] for k in ("X", "y", "counts")})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setitem(space.PROFILES, "tiny", TINY)
-        assert study.main(["--train", str(root / "train.npz"), "--profile", "tiny", "--n-trials", str(n_trials)]) == 0
+        if density:  # as a sampled density trial trains
+            warm = {**space.warm_start(TINY), space.TARGET: "density", space.SIGMA: 2.0}
+            mp.setattr(space, "warm_start", lambda *_: warm)
+        train = "train.npz" if density else str(root / "train.npz")
+        assert study.main(["--train", train, "--profile", "tiny", "--n-trials", str(n_trials)]) == 0
     return root
 
 

@@ -23,8 +23,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+import data
 from model.checkpoint import CONFIG, WEIGHTS, CheckpointError
 from model.plots import learning_curve_figure, overlay_figure, save_png
+from search.errors import UsageError
 from search.roles import FOLDER_ATTR
 from search.runtime.storage import storage_file
 
@@ -103,6 +105,33 @@ def states_dir(study: optuna.Study, storage_url: str, of: optuna.Study | None = 
     and every later command, from any working folder, finds a stopped run's state.
     """
     return (project_dir(study.user_attrs, storage_url) / study_dir(of or study) / "resume").resolve()
+
+
+def training_file(attrs: dict, project: Path, otherwise: str) -> Path:
+    """The study's training file, found as the study recorded it and checked to be the same file.
+
+    Parameters
+    ----------
+    attrs : dict
+        The study's user attributes: ``train_path`` as given to the study (relative to the
+        folder it ran in) and ``train_fingerprint``.
+    project : Path
+        That folder here (:func:`project_dir`): a relative ``train_path`` starts from it, not
+        from the working folder, which may hold another ``train.npz``.
+    otherwise : str
+        What the user can do instead, ending the one-line refusal.
+
+    Raises
+    ------
+    UsageError
+        If the file is not there, or its bytes are not those the study trained on.
+    """
+    path = project / attrs["train_path"]  # an absolute train_path stays itself
+    if not path.is_file():
+        raise UsageError(f"the study's training file {path} is not found; {otherwise}")
+    if data.fingerprint(path) != attrs["train_fingerprint"]:
+        raise UsageError(f"the study's training file {path} changed since the study started; {otherwise}")
+    return path
 
 
 def open_artifact_store(study: optuna.Study) -> FileSystemArtifactStore:

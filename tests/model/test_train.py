@@ -88,7 +88,7 @@ def test_keeps_last_epoch_and_reports_every_score(train_set, val_set):
     np.testing.assert_array_equal(result.val_prob, probs[2])
     final = net.state_dict()
     assert all(torch.equal(result.state_dict[k], final[k]) for k in final)
-    np.testing.assert_allclose(predict_prob(net, val_set[0]), probs[2], atol=1e-6)
+    np.testing.assert_allclose(predict_prob(net, val_set[0], loss="bce"), probs[2], atol=1e-6)
 
 
 def test_without_validation_keeps_last_epoch(train_set):

@@ -264,8 +264,8 @@ def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profi
     for member, trial in zip(log["members"], [search.trials[winner.trial], winner.runs[0], winner.runs[1]]):
         assert Path(member["checkpoint"]) == in_tmp / trial.user_attrs["checkpoint"]
         assert member["counting"] == trial.user_attrs["counting"]
-        net, _ = load_checkpoint(member["checkpoint"])
-        counts.append(count_setting(predict_prob(net, images), member["counting"]))
+        net, config = load_checkpoint(member["checkpoint"])
+        counts.append(count_setting(predict_prob(net, images, loss=config["train"]["loss"]), member["counting"]))
     submission = pd.read_csv(in_tmp / "submission.csv")["count"].to_numpy()
     np.testing.assert_array_equal(submission, stats.ensemble_counts(np.stack(counts)))
     assert "exported trial" in capsys.readouterr().out
@@ -292,3 +292,18 @@ def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_
     out = capsys.readouterr().out
     assert "no finalist comparison yet" in out
     assert json.loads((in_tmp / "submission.json").read_text())["trial"] == load().best_trial.number
+
+
+@pytest.fixture(scope="module")
+def density_study(tmp_path_factory):
+    """A tiny finished dots study whose trial 1 trains a density map, its training file ``train.npz`` relative."""
+    return built_study_folder(tmp_path_factory, n_trials=2, density=True)
+
+
+def test_refit_elsewhere_trains_on_the_training_file_the_study_recorded(density_study, tiny_files, in_tmp, capsys):
+    train, test, _ = tiny_files
+    assert train.parent == in_tmp  # another study's train.npz in the working folder
+    storage = f"sqlite:///{density_study}/studies/cells.db"
+    assert export.main(["--storage", storage, "--test", str(test), "--trial", "1", "--refit"]) == 0
+    # The study's dots, not the working folder's masks: the trial's density targets are drawn at them.
+    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out

@@ -1,22 +1,24 @@
 """Tests of `python -m search.predict`: whole images counted with a study's net, overlays, truth, refusals."""
 
+import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import as_prob, built_study_folder
+from helpers import as_prob, built_study_folder, disc_set
 
+import data
 from data.images import MAX_PIXELS, read_scaled
 from model import plots
+from model.checkpoint import CONFIG
 from model.count import count_setting
 from model.infer import predict_prob
 from model.stitch import stitch_predict
-from search import members, predict
+from search import export, members, predict
 from search.errors import UsageError
 
 T = 32  # the tiny study's tile side
@@ -58,11 +60,15 @@ def images_dir(built_study, in_tmp):
 @pytest.fixture
 def pixel_net(monkeypatch):
     """The study's nets replaced by one that predicts each pixel from itself: counts are the discs'."""
-    monkeypatch.setattr(predict, "predict_prob", lambda net, windows: as_prob(windows))
+    monkeypatch.setattr(predict, "predict_prob", lambda net, windows, loss: as_prob(windows))
+
+
+def load_study(storage="sqlite:///studies/cells.db"):
+    return optuna.load_study(study_name="cells", storage=storage)
 
 
 def best_setting():
-    return optuna.load_study(study_name="cells", storage="sqlite:///studies/cells.db").best_trial.user_attrs["counting"]
+    return load_study().best_trial.user_attrs["counting"]
 
 
 def test_whole_images_counted_with_the_study_net(images_dir, in_tmp, capsys):
@@ -77,7 +83,7 @@ def test_whole_images_counted_with_the_study_net(images_dir, in_tmp, capsys):
     net, config, _ = members.open_member(member.members[0], Path("."), "cpu")
     for name, count in zip(table["image"], table["count"]):
         image = read_scaled(images_dir / name)
-        prob = stitch_predict(image, lambda w: predict_prob(net, w), config["tile_size"][0])
+        prob = stitch_predict(image, lambda w: predict_prob(net, w, loss="bce"), config["tile_size"][0])
         assert prob.shape == image.shape and count == count_setting(prob, best_setting())[0]
     out = capsys.readouterr().out
     assert "[3/3] wide.png (100x70 px)" in out and "scale 1 (" in out
@@ -168,7 +174,9 @@ def test_scale_from_the_training_import_or_the_option(tmp_path):
         train = tmp_path / "train.npz"
         if arrays is not None:
             np.savez(train, X=np.zeros((2, 32, 32), np.uint8), **arrays)
-        return predict.training_scale(SimpleNamespace(user_attrs={"train_path": str(train)}), override)[0]
+        sha = data.fingerprint(train) if train.exists() else None
+        attrs = {"train_path": "train.npz", "train_fingerprint": sha}
+        return predict.training_scale(attrs, tmp_path, override)[0]
 
     with pytest.raises(UsageError, match="give --scale"):
         scale_of()  # the training file is not here
@@ -176,10 +184,78 @@ def test_scale_from_the_training_import_or_the_option(tmp_path):
     assert scale_of({"scale": np.array([0.5, 0.5], np.float32)}) == 0.5
     assert scale_of({"scale": np.array([0.4, 0.5, 1.0], np.float32)}) == 0.5  # the median
     assert scale_of(override=2.0) == 2.0
-    assert predict.training_scale(SimpleNamespace(user_attrs={}), None)[0] == 1.0
+    assert predict.training_scale({}, tmp_path, None)[0] == 1.0
 
 
 def test_scale_option_rescales_before_prediction(images_dir, in_tmp, pixel_net, capsys):
     assert predict.main([str(images_dir), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "scale 0.5 (--scale)" in out and "wide.png (50x35 px)" in out
+
+
+def test_truth_with_rows_for_other_images_scores_the_images_present(images_dir, in_tmp, pixel_net, capsys):
+    offset = best_setting().get("offset", 0)
+    truth = in_tmp / "truth.csv"
+    rows = [f"{n}.png,{len(c)}" for n, (_, c) in IMAGES.items()] + ["elsewhere.png,7", "other,3"]
+    truth.write_text("image,count\n" + "\n".join(rows) + "\n")
+    assert predict.main([str(images_dir), "--truth", str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert f"--truth {truth}: 2 rows name no image in {images_dir}; not used" in out
+    assert f"MAE {abs(offset):.3f}, bias {offset:+.3f} over 2 images" in out
+    # One image of the folder against the same shared table.
+    one = images_dir / "wide.png"
+    assert predict.main([str(one), "--truth", str(truth), "--out", "one.csv"]) == 0
+    out = capsys.readouterr().out
+    assert f"3 rows name no image in {one}; not used" in out and "over 1 images" in out
+
+
+@pytest.fixture(scope="module")
+def density_study(tmp_path_factory):
+    """A tiny finished dots study whose trial 1 trains a density map, its training file ``train.npz`` relative."""
+    return built_study_folder(tmp_path_factory, n_trials=2, density=True)
+
+
+def test_a_density_model_counts_an_image_as_the_export_counts_the_same_tile(density_study, in_tmp, capsys):
+    storage = f"sqlite:///{density_study}/studies/cells.db"
+    config = json.loads((density_study / load_study(storage).trials[1].user_attrs["checkpoint"] / CONFIG).read_text())
+    assert config["train"]["loss"] == "mse"
+    tiles = disc_set(6, seed=2)["X"]
+    np.savez(in_tmp / "test.npz", X=tiles)
+    (in_tmp / "images").mkdir()
+    for i, tile in enumerate(tiles):
+        cv2.imwrite(str(in_tmp / "images" / f"{i}.png"), tile)
+    assert export.main(["--storage", storage, "--trial", "1", "--test", "test.npz"]) == 0
+    assert predict.main(["images", "--storage", storage, "--trial", "1", "--scale", "1"]) == 0
+    # A tile as a whole image is one window: its map, and so its count, is the export's.
+    exported = pd.read_csv(in_tmp / "submission.csv")["count"].tolist()
+    counted = pd.read_csv(in_tmp / "counts.csv")
+    assert counted["image"].tolist() == [f"{i}.png" for i in range(6)]
+    assert counted["count"].tolist() == exported and max(exported) <= 20  # not sigmoids summed: ~500 a tile
+
+
+def test_predict_elsewhere_reads_the_training_file_the_study_recorded(density_study, tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # An unrelated train.npz in the working folder, which recorded a rescaling by 0.5.
+    np.savez(elsewhere / "train.npz", X=np.zeros((2, 32, 32), np.uint8), scale=np.array([0.5, 0.5], np.float32))
+    cv2.imwrite(str(elsewhere / "a.png"), disc_image((64, 64), [(20, 20)]))
+    monkeypatch.chdir(elsewhere)
+    storage = f"sqlite:///{density_study}/studies/cells.db"
+    assert predict.main(["a.png", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert f"scale 1 ({density_study / 'train.npz'} records no rescaling)" in out and "(64x64 px)" in out
+    # The project moved with its studies: found there; changed or gone, refused in one line.
+    moved = tmp_path / "moved"
+    shutil.copytree(density_study / "studies", moved / "studies")
+    shutil.copy(density_study / "train.npz", moved / "train.npz")
+    storage = f"sqlite:///{moved}/studies/cells.db"
+    assert predict.main(["a.png", "--storage", storage]) == 0
+    assert f"scale 1 ({moved / 'train.npz'} records no rescaling)" in capsys.readouterr().out
+    (elsewhere / "counts.csv").unlink()
+    shutil.copy(elsewhere / "train.npz", moved / "train.npz")
+    refused(
+        ["a.png", "--storage", storage], "train.npz changed since the study started; give --scale", capsys, elsewhere
+    )
+    (moved / "train.npz").unlink()
+    refused(["a.png", "--storage", storage], "train.npz is not found; give --scale", capsys, elsewhere)
+    assert predict.main(["a.png", "--storage", storage, "--scale", "1"]) == 0
