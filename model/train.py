@@ -182,34 +182,23 @@ def fit(
     every_epoch: bool = True,
     state_path: Path | None = None,
 ) -> FitResult:
-    """Train ``net`` for ``config.epochs`` epochs and keep the last epoch's weights.
-
-    Not the best-scoring epoch: picking the luckiest one makes the validation score optimistic
-    (``schedule="cosine"`` ends on a settled one).
+    """Train ``net`` (on its device) for ``config.epochs`` epochs; keep the last epoch's weights, not the
+    best-scoring epoch's (picking the luckiest one makes the validation score optimistic).
 
     Parameters
     ----------
-    net : UNet
-        The network, already on the device to train on.
-    config : TrainConfig
-        Optimiser, schedule, loss, epochs and seed.
     train_images, train_masks : ndarray
         (N,H,W) uint8 images and float soft masks in [0,1] (density maps for ``loss="mse"``).
     val_images, val_masks : ndarray, optional
-        Validation tiles, predicted after every epoch (after the last only, see ``every_epoch``).
+        Validation tiles, predicted after every epoch, or after the last only if not
+        ``every_epoch`` (the others report NaN): a run nothing prunes spends its time training.
     score_fn : callable, optional
-        Maps (N,H,W) validation probabilities (densities for ``loss="mse"``) to the score each
-        :class:`EpochReport` carries.
+        Maps (N,H,W) validation probabilities (densities) to each :class:`EpochReport`'s score.
     on_epoch : callable, optional
-        Called with each :class:`EpochReport`, first with those of a resumed run's finished
-        epochs (``restored``); an exception raised there stops training and propagates (this
-        is how a search prunes).
-    every_epoch : bool
-        False: validate after the last epoch only, the others report NaN for the validation
-        figures. A run nothing prunes then spends its time training, not scoring.
+        Called with each :class:`EpochReport`, first with a resumed run's finished ones
+        (``restored``); an exception raised there stops training (this is how a search prunes).
     state_path : Path, optional
-        Where the run's state is saved after every epoch (:mod:`model.resume`); a state found
-        there for this very run is loaded first and training continues after its epoch.
+        The run's state, saved after every epoch; training continues from a state of this run there.
     """
     device = next(net.parameters()).device
     precision = resolve_precision(config.precision, device)
@@ -221,9 +210,8 @@ def fit(
     batches = BatchStream(len(x_train), config.batch_size, device, generator)
     parts = (net, opt, scheduler, batches, generator)
     signature = run_signature(net, config, precision, train_images, train_masks)
-    history, before = resume(state_path, signature, parts, on_epoch)
+    history, seconds = resume(state_path, signature, parts, on_epoch)
     prob = None
-    started = time.perf_counter()
     for epoch in range(len(history) + 1, config.epochs + 1):
         t0 = time.perf_counter()
         train_loss = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
@@ -233,15 +221,15 @@ def fit(
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
         report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
         history.append(report)
+        seconds += report.seconds
         if state_path is not None:  # before on_epoch, which may stop the run here
-            seconds = before + time.perf_counter() - started
             save_state(state_path, signature, epoch, history, seconds, parts_state(*parts))
         if on_epoch is not None:
             on_epoch(report)
     if prob is None and val is not None:  # resumed after its last epoch: its maps were not saved
         prob = validate(net, *val, config.loss, precision)[1]
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    return FitResult(state, prob, history, before + time.perf_counter() - started)
+    return FitResult(state, prob, history, seconds)
 
 
 def run_signature(net: UNet, config: TrainConfig, precision: str, images: np.ndarray, targets: np.ndarray) -> dict:
