@@ -26,12 +26,12 @@ from model.targets import density_targets, disk_targets
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig, count_parameters
 from search import space
-from search.roles import FOLD_ATTR, FOLDER_ATTR, REQUIRED, SEED_ATTR, SOURCE_ATTR, run_key, trial_label
+from search.roles import FOLDER_ATTR, REQUIRED, RUN_ATTRS, SEED_ATTR, run_key, trial_label
 from search.runtime.artifacts import log_trial_artifacts
 from search.stages.scores import learning_curve, record_scores, score
 
 # What a trial's queued copy keeps: which trial it is (baseline, warm start, finalist run).
-REQUEUED_ATTRS = (*REQUIRED, SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)
+REQUEUED_ATTRS = (*REQUIRED, *RUN_ATTRS)
 
 
 class StudyTimeout(Exception):
