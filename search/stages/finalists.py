@@ -7,7 +7,8 @@ images keeps whatever luck picked them. Instead the stage cross-fits over the se
 seed (the study's ``--seed`` plus 1, 2, ...) on the other folds plus the validation images, and
 scored on the fold it held out. Every training-side image thus gets one out-of-fold prediction
 from every finalist, and the finalists are compared on those images, paired, plus the spread
-between runs (:func:`search.results.stats.compare_folds`).
+between runs (:func:`search.results.stats.compare_folds`). A run records K beside its fold: runs
+of another K held out other images, so they are kept but never compared with the plan's.
 
 The runs are the trials of a second study in the same storage, ``<name>:finalists``, so they
 resume after Ctrl-C or a timeout, run under ``--workers``, show in the dashboard with their
@@ -36,7 +37,7 @@ from search.roles import (
 STATES = optuna.trial.TrialState
 SUFFIX = ":finalists"  # ':' is refused in a user's study name, so no study of theirs can clash
 # Finalist-study attr: {"folds": K, "seeds": [...], "finalists": [{"trial": n, "role": ..., "params": {...}}]}.
-# K names the partition: a plan of other K is a new plan, whose runs never meet the old plan's.
+# K names the partition: a plan of another K is a new plan, whose runs never meet the old plan's.
 # Studies from before cross-fitting kept a "plan" of seed runs on the validation images: it is not read.
 PLAN_ATTR = "fold_plan"
 MAX_FINALISTS = 10  # each costs a run per fold: more is a second search, not a final check
@@ -189,7 +190,7 @@ def resumable(plan: dict, finalists: optuna.Study, n_folds: int) -> bool:
     """Whether a recorded plan is resumed: runs left to do, of this run's ``n_folds``.
 
     A plan of another partition (a new ``--folds``) is not: its runs would never be compared
-    with the new plan's, which the search's end makes.
+    with those of the new plan, made when the search ends.
     """
     return plan["folds"] == n_folds and bool(missing_runs(plan, finalists))
 
