@@ -74,6 +74,19 @@ def ensemble(study: optuna.Study, finalist: Finalist, folds: list[int]) -> Choic
     return Choice(members, finalist.trial, what, "out-of-fold MAE", finalist.oof_mae(folds))
 
 
+def no_verdict(staged: list[Finalist]) -> str:
+    """Why there is no finalist verdict: no stage has run (``--finalists 0``, or not yet), or no common fold."""
+    if not staged:
+        return "no finalist stage has run"
+    planned = [f for f in staged if f.role != EARLIER]
+    if all(len(f.runs) + len(f.diverged) >= f.folds for f in planned):  # diverged runs are not tried again
+        return "no finalist comparison: the stage ended with no fold every finalist finished (runs diverged)"
+    return (
+        "no finalist comparison yet (no fold has a finished run of every finalist; "
+        "run python -m search.study to finish the stage)"
+    )
+
+
 def choose(study: optuna.Study, trial: int | None, finalist: int | None) -> Choice:
     """The models to export: ``--trial``, ``--finalist``, else the winning finalist, else the best trial."""
     if trial is not None:
@@ -91,7 +104,7 @@ def choose(study: optuna.Study, trial: int | None, finalist: int | None) -> Choi
     verdict = stage_verdict(staged)
     if verdict is None:
         best = single(study, pick_trial(study, None))
-        print(f"no finalist comparison yet: exporting {best.what} (run python -m search.study to finish the stage)")
+        print(f"{no_verdict(staged)}: exporting {best.what}")
         return best
     return ensemble(study, verdict.winner, verdict.folds)
 

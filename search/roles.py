@@ -11,8 +11,10 @@ import optuna
 # Search-trial attrs: the reference configuration, and the harness's warm start.
 BASELINE_ATTR, WARM_START_ATTR = "baseline", "warm_start"
 REQUIRED = (BASELINE_ATTR, WARM_START_ATTR)  # the least search a verdict needs
-# Finalist-run attrs: the search trial it retrains, the fold it holds out, its training seed.
-SOURCE_ATTR, FOLD_ATTR, SEED_ATTR = "finalist_of", "fold", "train_seed"
+# Finalist-run attrs: the search trial it retrains, the fold it holds out, the number of folds of its
+# partition (runs of another --folds held out other images: never compared), its training seed.
+SOURCE_ATTR, FOLD_ATTR, FOLDS_ATTR, SEED_ATTR = "finalist_of", "fold", "n_folds", "train_seed"
+RUN_ATTRS = (SOURCE_ATTR, FOLD_ATTR, FOLDS_ATTR, SEED_ATTR)  # what makes a finalist-study trial a run
 FOLDER_ATTR = "folder"  # study attr: its folder under studies/ (a finalist study's: "<search's>/finalists")
 REFERENCE_ROLE = "reference"  # finalist role of the reference configuration (the notebook's)
 REFERENCE_COUNTING_ATTR = "val_mae_reference_counting"  # a trial's MAE under the reference counting
@@ -50,10 +52,14 @@ def reference_counting_mae(trial: optuna.trial.FrozenTrial) -> float | None:
     return attrs.get(REFERENCE_COUNTING_ATTR, attrs.get(OLD_REFERENCE_COUNTING_ATTR))
 
 
-def run_key(trial: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
-    """``(trial, fold)`` a finalist-study trial runs, or None for a trial that is no fold run."""
+def run_key(trial: optuna.trial.FrozenTrial) -> tuple[int, int, int | None] | None:
+    """``(trial, fold, folds)`` a finalist-study trial runs, or None for a trial that is no fold run.
+
+    ``folds`` names the partition the fold belongs to; None for a run from before it was
+    recorded, whose partition is unknown, so it matches no plan.
+    """
     attrs = trial.user_attrs
-    return (attrs[SOURCE_ATTR], attrs[FOLD_ATTR]) if FOLD_ATTR in attrs else None
+    return (attrs[SOURCE_ATTR], attrs[FOLD_ATTR], attrs.get(FOLDS_ATTR)) if FOLD_ATTR in attrs else None
 
 
 def trial_label(trial: optuna.trial.FrozenTrial) -> str:

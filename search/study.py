@@ -206,15 +206,17 @@ def run_finalists(
     staged = finalists.open_finalists(study, create=True)
     dead_workers.fail_stale(staged)  # a killed run is queued again before the plan orders the queue
     plan = finalists.stage_plan(staged) if resumed else finalists.make_plan(study, k, n_folds, args.seed)
-    if not plan or not plan["finalists"] or (resumed and not finalists.missing_runs(plan, staged)):
+    if not plan or not plan["finalists"] or (resumed and not finalists.resumable(plan, staged, n_folds)):
         return
     finalists.queue_plan(staged, plan, lambda trial: workers.claim(staged, trial))
     runs = finalists.planned_runs(plan)
     done = len(runs) - len(finalists.missing_runs(plan, staged))
     names = ", ".join(f"trial {f['trial']} ({f['role']})" for f in plan["finalists"])
     first = "resuming the finalist stage first" if resumed else "finalists"
+    kept = finalists.other_partitions(plan, staged)
     print(
-        f"{first}: {names}; {plan['folds']} folds, seeds {plan['seeds']}: {done} of {len(runs)} runs done", flush=True
+        f"{first}: {names}; {plan['folds']} folds, seeds {plan['seeds']}: {done} of {len(runs)} runs done{kept}",
+        flush=True,
     )
     folds = data.assign_folds(split.train_groups, plan["folds"], args.seed)
     objectives = {}

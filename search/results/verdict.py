@@ -111,8 +111,12 @@ def gain_line(study: optuna.Study) -> str:
 
 
 def common_folds(finalists: list[Finalist]) -> list[int]:
-    """The folds every finalist with a run has a complete run of: the images they can be compared on."""
-    ready = [f for f in finalists if f.runs]
+    """The folds every finalist has a complete run of: the images they can be compared on.
+
+    A finalist whose every run diverged is left out (it will never have one); one whose runs
+    are still to do is not, so a stage cut short before a finalist's first run compares nothing.
+    """
+    ready = [f for f in finalists if f.runs or len(f.diverged) < f.folds]
     if not ready:
         return []
     return sorted(set.intersection(*(set(f.runs) for f in ready)))
@@ -138,13 +142,14 @@ def stage_verdict(finalists: list[Finalist]) -> StageVerdict | None:
     """Which finalist wins out of fold, and whether it beats the reference's configuration.
 
     Returns None until the planned finalists have a fold in common. An earlier finalist (one a
-    later plan dropped) competes when its runs cover those folds.
+    later plan dropped) competes when its runs cover those folds. A tie keeps the reference.
     """
     folds = common_folds([f for f in finalists if f.role != EARLIER])
     if not folds:
         return None
     ready = [f for f in finalists if set(folds) <= set(f.runs)]
-    winner = min(ready, key=lambda f: f.oof_mae(folds))  # ties: the earlier in the plan
+    # Ties: the reference (the search must beat it to be chosen), else the earlier in the plan.
+    winner = min(ready, key=lambda f: (f.oof_mae(folds), not is_reference_role(f.role)))
     baseline = next((f for f in ready if is_reference_role(f.role)), None)
     errors, groups, fold_of = winner.out_of_fold(folds)
     comparison = None
@@ -167,10 +172,18 @@ def stage_verdict_line(finalists: list[Finalist]) -> str:
         f"trial {winner.trial} has the lowest out-of-fold MAE of the finalists ({winner.oof_mae(v.folds):.3f} {where})"
     )
     if baseline is None:
+        # A reference finalist not compared is one whose every run diverged (common_folds).
+        gone = next((f for f in finalists if is_reference_role(f.role)), None)
+        if gone is not None:
+            return lead + f"; the reference configuration (trial {gone.trial}) diverged in every run"
         return lead + "; no reference finalist to compare it with"
     if baseline is winner:
+        mae = winner.oof_mae(v.folds)
+        ready = [f for f in finalists if f is not winner and set(v.folds) <= set(f.runs)]
+        tied = [f"trial {f.trial}" for f in ready if f.oof_mae(v.folds) == mae]
+        has = f"ties {' and '.join(tied)} for" if tied else "has"
         return (
-            f"the reference (trial {baseline.trial}) has the lowest out-of-fold MAE ({where}): "
+            f"the reference (trial {baseline.trial}) {has} the lowest out-of-fold MAE ({mae:.3f} {where}): "
             "keep the reference configuration"
         )
     head = f"{lead}; the search beat the reference configuration (trial {baseline.trial}) by {-c.diff:+.3f} MAE"
@@ -238,7 +251,11 @@ def finalist_text(finalists: list[Finalist]) -> tuple[str, str, str | None]:
     )
     earlier = [f"trial {f.trial}" for f in finalists if f.role == EARLIER]
     if earlier:
-        intro += f" Runs of {', '.join(earlier)} finished under an earlier plan (the search's best changed since)."
+        # Why the plan changed (a new best, or a smaller --finalists) is not recorded: only that it did.
+        intro += (
+            f" Runs of {', '.join(earlier)} finished under an earlier plan, which held "
+            f"{'it' if len(earlier) == 1 else 'them'}; this plan's {len(planned)} finalists do not."
+        )
     left = "The finalist stage is not finished: run the same command to finish it." if settled < total else None
     return intro, f"Verdict out of fold: {stage_verdict_line(finalists)}.", left
 

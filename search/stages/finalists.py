@@ -7,7 +7,8 @@ images keeps whatever luck picked them. Instead the stage cross-fits over the se
 seed (the study's ``--seed`` plus 1, 2, ...) on the other folds plus the validation images, and
 scored on the fold it held out. Every training-side image thus gets one out-of-fold prediction
 from every finalist, and the finalists are compared on those images, paired, plus the spread
-between runs (:func:`search.results.stats.compare_folds`).
+between runs (:func:`search.results.stats.compare_folds`). A run records K beside its fold: runs
+of another K held out other images, so they are kept but never compared with the plan's.
 
 The runs are the trials of a second study in the same storage, ``<name>:finalists``, so they
 resume after Ctrl-C or a timeout, run under ``--workers``, show in the dashboard with their
@@ -25,6 +26,7 @@ from search.roles import (
     EARLIER,
     FOLD_ATTR,
     FOLDER_ATTR,
+    FOLDS_ATTR,
     REFERENCE_ROLE,
     SEED_ATTR,
     SOURCE_ATTR,
@@ -35,6 +37,7 @@ from search.roles import (
 STATES = optuna.trial.TrialState
 SUFFIX = ":finalists"  # ':' is refused in a user's study name, so no study of theirs can clash
 # Finalist-study attr: {"folds": K, "seeds": [...], "finalists": [{"trial": n, "role": ..., "params": {...}}]}.
+# K names the partition: a plan of another K is a new plan, whose runs never meet the old plan's.
 # Studies from before cross-fitting kept a "plan" of seed runs on the validation images: it is not read.
 PLAN_ATTR = "fold_plan"
 MAX_FINALISTS = 10  # each costs a run per fold: more is a second search, not a final check
@@ -79,9 +82,10 @@ def make_plan(study: optuna.Study, k: int, n_folds: int, study_seed: int) -> dic
     }
 
 
-def planned_runs(plan: dict) -> list[tuple[int, int]]:
-    """``(trial, fold)`` of every run, fold by fold: a stage cut short compares finalists on the same folds."""
-    return [(f["trial"], fold) for fold in range(plan.get("folds", 0)) for f in plan.get("finalists", [])]
+def planned_runs(plan: dict) -> list[tuple[int, int, int]]:
+    """``(trial, fold, folds)`` of every run, fold by fold: a stage cut short compares finalists on the same folds."""
+    n_folds = plan.get("folds", 0)
+    return [(f["trial"], fold, n_folds) for fold in range(n_folds) for f in plan.get("finalists", [])]
 
 
 def settled(trial: optuna.trial.FrozenTrial) -> bool:
@@ -163,8 +167,8 @@ def queue_plan(finalists: optuna.Study, plan: dict, claim) -> None:
             )
             finalists._storage.set_trial_state_values(trial._trial_id, STATES.FAIL)
     params = {f["trial"]: f["params"] for f in plan["finalists"]}
-    for source, fold in missing:
-        attrs = {SOURCE_ATTR: source, FOLD_ATTR: fold, SEED_ATTR: plan["seeds"][fold]}
+    for source, fold, n_folds in missing:
+        attrs = {SOURCE_ATTR: source, FOLD_ATTR: fold, FOLDS_ATTR: n_folds, SEED_ATTR: plan["seeds"][fold]}
         finalists.enqueue_trial(params[source], user_attrs=attrs)
 
 
@@ -173,13 +177,32 @@ def stage_plan(finalists: optuna.Study | None) -> dict | None:
     return None if finalists is None else finalists.user_attrs.get(PLAN_ATTR)
 
 
-def missing_runs(plan: dict, finalists: optuna.Study | None) -> list[tuple[int, int]]:
+def missing_runs(plan: dict, finalists: optuna.Study | None) -> list[tuple[int, int, int]]:
     """The plan's runs with no complete or diverged trial, in plan order."""
     done = set()
     if finalists is not None:
         done = {run_key(t) for t in finalists.get_trials(deepcopy=False) if t.state == STATES.COMPLETE}
         done |= {run_key(t) for t in finalists.get_trials(deepcopy=False) if t.user_attrs.get("diverged")}
     return [key for key in planned_runs(plan) if key not in done]
+
+
+def resumable(plan: dict, finalists: optuna.Study, n_folds: int) -> bool:
+    """Whether a recorded plan is resumed: runs left to do, of this run's ``n_folds``.
+
+    A plan of another partition (a new ``--folds``) is not: its runs would never be compared
+    with those of the new plan, made when the search ends.
+    """
+    return plan["folds"] == n_folds and bool(missing_runs(plan, finalists))
+
+
+def other_partitions(plan: dict, finalists: optuna.Study) -> str:
+    """``" (4 runs of a 2-fold partition kept, never compared with these)"``, or "" when none are kept."""
+    keys = [run_key(t) for t in finalists.get_trials(deepcopy=False, states=(STATES.COMPLETE,))]
+    kept = [key for key in keys if key is not None and key[2] != plan["folds"]]
+    if not kept:
+        return ""
+    sizes = sorted({"an unrecorded" if k[2] is None else f"a {k[2]}-fold" for k in kept})
+    return f" ({len(kept)} runs of {' and '.join(sizes)} partition kept, never compared with these)"
 
 
 class FinalistRun:
@@ -199,7 +222,7 @@ class FinalistRun:
         if key is None:
             raise self._not_run(trial, "not run: no finalist run was waiting")
         if key not in planned_runs(trial.study.user_attrs.get(PLAN_ATTR, {})):
-            raise self._not_run(trial, "not run: its configuration is no longer a finalist")
+            raise self._not_run(trial, "not run: no longer in the finalist plan (its configuration or --folds changed)")
         for other in trial.study.get_trials(deepcopy=False):
             if other.number < trial.number and run_key(other) == key and settled(other):
                 raise self._not_run(trial, f"not run: trial {other.number} already holds this run")
@@ -214,9 +237,10 @@ class FinalistRun:
 def results(study: optuna.Study) -> list[Finalist]:
     """The finalists of the stage's plan, then earlier finalists with runs, with their complete runs.
 
-    A configuration whose runs finished under an earlier plan (the search's best changed since)
-    keeps them: it is listed as an ``"earlier finalist"`` and can still win. Empty before the
-    stage began.
+    Only runs of the plan's partition count: runs of another ``--folds`` held out other images.
+    A configuration whose runs of this partition finished under an earlier plan (the search's
+    best changed since, or fewer finalists are planned) keeps them: it is listed as an
+    ``"earlier finalist"`` and can still win. Empty before the stage began.
     """
     staged = open_finalists(study)
     plan = stage_plan(staged)
@@ -225,12 +249,12 @@ def results(study: optuna.Study) -> list[Finalist]:
     complete, diverged = {}, set()
     for trial in staged.get_trials(deepcopy=False):
         key = run_key(trial)
-        if key is None or key[1] >= plan["folds"]:
+        if key is None or key[2] != plan["folds"]:
             continue
         if trial.state == STATES.COMPLETE:
-            complete.setdefault(key, trial)
+            complete.setdefault(key[:2], trial)
         elif trial.user_attrs.get("diverged"):
-            diverged.add(key)
+            diverged.add(key[:2])
     listed = [(f["trial"], f["role"], f["params"]) for f in plan["finalists"]]
     planned = {f["trial"] for f in plan["finalists"]}
     for source, _ in sorted(complete):
@@ -257,4 +281,4 @@ def epoch_seconds(trials: list[optuna.trial.FrozenTrial]) -> float | None:
 def run_epochs(plan: dict, finalists: optuna.Study | None) -> list[int]:
     """Epochs of each of the plan's runs still to do, in plan order: as many as its configuration's search trial."""
     epochs = {f["trial"]: f["params"]["epochs"] for f in plan.get("finalists", [])}
-    return [epochs[source] for source, _ in missing_runs(plan, finalists)]
+    return [epochs[source] for source, _, _ in missing_runs(plan, finalists)]

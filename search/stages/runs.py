@@ -14,10 +14,10 @@ from pathlib import Path
 
 import optuna
 
-from search.roles import BASELINE_ATTR, FOLD_ATTR, REQUIRED, SEED_ATTR, SOURCE_ATTR, WARM_START_ATTR, run_key
+from search.roles import BASELINE_ATTR, REQUIRED, RUN_ATTRS, SEED_ATTR, WARM_START_ATTR, run_key
 
 RESUME_ATTR = "resume_key"  # the name of the run's saved state, the same for each of its attempts
-ROLE_ATTRS = (*REQUIRED, SOURCE_ATTR, FOLD_ATTR, SEED_ATTR)  # which trial it is: baseline, warm start, finalist run
+ROLE_ATTRS = (*REQUIRED, *RUN_ATTRS)  # which trial it is: baseline, warm start, finalist run
 REQUEUED_ATTRS = (*ROLE_ATTRS, RESUME_ATTR)  # what a trial's queued copy keeps
 
 
@@ -40,7 +40,7 @@ def resume_key(trial: optuna.Trial) -> str:
     if key is None:
         run, attrs = run_key(trial), trial.user_attrs
         if run is not None:
-            key = f"run-{run[0]:04d}-fold{run[1]}-seed{attrs.get(SEED_ATTR)}"
+            key = f"run-{run[0]:04d}-fold{run[1]}-of{run[2]}-seed{attrs.get(SEED_ATTR)}"
         elif attrs.get(BASELINE_ATTR):
             key = "reference"
         elif attrs.get(WARM_START_ATTR):

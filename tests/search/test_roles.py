@@ -26,8 +26,10 @@ def frozen(number: int, **attrs) -> optuna.trial.FrozenTrial:
 
 def test_labels_tell_search_trials_from_finalist_runs():
     assert roles.trial_label(frozen(3)) == "trial 3"
-    run = frozen(5, **{roles.SOURCE_ATTR: 3, roles.FOLD_ATTR: 1, roles.SEED_ATTR: 2})
-    assert roles.trial_label(run) == "run 5 (trial 3 fold 1)" and roles.run_key(run) == (3, 1)
+    run = frozen(5, **{roles.SOURCE_ATTR: 3, roles.FOLD_ATTR: 1, roles.FOLDS_ATTR: 2, roles.SEED_ATTR: 2})
+    assert roles.trial_label(run) == "run 5 (trial 3 fold 1)" and roles.run_key(run) == (3, 1, 2)
+    # A run from before partitions were recorded: of no known partition, so it matches no plan.
+    assert roles.run_key(frozen(6, **{roles.SOURCE_ATTR: 3, roles.FOLD_ATTR: 1})) == (3, 1, None)
     assert roles.run_key(frozen(3)) is None
 
 

@@ -6,7 +6,17 @@ import pytest
 from helpers import fold_runs, gain_study
 
 from search.results import stats
-from search.results.verdict import Finalist, finalist_rows, gain, gain_line, stage_verdict, stage_verdict_line
+from search.results.verdict import (
+    Finalist,
+    finalist_rows,
+    finalist_text,
+    gain,
+    gain_line,
+    safe_choice,
+    stage_verdict,
+    stage_verdict_line,
+)
+from search.roles import EARLIER
 
 # --- the search's best trial against the reference ---------------------------------
 
@@ -88,3 +98,37 @@ def test_verdict_picks_the_lowest_out_of_fold_mae_and_states_the_claim():
     best.role, base.role = "reference", "best"  # the baseline is now the better one
     assert stage_verdict([base, best]).winner is best
     assert "keep the reference configuration" in stage_verdict_line([base, best])
+
+
+def test_a_stage_cut_short_before_the_references_first_run_has_no_verdict():
+    a, b, groups, folds = fold_runs(run_spread=0)
+    best, base = staged_pair(a, b, groups, folds)
+    best.runs, base.runs = {0: best.runs[0]}, {}  # killed after the best trial's first fold run
+    assert stage_verdict([best, base]) is None
+    assert stage_verdict_line([best, base]) == "no fold has a finished run of every finalist yet"
+    assert [row["out-of-fold"] for row in finalist_rows([best, base])] == [None, None]
+    # A reference whose every run diverged will never have one: the others are compared, and it says why.
+    base.diverged = [0, 1, 2]
+    assert stage_verdict([best, base]).folds == [0]
+    assert "the reference configuration (trial 0) diverged in every run" in stage_verdict_line([best, base])
+
+
+def test_an_exact_tie_keeps_the_reference_and_is_worded_as_a_tie():
+    a, _, groups, folds = fold_runs(run_spread=0)
+    best, base = staged_pair(a, a.copy(), groups, folds)  # the same errors: out-of-fold MAEs equal exactly
+    verdict = stage_verdict([best, base])
+    assert verdict.winner is base and verdict.comparison is None
+    line = stage_verdict_line([best, base])
+    assert line.startswith("the reference (trial 0) ties trial 3 for the lowest out-of-fold MAE (")
+    assert line.endswith("keep the reference configuration") and "beat" not in line
+    assert safe_choice(optuna.create_study(), verdict) is None  # the default export is the reference's models
+
+
+def test_runs_of_an_earlier_plan_are_not_said_to_follow_a_new_best():
+    a, b, groups, folds = fold_runs(run_spread=0)
+    best, base = staged_pair(a, b, groups, folds)
+    # --finalists 3 then 2: the runner-up's runs are kept, though the search's best did not change.
+    dropped = Finalist(5, EARLIER, {}, 3, dict(base.runs))
+    intro, _, _ = finalist_text([best, base, dropped])
+    assert "Runs of trial 5 finished under an earlier plan, which held it; this plan's 2 finalists do not." in intro
+    assert "best changed" not in intro

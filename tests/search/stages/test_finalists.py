@@ -33,7 +33,7 @@ def test_finalist_runs_never_reach_the_search_best_trial_or_sampler(tiny_files, 
         assert run_study(train, "--n-trials", "4") == 0
         seen[folder] = searched, load().trials[3].params
     # The runs live in a study of their own; the search's trials and best trial are as without them.
-    assert sorted(roles.run_key(t) for t in load_runs()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sorted(roles.run_key(t) for t in load_runs()) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
     assert all(t.state == STATES.COMPLETE for t in load_runs())
     assert seen["staged"] == seen["plain"]
 
@@ -104,7 +104,7 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
     # The interrupted run first, then the others in plan order; the finished run is not trained again.
     assert seeds == [1, 2, 2]
     complete = [roles.run_key(t) for t in load_runs() if t.state == STATES.COMPLETE]
-    assert sorted(complete) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sorted(complete) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
 
 
 @pytest.mark.slow
@@ -137,31 +137,40 @@ def test_stage_stopped_by_the_timeout_keeps_the_run_queued(tiny_files, tiny_prof
     assert sum(t.state == STATES.COMPLETE for t in load_runs()) == 4
 
 
+def enqueue_run(s, source, fold, n_folds):
+    """Queue the finalist run of ``source`` holding out ``fold`` of ``n_folds`` (None: a run that predates it)."""
+    attrs = {roles.SOURCE_ATTR: source, roles.FOLD_ATTR: fold}
+    s.enqueue_trial({}, user_attrs=attrs if n_folds is None else {**attrs, roles.FOLDS_ATTR: n_folds})
+
+
 def test_run_guard_fails_duplicates_and_runs_of_an_old_plan_without_training(in_tmp):
     s = optuna.create_study()
-    s.set_user_attr(finalists.PLAN_ATTR, {"folds": 1, "seeds": [1], "finalists": [{"trial": 0, "params": {}}]})
+    s.set_user_attr(finalists.PLAN_ATTR, {"folds": 2, "seeds": [1, 2], "finalists": [{"trial": 0, "params": {}}]})
     trained = []
     guarded = finalists.FinalistRun(lambda fold: lambda trial: trained.append(roles.run_key(trial)) or 1.0)
-    for key in ((0, 0), (0, 0), (5, 0)):
-        s.enqueue_trial({}, user_attrs={roles.SOURCE_ATTR: key[0], roles.FOLD_ATTR: key[1]})
-    s.optimize(guarded, n_trials=4, catch=(finalists.NotRun,))
-    assert trained == [(0, 0)]
+    # A duplicate, a configuration no longer planned, the same fold of a 3-fold partition, a run without one.
+    for key in ((0, 0, 2), (0, 0, 2), (5, 0, 2), (0, 0, 3), (0, 0, None)):
+        enqueue_run(s, *key)
+    s.optimize(guarded, n_trials=6, catch=(finalists.NotRun,))
+    assert trained == [(0, 0, 2)]
     reasons = [t.user_attrs.get("fail_reason", "") for t in s.trials]
-    assert "trial 0 already holds" in reasons[1] and "no longer a finalist" in reasons[2]
-    assert "no finalist run was waiting" in reasons[3]
+    assert "trial 0 already holds" in reasons[1] and all("no longer in the finalist plan" in r for r in reasons[2:5])
+    assert "no finalist run was waiting" in reasons[5]
 
 
 def test_queue_keeps_plan_order_and_drops_unplanned_runs_in_one_pass(in_tmp):
     s = optuna.create_study()
     plan = {"folds": 2, "seeds": [1, 2], "finalists": [{"trial": 0, "params": {}}, {"trial": 3, "params": {}}]}
-    # Left by cut-short runs: a run queued again behind later ones, and many runs of an old plan.
-    for key in [(3, 1), (0, 1), (3, 0)] + [(9, k % 2) for k in range(50)]:
-        s.enqueue_trial({}, user_attrs={roles.SOURCE_ATTR: key[0], roles.FOLD_ATTR: key[1]})
+    # Left by cut-short runs: a run queued again behind later ones, many runs of an old plan, runs of
+    # a 3-fold partition and one that predates recording partitions.
+    old = [(9, k % 2, 2) for k in range(50)] + [(0, 0, 3), (3, 1, 3), (0, 0, None)]
+    for key in [(3, 1, 2), (0, 1, 2), (3, 0, 2)] + old:
+        enqueue_run(s, *key)
     claims = []
     finalists.queue_plan(s, plan, lambda trial: claims.append(trial.number) or True)
     waiting = [roles.run_key(t) for t in s.get_trials(states=(STATES.WAITING,))]
-    assert waiting == [(0, 0), (3, 0), (0, 1), (3, 1)] == finalists.planned_runs(plan)
-    assert len(claims) == 53 and all(t.state == STATES.FAIL for t in s.trials[:53])
+    assert waiting == [(0, 0, 2), (3, 0, 2), (0, 1, 2), (3, 1, 2)] == finalists.planned_runs(plan)
+    assert len(claims) == 56 and all(t.state == STATES.FAIL for t in s.trials[:56])
     assert s.trials[-1].user_attrs["train_seed"] == 2
     finalists.queue_plan(s, plan, lambda trial: pytest.fail("an ordered queue is left alone"))
 
@@ -222,3 +231,52 @@ def test_runs_of_a_configuration_the_plan_dropped_are_kept_and_reported(tiny_fil
     intro, _, _ = finalist_text(results)
     assert f"Runs of trial {dropped['trial']} finished under an earlier plan" in intro
     assert stage_verdict(results).winner.trial in {f.trial for f in results}
+
+
+@pytest.mark.slow  # two studies with their stages
+@pytest.mark.parametrize("first, then", [(2, 3), (3, 2)])
+def test_a_new_number_of_folds_is_a_new_plan_never_mixed_with_the_old(
+    tiny_files, tiny_profile, in_tmp, capsys, first, then
+):
+    train, test, _ = tiny_files
+    assert run_study(train, "--n-trials", "2", "--finalists", "2", "--folds", str(first)) == 0
+    capsys.readouterr()
+    assert run_study(train, "--n-trials", "2", "--finalists", "2", "--folds", str(then)) == 0
+    # Every training-side image scored once per finalist, by a run of the new partition alone.
+    split, _ = data.load_split(train, 0, 0.2)
+    staged = finalists.results(load())
+    verdict = stage_verdict(staged)
+    assert verdict.folds == list(range(then)) and verdict.n_images == len(np.unique(split.train_groups))
+    for f in staged:
+        assert sorted(f.out_of_fold(list(range(then)))[1].tolist()) == sorted(split.train_groups.tolist())
+        assert all(r.user_attrs["n_folds"] == then for r in f.runs.values())
+    assert f"{then} of {then} folds" in get_note(load())
+    # The old plan's runs are kept, and the new plan says so.
+    assert sorted(roles.run_key(t)[2] for t in load_runs()) == sorted([first] * 2 * first + [then] * 2 * then)
+    out = capsys.readouterr().out
+    assert f"0 of {2 * then} runs done ({2 * first} runs of a {first}-fold partition kept, never compared" in out
+    assert export.main(["--test", str(test)]) == 0
+    log = json.loads((in_tmp / "submission.json").read_text())
+    assert sorted(m["fold"] for m in log["members"][1:]) == list(range(then))
+
+
+@pytest.mark.slow
+def test_a_stage_cut_short_is_not_resumed_under_another_number_of_folds(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    real_fit, seeds, fits = objective.fit, [], []
+
+    def fit_interrupting_second_run(net, train, *args, **kwargs):
+        seeds.append(train.seed)
+        fits.append(1)
+        if len(fits) == 4:  # 2 search trials, then the finalist runs: the second of them
+            raise KeyboardInterrupt
+        return real_fit(net, train, *args, **kwargs)
+
+    monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 130
+    # Cut before the second finalist's first run: nothing compared yet, and the note says so.
+    assert "Verdict out of fold: no fold has a finished run of every finalist yet." in get_note(load())
+    seeds.clear()
+    assert run_study(train, "--n-trials", "2", "--finalists", "2", "--folds", "3") == 0
+    # The 2-fold plan's three runs left are not trained first: only the new plan's six, fold by fold.
+    assert seeds == [1, 1, 2, 2, 3, 3]
