@@ -292,3 +292,15 @@ def test_export_before_any_finalist_run_exports_the_best_trial(tiny_files, tiny_
     out = capsys.readouterr().out
     assert "no finalist comparison yet" in out
     assert json.loads((in_tmp / "submission.json").read_text())["trial"] == load().best_trial.number
+
+
+@pytest.mark.parametrize("out", ["studies/cells.db", "studies/cells.db-journal", "studies/{folder}/artifacts/sub.csv"])
+def test_out_over_the_study_database_or_in_its_folder_is_refused_nothing_written(finished_study, in_tmp, capsys, out):
+    test, _ = finished_study
+    out = out.format(folder=next(p.name for p in (in_tmp / "studies").iterdir() if p.is_dir()))
+    before = {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()}
+    assert export.main(["--test", str(test), "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {out}: is " in err and "the study's" in err, err
+    assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before
+    assert load().trials  # the database still opens

@@ -183,3 +183,13 @@ def test_scale_option_rescales_before_prediction(images_dir, in_tmp, pixel_net, 
     assert predict.main([str(images_dir), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "scale 0.5 (--scale)" in out and "wide.png (50x35 px)" in out
+
+
+def test_outputs_over_the_study_database_or_in_its_folder_are_refused(images_dir, in_tmp, capsys):
+    folder = next(p for p in (in_tmp / "studies").iterdir() if p.is_dir()).relative_to(in_tmp)
+    before = {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()}
+    refused(
+        [str(images_dir), "--out", "studies/cells.db"], "--out studies/cells.db: is the study's storage", capsys, in_tmp
+    )
+    refused([str(images_dir), "--overlays", str(folder / "o")], "is in the study's folder", capsys, in_tmp)
+    assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before
