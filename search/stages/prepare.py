@@ -26,7 +26,7 @@ ANNOTATION_ATTR = "annotation"  # study attr: "masks" or "dots", what its trials
 # Study attr set once a new study is set up (recorded, its first trials queued): a process that
 # finds it created but not set up (they started at once) waits up to JOIN_SECONDS before joining.
 SET_UP_ATTR = "set_up"
-JOIN_SECONDS = 30
+JOIN_SECONDS = 10
 
 
 def check_args(args) -> None:
@@ -127,9 +127,14 @@ def load_set_up_study(name: str, storage) -> optuna.Study:
 
 
 def is_set_up(study: optuna.Study) -> bool:
-    """Whether the study's creator has set it up; one from before the mark is, once a trial has started."""
-    waiting = optuna.trial.TrialState.WAITING
-    return bool(study.user_attrs.get(SET_UP_ATTR)) or any(t.state != waiting for t in study.get_trials(deepcopy=False))
+    """Whether the study's creator has set it up, or there is nothing to wait for.
+
+    One from before the mark is set up once a trial has started; one of another direction is
+    no study of this command's (``check_resume`` refuses it).
+    """
+    if study.user_attrs.get(SET_UP_ATTR) or study.direction != optuna.study.StudyDirection.MINIMIZE:
+        return True
+    return any(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def check_resume(study: optuna.Study, args, annotation: str, fingerprint: str) -> None:

@@ -1,6 +1,7 @@
 """search.stages.prepare: the sampler's seed, distinct when shared, reproducible alone, valid however many trials."""
 
 import optuna
+import pytest
 import torch
 from helpers import tiny_args
 
@@ -82,3 +83,15 @@ def test_a_study_still_being_set_up_by_another_process_is_waited_for(
     s, out = prepared(train, monkeypatch, capsys)
     assert waits and "being set up by the process that created it" in out and "resuming study" in out
     assert queued(s) == [(True, None), (None, True)]
+
+
+def test_a_study_from_before_the_set_up_mark_resumes_without_waiting(
+    tiny_files, tiny_profile, in_tmp, monkeypatch, capsys
+):
+    train, _, _ = tiny_files
+    old, _ = prepared(train, monkeypatch, capsys)
+    old.set_user_attr(prepare.SET_UP_ATTR, False)  # as recorded before the mark existed...
+    old.tell(old.ask(), 1.0)  # ...by a study that has run its reference
+    monkeypatch.setattr(prepare.time, "sleep", lambda seconds: pytest.fail("waited"))
+    s, out = prepared(train, monkeypatch, capsys)
+    assert "resuming study" in out and "being set up" not in out and s.user_attrs[prepare.SET_UP_ATTR] is True
