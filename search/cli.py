@@ -13,10 +13,14 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import optuna
+
 import data
 from model.device import pick_device
 from search.errors import Failed, UsageError
-from search.runtime.storage import STORAGE_ENV
+from search.roles import FOLDER_ATTR
+from search.runtime.artifacts import project_dir, study_dir
+from search.runtime.storage import STORAGE_ENV, storage_files
 
 STORAGE_HELP = (
     "sqlite:///FILE.db, journal:///FILE.log (or FILE.log) or a database URL such as "
@@ -137,6 +141,37 @@ def beside(out: Path, suffix: str, what: str) -> Path:
     if path == Path(out):
         raise UsageError(f"--out {out}: the output is a CSV and {what} is written to {path}; give a .csv name")
     return path
+
+
+def check_spares_study(outputs: dict[str, Path | None], storage_url: str, study: optuna.Study) -> None:
+    """Refuse an output that would overwrite the study: its storage, a file beside it, or its folder's files.
+
+    Parameters
+    ----------
+    outputs : dict of str to Path or None
+        Files or folders to write, by the option that names them; None (not given) is skipped.
+    storage_url : str
+        The study's storage: a SQLite database or journal file and the lock and journal files
+        its database writes beside it (``search.runtime.storage.storage_files``).
+    study : optuna.Study
+        The study: nothing may be written in its folder of checkpoints and artifacts.
+
+    Raises
+    ------
+    UsageError
+        Naming the option, before anything is written.
+    """
+    storage = {p.resolve() for p in storage_files(storage_url)}
+    attrs = study.user_attrs
+    folder = (project_dir(attrs, storage_url) / study_dir(study)).resolve() if FOLDER_ATTR in attrs else None
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in storage:
+            raise UsageError(f"{option} {path}: is the study's storage; give another name (nothing written)")
+        if folder is not None and resolved.is_relative_to(folder):
+            raise UsageError(f"{option} {path}: is in the study's folder {folder}; give another name (nothing written)")
 
 
 def _check_creatable(folder: Path, option: str, path: Path) -> None:

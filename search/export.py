@@ -118,6 +118,7 @@ def export(args) -> dict:
     check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
+    cli.check_spares_study({"--out": args.out, "--out's log": log_file}, storage_url, study)
     choice = choose(study, args.trial, args.finalist)
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None

@@ -179,6 +179,7 @@ def predict(args) -> pd.DataFrame:
     check_study_name(args.study_name)  # it names files: studies/<name>.db
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_existing_study(args.study_name, storage_url)
+    cli.check_spares_study({option: path for path, option in outputs} | {"--overlays": overlays}, storage_url, study)
     choice = members.choose(study, args.trial, args.finalist)
     device = cli.resolve_device(args.device)
     project = project_dir(study.user_attrs, storage_url)

@@ -23,7 +23,7 @@ import pandas as pd
 from search import cli
 from search.errors import UsageError
 from search.results.figures import ReportFigure, draw_figures
-from search.results.verdict import baseline_line, finalist_rows, finalist_text, gain_line, table_cell
+from search.results.verdict import baseline_line, finalist_rows, finalist_text, gain_line, mae_text, table_cell
 from search.roles import COMPLETE, is_baseline
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
 from search.stages import finalists
@@ -58,7 +58,8 @@ def top_trials(study: optuna.Study, n: int = TOP_N) -> pd.DataFrame:
             "trial": t.number,
             "val count-MAE": t.value,
             "baseline": "yes" if is_baseline(t) else "",
-            "standard error": t.user_attrs.get("value_se"),
+            # None: too few validation images gave no standard error.
+            "standard error": "no interval" if t.user_attrs.get("value_se") is None else t.user_attrs["value_se"],
             "counting": t.user_attrs.get("counting_name", ""),
             "train s": t.user_attrs.get("train_seconds"),
             **t.params,
@@ -79,8 +80,8 @@ def summary_rows(study: optuna.Study, storage_url: str) -> list[tuple[str, str]]
         ("trials", ", ".join(f"{n} {state}" for state, n in states.items())),
         (
             "best trial",
-            f"{best.number}: val count-MAE {best.value:.3f} (standard error "
-            f"{best.user_attrs.get('value_se', float('nan')):.3f}) with {best.user_attrs.get('counting_name', '?')}",
+            f"{best.number}: val count-MAE {mae_text(best.value, best.user_attrs.get('value_se'))} "
+            f"with {best.user_attrs.get('counting_name', '?')}",
         ),
         (
             "data",
@@ -160,6 +161,7 @@ def report(args) -> Path:
     out = cli.check_output_dir(args.out or Path("reports") / args.study_name, "--out")
     storage_url = given_storage(args.storage) or find_storage(args.study_name)
     study = load_finished_study(args.study_name, storage_url)
+    cli.check_spares_study({"--out": out}, storage_url, study)
     page = write_report(study, storage_url, out)
     print(f"wrote {page}")
     return page

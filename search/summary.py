@@ -10,17 +10,12 @@ from __future__ import annotations
 import optuna
 
 from search import space
-from search.results.verdict import finalist_lines, gain_line, safe_choice, stage_verdict
+from search.results.verdict import finalist_lines, gain_line, mae_text, safe_choice, stage_verdict
 from search.roles import baseline_trial, is_baseline, reference_counting_mae, run_key, trial_label
 from search.runtime.artifacts import artifact_dir
 from search.runtime.storage import dashboard_target, default_url
 from search.runtime.workers import FINISHED
 from search.stages import finalists
-
-
-def se_text(attrs: dict) -> str:
-    """A trial's standard error for printing: n/a when too few validation images gave none."""
-    return "n/a" if attrs.get("value_se") is None else f"{attrs['value_se']:.3f}"
 
 
 def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -31,7 +26,7 @@ def print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         best = f"; best so far: trial {study.best_trial.number} ({study.best_value:.3f})"
         best = "" if run_key(trial) else best  # a finalist run is no search trial
         print(
-            f"{tag} finished: val MAE {trial.value:.3f} +- {se_text(a)} with "
+            f"{tag} finished: val MAE {mae_text(trial.value, a.get('value_se'))} with "
             f"{a['counting_name']} ({a['train_seconds']:.0f} s){best}",
             flush=True,
         )
@@ -64,9 +59,11 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
         print(f"no finished trial yet: {no_complete_hint(study, target)}", flush=True)
         return
     best = study.best_trial
+    se = best.user_attrs.get("value_se")
     print(
-        f"\nbest trial {best.number}: val MAE {best.value:.3f} +- {se_text(best.user_attrs)} "
-        f"(standard error over validation images) with {best.user_attrs['counting_name']}; params {best.params}"
+        f"\nbest trial {best.number}: val MAE {mae_text(best.value, se)}"
+        f"{'' if se is None else ' (standard error over validation images)'} with "
+        f"{best.user_attrs['counting_name']}; params {best.params}"
     )
     baseline = baseline_trial(study)
     if baseline is not None:

@@ -45,6 +45,14 @@ class Finalist:
         return float(np.abs(self.out_of_fold(folds)[0]).mean())
 
 
+def mae_text(value: float, se: float | None) -> str:
+    """A MAE and its stored standard error (``value_se``) for printing: ``2.465 +- 0.354``.
+
+    Too few validation images give no standard error (None): ``2.465 (no interval)``.
+    """
+    return f"{value:.3f} " + ("(no interval)" if se is None else f"+- {se:.3f}")
+
+
 def baseline_line(study: optuna.Study) -> str:
     """One line on the reference trial: its score, its state, or that it has not run."""
     baseline = [t for t in study.get_trials(deepcopy=False) if is_baseline(t)]

@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from search.errors import UsageError
 
@@ -44,6 +45,11 @@ WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
 STORAGE_ENV = "CELLCOUNT_STORAGE"
 # Study names become file and folder names under studies/: nothing that could leave it.
 STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# What a database says when another process creates the same new storage's tables at the same
+# moment: the loser's retry finds them made.
+CREATED_MEANWHILE = re.compile(r"already exists|UNIQUE constraint failed|duplicate key|database is locked")
+CREATE_TRIES = 10
+CREATE_RETRY_SECONDS = 0.2
 
 
 def check_study_name(name: str) -> str:
@@ -60,7 +66,6 @@ def given_storage(storage: str | None) -> str | None:
 
 def default_url(study_name: str, workers: int = 1) -> str:
     """SQLite for one process, a journal file for several (SQLite locks under concurrent writers)."""
-    Path("studies").mkdir(exist_ok=True)
     if workers > 1:
         return f"{JOURNAL_SCHEME}studies/{study_name}.journal.log"
     return f"sqlite:///studies/{study_name}.db"
@@ -84,6 +89,15 @@ def storage_file(url: str) -> Path | None:
         except ArgumentError:
             return None
     return Path(path) if path and path != ":memory:" else None
+
+
+def storage_files(url: str) -> list[Path]:
+    """The files of a SQLite or journal storage: its database or journal, and the lock or journal files beside it."""
+    file = storage_file(url)
+    if file is None:
+        return []
+    beside = (".flock",) if journal_path(url) is not None else ("-journal", "-wal", "-shm")
+    return [file, *(file.with_name(file.name + suffix) for suffix in beside)]
 
 
 def safe_url(url: str) -> str:
@@ -148,10 +162,26 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
         with warnings.catch_warnings():
             # The heartbeat arguments are marked experimental; the notice is noise here.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(parsed.render_as_string(hide_password=False), **kwargs)
+            return rdb_storage(parsed.render_as_string(hide_password=False), kwargs)
     except Exception as exc:  # driver missing, server unreachable, bad credentials, ...
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot open storage {safe_url(url)}: {reason.replace(url, safe_url(url))}") from None
+
+
+def rdb_storage(url: str, kwargs: dict) -> RDBStorage:
+    """``RDBStorage(url, **kwargs)``, retried while another process creates the same new storage.
+
+    Two processes that open a new SQLite file at once both find no tables and both create them;
+    the slower one fails ("table studies already exists"). Its retry finds them made and joins.
+    """
+    for _ in range(CREATE_TRIES - 1):
+        try:
+            return RDBStorage(url, **kwargs)
+        except DBAPIError as exc:
+            if not CREATED_MEANWHILE.search(str(exc)):
+                raise
+            time.sleep(CREATE_RETRY_SECONDS)
+    return RDBStorage(url, **kwargs)
 
 
 class FlockLock:
@@ -211,7 +241,14 @@ def find_storage(study_name: str) -> str:
 
 
 def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
-    """Load a study that must exist; raises UsageError naming the storage otherwise."""
+    """Load a study that must exist, creating nothing; raises UsageError naming the storage otherwise.
+
+    A SQLite or journal file that is not there is refused before it is opened: opening it would
+    create it, and a mistyped ``--storage`` would leave an empty database behind.
+    """
+    file = storage_file(storage_url)
+    if file is not None and not file.is_file():
+        raise UsageError(f"storage {safe_url(storage_url)}: no file {file} (check the path; nothing was created)")
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 
 import optuna
 
@@ -22,6 +23,10 @@ BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.tr
 MAX_SEED = 2**31 - 1  # --seed: a signed 32-bit integer, valid for every seeded library
 SAMPLER_SEEDS = 2**32  # numpy (and so Optuna's samplers) take seeds below this
 ANNOTATION_ATTR = "annotation"  # study attr: "masks" or "dots", what its trials train from
+# Study attr set once a new study is set up (recorded, its first trials queued): a process that
+# finds it created but not set up (they started at once) waits up to JOIN_SECONDS before joining.
+SET_UP_ATTR = "set_up"
+JOIN_SECONDS = 10
 
 
 def check_args(args) -> None:
@@ -72,15 +77,19 @@ def prepare_study(args, storage, annotation: str, device) -> tuple[optuna.Study,
     (a ``torch.device``) picks the default profile.
     """
     fingerprint = data.fingerprint(args.train)
-    if args.study_name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
+    new = args.study_name not in optuna.get_all_study_names(storage)
+    if new:
+        profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
+        why = "chosen" if args.profile else f"default for {device.type}"
+        try:
+            study = create_study(args, storage, annotation, fingerprint, profile)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: join it
+            new = False
+    if not new:
+        study = load_set_up_study(args.study_name, storage)
         check_resume(study, args, annotation, fingerprint)
         profile, why = space.PROFILES[study.user_attrs["profile"]], "recorded in the study"
         print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
-    else:
-        profile = space.PROFILES[args.profile or ("full" if device.type == "cuda" else "quick")]
-        why = "chosen" if args.profile else f"default for {device.type}"
-        study = create_study(args, storage, annotation, fingerprint, profile)
     ensure_study_dir(study)
     stale = finalists.drop_stale(study)
     if stale:
@@ -90,12 +99,42 @@ def prepare_study(args, storage, annotation: str, device) -> tuple[optuna.Study,
         study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={WARM_START_ATTR: True})
     # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
     workers.queue_first(study, is_baseline)
+    if not study.user_attrs.get(SET_UP_ATTR):
+        study.set_user_attr(SET_UP_ATTR, True)
     print(
         f"profile {profile.name!r} ({why}): U-Net base width {profile.base}, epochs "
         f"{profile.epochs[0]}-{profile.epochs[1]}; device {device}",
         flush=True,
     )
     return study, profile
+
+
+def load_set_up_study(name: str, storage) -> optuna.Study:
+    """The existing study ``name``, once the process that created it has set it up.
+
+    Two processes started at once on a new study: the one that did not create it waits, up to
+    ``JOIN_SECONDS``, for the other to record the study and queue its first trials, then joins
+    it as a second worker would. After that it goes on with the study as it is (its creator died).
+    """
+    deadline = time.monotonic() + JOIN_SECONDS
+    study = optuna.load_study(study_name=name, storage=storage)
+    if not is_set_up(study):
+        print(f"study {name!r} is being set up by the process that created it; waiting to join it", flush=True)
+    while not is_set_up(study) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=name, storage=storage)
+    return study
+
+
+def is_set_up(study: optuna.Study) -> bool:
+    """Whether the study's creator has set it up, or there is nothing to wait for.
+
+    One from before the mark is set up once a trial has started; one of another direction is
+    no study of this command's (``check_resume`` refuses it).
+    """
+    if study.user_attrs.get(SET_UP_ATTR) or study.direction != optuna.study.StudyDirection.MINIMIZE:
+        return True
+    return any(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def check_resume(study: optuna.Study, args, annotation: str, fingerprint: str) -> None:

@@ -308,3 +308,15 @@ def test_refit_elsewhere_trains_on_the_training_file_the_study_recorded(density_
     assert export.main(["--storage", storage, "--test", str(test), "--trial", "1", "--refit"]) == 0
     # The study's dots, not the working folder's masks: the trial's density targets are drawn at them.
     assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out", ["studies/cells.db", "studies/cells.db-journal", "studies/{folder}/artifacts/sub.csv"])
+def test_out_over_the_study_database_or_in_its_folder_is_refused_nothing_written(finished_study, in_tmp, capsys, out):
+    test, _ = finished_study
+    out = out.format(folder=next(p.name for p in (in_tmp / "studies").iterdir() if p.is_dir()))
+    before = {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()}
+    assert export.main(["--test", str(test), "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {out}: is " in err and "the study's" in err, err
+    assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before
+    assert load().trials  # the database still opens

@@ -259,3 +259,13 @@ def test_predict_elsewhere_reads_the_training_file_the_study_recorded(density_st
     (moved / "train.npz").unlink()
     refused(["a.png", "--storage", storage], "train.npz is not found; give --scale", capsys, elsewhere)
     assert predict.main(["a.png", "--storage", storage, "--scale", "1"]) == 0
+
+
+def test_outputs_over_the_study_database_or_in_its_folder_are_refused(images_dir, in_tmp, capsys):
+    folder = next(p for p in (in_tmp / "studies").iterdir() if p.is_dir()).relative_to(in_tmp)
+    before = {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()}
+    refused(
+        [str(images_dir), "--out", "studies/cells.db"], "--out studies/cells.db: is the study's storage", capsys, in_tmp
+    )
+    refused([str(images_dir), "--overlays", str(folder / "o")], "is in the study's folder", capsys, in_tmp)
+    assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before

@@ -19,7 +19,7 @@ FIGURES = (
 )
 
 
-def fake_objective(trial, with_counts=True):
+def fake_objective(trial, with_counts=True, se=0.1):
     """Samples the real search space and records what a real trial records, without training."""
     space.suggest(trial, space.PROFILES["quick"])
     rng = np.random.default_rng(trial.number)
@@ -30,14 +30,14 @@ def fake_objective(trial, with_counts=True):
     trial.set_user_attr("counting_name", "watershed +0")
     trial.set_user_attr("offset", 0)
     trial.set_user_attr("train_seconds", 1.5)
-    trial.set_user_attr("value_se", 0.1)
+    trial.set_user_attr("value_se", se)
     trial.set_user_attr("val_errors", (pred - true).tolist())
     if with_counts:
         trial.set_user_attr("val_counts", {"true": true.tolist(), "pred": pred.tolist()})
     return float(np.abs(pred - true).mean())
 
 
-def fake_study(n_trials, name="cells", with_counts=True):
+def fake_study(n_trials, name="cells", with_counts=True, se=0.1):
     Path("studies").mkdir(exist_ok=True)
     s = optuna.create_study(
         study_name=name, storage=f"sqlite:///studies/{name}.db", sampler=optuna.samplers.RandomSampler(seed=0)
@@ -45,7 +45,7 @@ def fake_study(n_trials, name="cells", with_counts=True):
     s.set_user_attr("train_path", "train.npz")
     s.set_user_attr("val_groups", list(range(30)))
     s.enqueue_trial(space.reference_config(space.PROFILES["quick"]), user_attrs={"baseline": True})
-    s.optimize(lambda trial: fake_objective(trial, with_counts), n_trials=n_trials)
+    s.optimize(lambda trial: fake_objective(trial, with_counts, se), n_trials=n_trials)
     return s
 
 
@@ -131,3 +131,19 @@ def test_importances_optuna_cannot_tell_apart_are_left_out_with_its_reason(in_tm
     page = (in_tmp / "reports" / "cells" / "report.html").read_text()
     assert "param_importances.png" not in img_files(page)
     assert "Not drawn: Optuna could not draw it: Target and region quantiles select the same set" in page
+
+
+def test_a_study_without_standard_errors_reports_no_interval(in_tmp):
+    fake_study(3, se=None)  # fewer than 5 validation images give no standard error
+    assert report.main([]) == 0
+    page = (in_tmp / "reports" / "cells" / "report.html").read_text()
+    best = re.search(r"<th>best trial</th><td>([^<]*)</td>", page).group(1)
+    assert "(no interval) with watershed +0" in best and page.count("<td>no interval</td>") == 3
+
+
+def test_out_in_the_study_folder_is_refused(in_tmp, capsys):
+    fake_study(2).set_user_attr("folder", "cells-0000")
+    assert report.main(["--out", "studies/cells-0000/artifacts"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is in the study's folder" in err
+    assert not (in_tmp / "studies" / "cells-0000").exists()

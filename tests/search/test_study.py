@@ -437,7 +437,7 @@ def test_two_source_images_give_a_verdict_without_an_interval(in_tmp, tiny_profi
     assert run_study(two, "--n-trials", "2") == 0
     out = capsys.readouterr().out
     assert "warning: 1 validation image (an interval needs 5)" in out
-    assert "+- n/a" in out and "95% interval" not in out and "significant" not in out
+    assert "val MAE" in out and "(no interval) with" in out and "95% interval" not in out and "significant" not in out
     trial = load().trials[0]
     assert trial.user_attrs["value_se"] is None and trial.user_attrs["value_out_of_sample"] is False
 

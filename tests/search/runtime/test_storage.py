@@ -4,6 +4,7 @@ import glob
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import uuid
@@ -12,8 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 from helpers import HANG_BOUND, PASSWORD, finished_trials, start_worker, tiny_args
+from sqlalchemy.exc import OperationalError
 
 from search import study
+from search.errors import UsageError
 from search.runtime import storage
 
 STATES = optuna.trial.TrialState
@@ -124,3 +127,52 @@ def test_password_is_never_printed_or_stored(tiny_files, tiny_profile, in_tmp, f
         + "".join(repr(t.user_attrs) + repr(t.system_attrs) for t in s.trials)
     )
     assert PASSWORD not in stored
+
+
+def test_a_new_sqlite_file_created_by_another_process_at_the_same_moment_is_joined(in_tmp, monkeypatch):
+    real, calls = storage.RDBStorage, []
+
+    def created_meanwhile(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:  # both found no tables; the other process created them first
+            real(url, **kwargs)
+            raise OperationalError("CREATE TABLE studies", {}, sqlite3.OperationalError("table studies already exists"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(storage, "RDBStorage", created_meanwhile)
+    monkeypatch.setattr(storage, "CREATE_RETRY_SECONDS", 0)
+    shared = storage.open_storage("sqlite:///studies/new.db")
+    assert len(calls) == 2 and optuna.get_all_study_names(shared) == []
+
+
+def test_a_storage_error_other_than_a_concurrent_create_is_not_retried(in_tmp, monkeypatch, capsys):
+    calls = []
+
+    def broken(url, **kwargs):
+        calls.append(url)
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(storage, "RDBStorage", broken)
+    with pytest.raises(UsageError, match="^cannot open storage sqlite:///studies/x.db: .*disk I/O error"):
+        storage.open_storage("sqlite:///studies/x.db")
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("url", ["sqlite:///studies/cell.db", "studies/cell.journal.log", "sqlite:///nodir/cells.db"])
+def test_loading_a_study_from_a_storage_file_that_is_not_there_creates_nothing(in_tmp, url):
+    (in_tmp / "studies").mkdir()
+    with pytest.raises(UsageError, match=r"^storage .*: no file .*cell.* \(check the path; nothing was created\)$"):
+        storage.load_existing_study("cells", url)
+    assert list(in_tmp.rglob("*")) == [in_tmp / "studies"]
+
+
+def test_finding_a_default_storage_that_is_not_there_creates_no_folder(in_tmp):
+    with pytest.raises(UsageError, match="no study database studies/cells.db"):
+        storage.find_storage("cells")
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_storage_files_are_the_database_or_journal_and_the_files_beside_it():
+    assert storage.storage_files("sqlite:///s/c.db") == [Path(f"s/c.db{x}") for x in ("", "-journal", "-wal", "-shm")]
+    assert storage.storage_files("journal:///s/c.log") == [Path("s/c.log"), Path("s/c.log.flock")]
+    assert storage.storage_files("postgresql://u@h/db") == []
