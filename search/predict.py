@@ -36,7 +36,6 @@ from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
 from search import cli, members
 from search.errors import UsageError
-from search.results import stats
 from search.runtime.artifacts import project_dir
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study
 
@@ -60,7 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "images", type=Path, metavar="IMAGES", help=f"a folder of images ({' '.join(IMAGE_SUFFIXES)}) or one image"
     )
-    cli.add_model_choice(p.add_argument_group("models"), "count with")
+    models = p.add_argument_group("models")
+    cli.add_model_choice(models, "count with")
+    cli.add_interval(models)
     output = p.add_argument_group("images and output")
     output.add_argument("--out", type=Path, default=Path("counts.csv"), help="CSV to write (default: %(default)s)")
     output.add_argument(
@@ -134,10 +135,12 @@ def training_scale(study, override: float | None) -> tuple[float, str]:
     )
 
 
-def count_image(image: np.ndarray, models: list, with_marks: bool) -> tuple[int, np.ndarray | None]:
-    """The ensemble's count of one whole image and, if asked, where one model's counted cells are.
+def count_image(image: np.ndarray, models: list, with_marks: bool, combine) -> tuple:
+    """The ensemble's count of one whole image, its interval or None, and, if asked, where one model's cells are.
 
-    The marks are those of the model whose own count is nearest the ensemble's.
+    ``combine(counts, area)`` turns the models' counts, shape (M, 1), of an image of ``area``
+    tiles into the count and interval (:func:`search.members.blend_counts`). The marks are those
+    of the model whose own count is nearest the ensemble's.
     """
     counts, marks = [], []
     for net, tile, setting in models:
@@ -145,8 +148,9 @@ def count_image(image: np.ndarray, models: list, with_marks: bool) -> tuple[int,
         counts.append(int(count_setting(prob, setting)[0]))
         if with_marks:
             marks.append(object_centroids(prob, setting))
-    final = int(stats.ensemble_counts(np.array(counts)[:, None])[0])
-    return final, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
+    final, bounds = combine(np.array(counts)[:, None], area=image.size / models[0][1] ** 2)
+    final, bounds = final[0], None if bounds is None else (int(bounds[0][0]), int(bounds[1][0]))
+    return final, bounds, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
 
 
 def predict(args) -> pd.DataFrame:
@@ -173,6 +177,8 @@ def predict(args) -> pd.DataFrame:
         if overlays is not None and setting["counter"] not in LOCATORS:
             raise UsageError(f"--overlays: {member.label} counts with {setting['counter']!r}, which marks no cells")
         models.append((net, config["tile_size"][0], setting))
+    # Whole images: residuals always scaled by the count (tiles' residuals say nothing of a larger count).
+    combine = functools.partial(members.blend_counts, choice, level=args.interval, whole=True)
     scale, why = training_scale(study, args.scale)
     print(f"counting {len(files)} images with {choice.what}; scale {scale:g} ({why})", flush=True)
     # Every image read once before any is predicted: a bad one at the end must not waste the rest.
@@ -183,9 +189,10 @@ def predict(args) -> pd.DataFrame:
     for i, path in enumerate(files.values(), start=1):
         started = time.perf_counter()
         image = read_scaled(path, scale)
-        count, marks = count_image(image, models, overlays is not None)
-        rows.append((path.name, count))
-        true = "" if truth is None else f", true {truth[path.stem]} ({count - truth[path.stem]:+d})"
+        count, bounds, marks = count_image(image, models, overlays is not None, combine)
+        rows.append((path.name, count, *(bounds or ())))
+        true = "" if truth is None else f", true {truth[path.stem]} ({count - truth[path.stem]:+g})"
+        true += "" if bounds is None else f"; interval {bounds[0]}-{bounds[1]}"
         if overlays is not None:
             caption = f"{path.name}: {count} cells" + ("" if len(marks) == count else f" ({len(marks)} marked)")
             png = count_overlay_png(image, marks, caption)
@@ -195,7 +202,7 @@ def predict(args) -> pd.DataFrame:
             f"[{i}/{len(files)}] {path.name} ({w}x{h} px): {count} cells{true} ({time.perf_counter() - started:.1f} s)",
             flush=True,
         )
-    table = pd.DataFrame(rows, columns=["image", "count"])
+    table = pd.DataFrame(rows, columns=["image", "count", "low", "high"][: len(rows[0])])
     atomic_write(out, lambda p: table.to_csv(p, index=False))
     print(f"wrote {len(table)} counts to {out}" + (f" and {len(table)} overlays to {overlays}" if overlays else ""))
     if truth is not None:
