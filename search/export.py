@@ -200,6 +200,7 @@ def count_members(study, choice: Choice, args, images: np.ndarray, project: Path
                 "trial": member.trial.number,
                 "seed": config["train"]["seed"],
                 "fold": member.trial.user_attrs.get(FOLD_ATTR),
+                "finalist": member.key[0],  # the search trial whose configuration it trained
                 # A fold run's is on its held-out fold, the search trial's on the validation images.
                 "count_mae": member.trial.value,
                 "counting": counting,

@@ -183,7 +183,7 @@ def blend_lines(finalists: list[Finalist]) -> list[str]:
             f"the blend {mae:.3f}, {ref}: {c.diff:+.3f} ({tail})."
         )
     scaled = "scaled by sqrt(count + 1)" if b.normalised else "unscaled"
-    cover = ", ".join(f"{v:.2f}" for v in b.terciles)
+    cover = ", ".join("-" if np.isnan(v) else f"{v:.2f}" for v in b.terciles)  # NaN: a tercile of tied counts
     lines.append(
         f"Intervals: CV+ from out-of-fold residuals ({scaled}); {intervals.LEVEL:.0%} coverage out of fold "
         f"by count tercile {cover}."

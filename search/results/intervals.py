@@ -124,7 +124,7 @@ def choose_normalised(
     """Whether residuals scaled by :func:`count_scale` keep coverage more even across count sizes than plain ones.
 
     Compares the spread (highest minus lowest) of :func:`fold_coverage` over count terciles; plain
-    residuals on a tie.
+    residuals on a tie, and with one fold (coverage then unknown: NaN).
 
     Returns
     -------
@@ -132,6 +132,8 @@ def choose_normalised(
     terciles : list of float
         The coverage per tercile of the chosen residuals.
     """
+    if len(np.unique(folds)) < 2:  # no other fold to judge one by
+        return False, [float("nan")] * 3
     spreads = {}
     for normalised in (False, True):
         covered = fold_coverage(predicted, truth, groups, folds, level, normalised)

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import as_prob, built_study_folder
+from helpers import STAGE, as_prob, built_study_folder, load, run_study
 
 from data.images import MAX_PIXELS, read_scaled
 from model import plots
@@ -183,3 +183,31 @@ def test_scale_option_rescales_before_prediction(images_dir, in_tmp, pixel_net, 
     assert predict.main([str(images_dir), "--scale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "scale 0.5 (--scale)" in out and "wide.png (50x35 px)" in out
+
+
+@pytest.mark.slow
+def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_files, tiny_profile, in_tmp):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    folder = in_tmp / "images"
+    folder.mkdir()
+    for name, (shape, centres) in IMAGES.items():
+        cv2.imwrite(str(folder / f"{name}.png"), disc_image(shape, centres))
+    assert predict.main([str(folder), "--out", "counts.csv"]) == 0
+    table = pd.read_csv(in_tmp / "counts.csv")
+    assert list(table.columns) == ["image", "count", "low", "high"] and (table["low"] <= table["high"]).all()
+    # The same by hand: every weighted member's whole-image count, blended for an image of its area in tiles.
+    choice = members.choose(load(), None, None)
+    nets = [members.open_member(m, Path("."), "cpu")[0] for m in choice.members]
+    for name, count, low, high in table.itertuples(index=False):
+        image = read_scaled(folder / name)
+        counts = [
+            count_setting(
+                stitch_predict(image, lambda w, net=net: predict_prob(net, w), T), m.trial.user_attrs["counting"]
+            )
+            for net, m in zip(nets, choice.members)
+        ]
+        final, (lows, highs) = members.blend_counts(choice, np.array(counts), 0.9, image.size / T**2, whole=True)
+        assert (count, low, high) == (final[0], lows[0], highs[0])
+    assert predict.main([str(folder), "--interval", "0", "--out", "plain.csv"]) == 0
+    assert list(pd.read_csv(in_tmp / "plain.csv").columns) == ["image", "count"]
