@@ -135,12 +135,13 @@ def training_scale(study, override: float | None) -> tuple[float, str]:
     )
 
 
-def count_image(image: np.ndarray, models: list, with_marks: bool, combine) -> tuple:
+def count_image(image: np.ndarray, models: list, with_marks: bool, choice: members.Choice, level: float) -> tuple:
     """The ensemble's count of one whole image, its interval or None, and, if asked, where one model's cells are.
 
-    ``combine(counts, area)`` turns the models' counts, shape (M, 1), of an image of ``area``
-    tiles into the count and interval (:func:`search.members.blend_counts`). The marks are those
-    of the model whose own count is nearest the ensemble's.
+    The models' counts become the image's count and interval as :func:`search.members.blend_counts`
+    says for an image of its area in tiles; its residuals are always scaled by the count (a tile's
+    residuals say nothing of a larger count's). The marks are those of the model whose own count
+    is nearest the ensemble's.
     """
     counts, marks = [], []
     for net, tile, setting in models:
@@ -148,7 +149,8 @@ def count_image(image: np.ndarray, models: list, with_marks: bool, combine) -> t
         counts.append(int(count_setting(prob, setting)[0]))
         if with_marks:
             marks.append(object_centroids(prob, setting))
-    final, bounds = combine(np.array(counts)[:, None], area=image.size / models[0][1] ** 2)
+    area = image.size / models[0][1] ** 2
+    final, bounds = members.blend_counts(choice, np.array(counts)[:, None], level, area, whole=True)
     final, bounds = final[0], None if bounds is None else (int(bounds[0][0]), int(bounds[1][0]))
     return final, bounds, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
 
@@ -177,8 +179,6 @@ def predict(args) -> pd.DataFrame:
         if overlays is not None and setting["counter"] not in LOCATORS:
             raise UsageError(f"--overlays: {member.label} counts with {setting['counter']!r}, which marks no cells")
         models.append((net, config["tile_size"][0], setting))
-    # Whole images: residuals always scaled by the count (tiles' residuals say nothing of a larger count).
-    combine = functools.partial(members.blend_counts, choice, level=args.interval, whole=True)
     scale, why = training_scale(study, args.scale)
     print(f"counting {len(files)} images with {choice.what}; scale {scale:g} ({why})", flush=True)
     # Every image read once before any is predicted: a bad one at the end must not waste the rest.
@@ -189,7 +189,7 @@ def predict(args) -> pd.DataFrame:
     for i, path in enumerate(files.values(), start=1):
         started = time.perf_counter()
         image = read_scaled(path, scale)
-        count, bounds, marks = count_image(image, models, overlays is not None, combine)
+        count, bounds, marks = count_image(image, models, overlays is not None, choice, args.interval)
         rows.append((path.name, count, *(bounds or ())))
         true = "" if truth is None else f", true {truth[path.stem]} ({count - truth[path.stem]:+g})"
         true += "" if bounds is None else f"; interval {bounds[0]}-{bounds[1]}"
