@@ -36,6 +36,7 @@ from model.unet import UNetConfig
 from search import cli, space
 from search.errors import UsageError
 from search.members import Choice, Member, blend_counts, choose, load_member
+from search.results import intervals
 from search.roles import FOLD_ATTR
 from search.runtime.artifacts import project_dir
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
@@ -159,9 +160,17 @@ def export(args) -> dict:
 
 
 def interval_log(choice: Choice, bounds: tuple | None, level: float) -> dict:
-    """What the log records of the blend and of every count's interval (``{}`` for one trial's model)."""
+    """What the log records of the blend and of every count's interval (``{}`` for one trial's model).
+
+    Says so when the out-of-fold images are too few for an interval at ``level``.
+    """
     if choice.blend is None:
         return {}
+    if level > 0 and bounds is None:
+        print(
+            f"no intervals: {choice.blend.n_images} out-of-fold images, "
+            f"a {level:.0%} interval needs {intervals.min_images(level)}"
+        )
     extra = {} if bounds is None else {"low": bounds[0].tolist(), "high": bounds[1].tolist()}
     return {"blend": choice.blend.to_dict(), "interval": level, **extra}
 

@@ -120,6 +120,7 @@ def weighted(study: optuna.Study, staged: list[Finalist], blend: Blend) -> Choic
     parts = [ensemble(study, by_trial[t], blend.folds) for t in used]
     shares = ", ".join(f"trial {t} {blend.weight(t):.3f}" for t in used)
     what = f"the finalists weighted out of fold ({shares}): their search and fold models"
+    what += f"; the count is {blend.calibration.text()}"
     members = [m for part in parts for m in part.members]
     return with_blend(Choice(members, used[0], what, "", float("nan")), blend)
 

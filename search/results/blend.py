@@ -65,13 +65,15 @@ class Blend:
         final = self.calibration.apply(self.mean(counts, keys), area)
         return final.astype(np.int64) if self.calibration.rounded else np.round(final, 3)
 
-    def intervals(self, counts, keys, level: float, area=1.0, whole: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """CV+ intervals of new items, as the integers they hold; ``whole`` images scale residuals by the count.
+    def intervals(self, counts, keys, level: float, area=1.0, whole: bool = False) -> tuple | None:
+        """CV+ intervals ``(low, high)`` of new items, as the integers they hold; None with too few images for them.
 
         Each out-of-fold tile's residual is centred on the new item's count by the fold runs that
         held that tile out. Residuals of tiles do not describe a whole image's count; scaled by
-        ``sqrt(count + 1)`` they grow with it, as a sum of the errors of the tiles it is made of does.
+        ``sqrt(count + 1)`` (``whole``) they grow with it, as a sum of the errors of the tiles it is made of does.
         """
+        if self.n_images < intervals.min_images(level):
+            return None
         normalised = self.normalised or whole
         residuals = np.abs(self.truth - self.predicted) / intervals.count_scale(self.predicted, normalised)
         by_fold = {k: self.calibration.apply(self.mean(counts, keys, k), area, rounded=False) for k in self.folds}

@@ -16,6 +16,11 @@ import numpy as np
 LEVEL = 0.9  # the default coverage of a count's interval
 
 
+def min_images(level: float) -> int:
+    """The fewest source images whose residuals give a finite interval at ``level``: ``level * (1 + 1/n) <= 1``."""
+    return int(np.ceil(level / (1 - level) - 1e-9))
+
+
 def count_scale(count: np.ndarray, normalised: bool = True) -> np.ndarray:
     """The residual scale of a predicted count: ``sqrt(count + 1)``, or 1 when not ``normalised``."""
     count = np.asarray(count, float)

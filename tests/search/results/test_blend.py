@@ -83,3 +83,11 @@ def test_one_fold_gives_weights_without_a_nested_estimate():
     b = blend.stage_blend(finalists)
     assert b.nested is None and b.comparison() is None
     assert b.score()[0] == "out-of-fold MAE (chosen on the same images)"
+
+
+def test_too_few_out_of_fold_images_for_the_level_give_no_intervals():
+    b = blend.stage_blend(staged(n_images=8, n_folds=2))
+    keys = [(t, k) for t in b.used() for k in (None, 0, 1)]
+    counts = np.full((len(keys), 2), 5.0)
+    assert b.intervals(counts, keys, 0.9) is None  # 8 images: a 90% interval needs 9
+    assert b.intervals(counts, keys, 0.8) is not None

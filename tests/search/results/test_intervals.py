@@ -72,3 +72,7 @@ def test_fold_coverage_judges_each_fold_by_the_other_folds_residuals():
     folds = (np.arange(40) >= 20).astype(int)
     covered = intervals.fold_coverage(predicted, truth, np.arange(40), folds, 0.9, normalised=False)
     np.testing.assert_array_equal(covered, np.arange(40) < 20)  # 1 <= 3 covered, 3 > 1 not
+
+
+def test_the_fewest_images_a_level_needs():
+    assert intervals.min_images(0.9) == 9 and intervals.min_images(0.8) == 4 and intervals.min_images(0.5) == 1
