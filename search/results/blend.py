@@ -68,17 +68,22 @@ class Blend:
     def intervals(self, counts, keys, level: float, area=1.0, whole: bool = False) -> tuple | None:
         """CV+ intervals ``(low, high)`` of new items, as the integers they hold; None with too few images for them.
 
-        Each out-of-fold tile's residual is centred on the new item's count by the fold runs that
-        held that tile out. Residuals of tiles do not describe a whole image's count; scaled by
-        ``sqrt(count + 1)`` (``whole``) they grow with it, as a sum of the errors of the tiles it is made of does.
+        Each out-of-fold residual is centred on the new item's count by the fold runs that held it
+        out. Tiles use the tiles' residuals (scaled by the count if :attr:`normalised`); ``whole``
+        images use each source image's residual of its summed tile counts, scaled by the count
+        (:func:`search.results.intervals.image_residuals`): a tile's residual is no whole image's.
         """
         if self.n_images < intervals.min_images(level):
             return None
-        normalised = self.normalised or whole
-        residuals = np.abs(self.truth - self.predicted) / intervals.count_scale(self.predicted, normalised)
         by_fold = {k: self.calibration.apply(self.mean(counts, keys, k), area, rounded=False) for k in self.folds}
-        centres = np.stack([by_fold[k] for k in self.fold_of])
-        low, high = intervals.cv_plus(centres, residuals, self.groups, level, normalised)
+        if whole:
+            residuals, first = intervals.image_residuals(self.predicted, self.truth, self.groups)
+            fold_of, groups, normalised = self.fold_of[first], self.groups[first], True
+        else:
+            residuals = np.abs(self.truth - self.predicted) / intervals.count_scale(self.predicted, self.normalised)
+            fold_of, groups, normalised = self.fold_of, self.groups, self.normalised
+        centres = np.stack([by_fold[k] for k in fold_of])
+        low, high = intervals.cv_plus(centres, residuals, groups, level, normalised)
         low = np.maximum(0, np.ceil(low - 1e-9))  # true counts are integers: these ends hold the same ones
         return low.astype(np.int64), np.maximum(low, np.floor(high + 1e-9)).astype(np.int64)
 

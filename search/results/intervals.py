@@ -95,6 +95,27 @@ def cv_plus(
     return low, high
 
 
+def image_residuals(predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each source image's residual of its summed tile counts, scaled by :func:`count_scale` of its summed prediction.
+
+    A whole image's error is not a tile's: errors of one image's tiles share its staining, focus
+    and crowding, and add up rather than cancel. Summed per image, the residuals carry that; scaled
+    by ``sqrt(count + 1)`` they transfer to images of other sizes as far as the errors of their
+    parts add like independent ones (overlapping tiles count some cells twice: a wider residual).
+
+    Returns
+    -------
+    residuals : ndarray, shape (G,)
+        One per source image, in the order of ``np.unique(groups)``.
+    first : ndarray, shape (G,)
+        The index of each image's first tile (to look up its fold).
+    """
+    _, first, index = np.unique(groups, return_index=True, return_inverse=True)
+    predicted_sum = np.bincount(index, weights=np.asarray(predicted, float))
+    error_sum = np.bincount(index, weights=np.asarray(truth, float) - predicted)
+    return np.abs(error_sum) / count_scale(predicted_sum), first
+
+
 def fold_coverage(
     predicted: np.ndarray, truth: np.ndarray, groups: np.ndarray, folds: np.ndarray, level: float, normalised: bool
 ) -> np.ndarray:

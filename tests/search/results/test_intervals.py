@@ -76,3 +76,30 @@ def test_fold_coverage_judges_each_fold_by_the_other_folds_residuals():
 
 def test_the_fewest_images_a_level_needs():
     assert intervals.min_images(0.9) == 9 and intervals.min_images(0.8) == 4 and intervals.min_images(0.5) == 1
+
+
+def images_of_tiles(n_images, seed, tiles=4):
+    """Tiles whose errors share their image's bias: predictions, truth and images."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_images), tiles)
+    mu = rng.uniform(5, 20, len(groups))
+    truth = np.round(mu + rng.normal(0, 2, n_images)[groups] + rng.normal(0, 0.5, len(groups)))
+    return mu, truth, groups
+
+
+def test_whole_image_intervals_from_summed_residuals_cover_what_tile_residuals_miss():
+    mu, truth, groups = images_of_tiles(400, seed=0)
+    new_mu, new_truth, new_groups = images_of_tiles(2000, seed=1)
+    whole_mu = np.bincount(new_groups, weights=new_mu)
+    whole_truth = np.bincount(new_groups, weights=new_truth)
+    centres = np.broadcast_to(whole_mu, (400, len(whole_mu)))
+    residuals, first = intervals.image_residuals(mu, truth, groups)
+    assert len(residuals) == 400 and (groups[first] == np.arange(400)).all()
+    low, high = intervals.cv_plus(centres, residuals, groups[first], 0.9, normalised=True)
+    covered = ((low <= whole_truth) & (whole_truth <= high)).mean()
+    assert 0.87 <= covered <= 0.94
+    # The tiles' own residuals, scaled the same way, miss the bias the tiles of an image share.
+    tile_residuals = np.abs(truth - mu) / intervals.count_scale(mu)
+    tile_centres = np.broadcast_to(whole_mu, (len(mu), len(whole_mu)))
+    low, high = intervals.cv_plus(tile_centres, tile_residuals, groups, 0.9, normalised=True)
+    assert ((low <= whole_truth) & (whole_truth <= high)).mean() < 0.8
