@@ -1,14 +1,15 @@
-"""Turn a study into a competition submission CSV: its winning finalist's models, or one trial.
+"""Turn a study into a competition submission CSV: its finalists' models weighted out of fold, or one trial.
 
     python -m search.export                         # study 'cells' -> submission.csv
     python -m search.export --truth data/embedded/test_counts.csv
     python -m search.export --trial 7 --out t7.csv  # one trial's model alone
     python -m search.export --refit --tta --out submission.csv
 
-By default the submission is the winning finalist's models (the finalist with the lowest
-out-of-fold MAE): its search trial's model and its fold models, which saw different training
-images. Each predicts the test tiles and counts them with the counting setting it chose, and
-the counts are averaged and rounded. Before the finalist stage has compared its finalists on a
+By default the submission is the finalists' models, weighted and counted as chosen on their
+out-of-fold counts (:mod:`search.results.blend`): each finalist's search trial's model and its
+fold models, which saw different training images. Each predicts the test tiles and counts them
+with the counting setting it chose; each count gets a CV+ interval (``--interval``), logged, and
+written as columns with ``--intervals``. Before the finalist stage has compared its finalists on a
 fold, the best trial is exported alone. ``--refit`` first
 retrains each model's configuration, with its seed, on all training tiles (train +
 validation; a dots study's targets drawn as its checkpoint records: disks or a density map);

@@ -1,6 +1,6 @@
 """The models a study's submission is made of, and their checkpoints, checked to be theirs.
 
-By default, the winning finalist's search trial and its fold runs (:func:`choose`); with
+By default, every finalist's search trial and fold runs, weighted out of fold (:func:`choose`); with
 ``--trial`` one trial alone, with ``--finalist`` that finalist's models. ``search.export`` and
 ``search.predict`` both load them here, refusing a checkpoint that another study or trial wrote.
 """

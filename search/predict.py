@@ -9,7 +9,8 @@ them (8 or 16 bits, grey or colour) and rescaled as the study's training images 
 imported. Each model of the study's choice (the one ``search.export`` would write, or
 ``--trial``/``--finalist``) predicts the whole image through overlapping windows of its
 tile size, blended where they overlap (``model.stitch``), and counts the whole map with the
-counting setting its run chose; the image's count is the rounded mean of the models' counts.
+counting setting its run chose; the image's count is the models' counts weighted and counted as
+the export's, with an interval from the out-of-fold images' summed residuals (``--interval``).
 Every input is read and checked before the first prediction, and the CSV is written at the
 end, at once: bad input is one line and exit code 2, with nothing written.
 """
@@ -155,6 +156,14 @@ def count_image(image: np.ndarray, models: list, with_marks: bool, choice: membe
     return final, bounds, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
 
 
+def coverage_text(table: pd.DataFrame, true: np.ndarray) -> str:
+    """``"; intervals cover 90.0% (mean width 12.3)"`` of a table with intervals, else ``""``."""
+    if "low" not in table:
+        return ""
+    covered = (table["low"] <= true) & (true <= table["high"])
+    return f"; intervals cover {covered.mean():.1%} (mean width {(table['high'] - table['low']).mean():.1f})"
+
+
 def predict(args) -> pd.DataFrame:
     out = cli.check_output_file(args.out, "--out")
     given_truth = args.truth or args.masks or args.dots
@@ -212,7 +221,7 @@ def predict(args) -> pd.DataFrame:
         atomic_write(scatter, lambda p: save_png(figure, p))
         print(
             f"against {given_truth}: MAE {np.abs(error).mean():.3f}, bias {error.mean():+.3f} "
-            f"over {len(error)} images; scatter plot {scatter}"
+            f"over {len(error)} images{coverage_text(table, true)}; scatter plot {scatter}"
         )
     return table
 

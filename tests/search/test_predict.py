@@ -186,7 +186,7 @@ def test_scale_option_rescales_before_prediction(images_dir, in_tmp, pixel_net, 
 
 
 @pytest.mark.slow
-def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_files, tiny_profile, in_tmp):
+def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_files, tiny_profile, in_tmp, capsys):
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
     folder = in_tmp / "images"
@@ -211,3 +211,10 @@ def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_file
         assert (count, low, high) == (final[0], lows[0], highs[0])
     assert predict.main([str(folder), "--interval", "0", "--out", "plain.csv"]) == 0
     assert list(pd.read_csv(in_tmp / "plain.csv").columns) == ["image", "count"]
+    # With true counts, how many of the images their intervals hold.
+    truth = in_tmp / "truth.csv"
+    truth.write_text("image,count\n" + "".join(f"{n}.png,{len(c)}\n" for n, (_, c) in IMAGES.items()))
+    held = ((table["low"] <= [2, 4]) & ([2, 4] <= table["high"])).mean()  # small.png, wide.png: in name order
+    capsys.readouterr()
+    assert predict.main([str(folder), "--truth", str(truth), "--out", "t.csv"]) == 0
+    assert f"over 2 images; intervals cover {held:.1%}" in capsys.readouterr().out
