@@ -91,3 +91,30 @@ def test_too_few_out_of_fold_images_for_the_level_give_no_intervals():
     counts = np.full((len(keys), 2), 5.0)
     assert b.intervals(counts, keys, 0.9) is None  # 8 images: a 90% interval needs 9
     assert b.intervals(counts, keys, 0.8) is not None
+
+
+def counts_of(truth, rng, models):
+    """Counts of ``truth`` by ``models`` ``(trial, fold, bias)``: each tile's difficulty shared, plus own noise."""
+    hard = rng.normal(0, 2, len(truth))
+    return np.round(truth + hard + np.array([[b] for *_, b in models]) + rng.normal(0, 0.5, (len(models), len(truth))))
+
+
+def test_the_blends_intervals_cover_about_90_percent_of_new_tiles():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(150), 2)
+    folds, truth = groups % 3, rng.integers(0, 30, 300)
+    models = [(t, k, b) for t, b in ((1, 2), (0, -2), (5, 0)) for k in range(3)]
+    oof = counts_of(truth, rng, models)
+    finalists = []
+    for trial, role in ((1, "best"), (0, "reference"), (5, "runner-up")):
+        runs = {}
+        for k in range(3):
+            row, held = models.index(next(m for m in models if m[:2] == (trial, k))), folds == k
+            runs[k] = Run(oof[row, held] - truth[held], groups[held], truth[held])
+        finalists.append(Finalist(trial, role, {}, 3, runs))
+    b = blend.stage_blend(finalists)
+    new_truth = rng.integers(0, 30, 3000)
+    new_models = models + [(t, None, bias) for t, bias in ((1, 2), (0, -2), (5, 0))]
+    low, high = b.intervals(counts_of(new_truth, rng, new_models), [m[:2] for m in new_models], 0.9)
+    covered = ((low <= new_truth) & (new_truth <= high)).mean()
+    assert 0.86 <= covered <= 0.97  # integer counts tie at the quantile: a little above the level
