@@ -131,6 +131,8 @@ def oof_counts(finalists: list[Finalist], folds: list[int]) -> tuple[np.ndarray,
     """
     truth = np.concatenate([finalists[0].runs[k].user_attrs["val_counts"]["true"] for k in folds]).astype(float)
     errors, groups, fold_of = zip(*(f.out_of_fold(folds) for f in finalists))
+    if any(not np.array_equal(g, groups[0]) for g in groups):  # same folds, same tiles: anything else is a bug
+        raise ValueError(f"finalists {[f.trial for f in finalists]} were scored on different tiles")
     return truth + np.stack(errors), truth, groups[0], fold_of[0]
 
 
