@@ -52,6 +52,26 @@ def add_model_choice(p: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def interval_level(text: str) -> float:
+    """An interval's coverage: 0 (no intervals) or a level between 0 and 1."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError("must be 0 (no intervals) or a level between 0 and 1, e.g. 0.9")
+    return value
+
+
+def add_interval(p: argparse.ArgumentParser) -> None:
+    """``--interval LEVEL``: the coverage of every count's prediction interval (CV+), 0 for none."""
+    p.add_argument(
+        "--interval",
+        type=interval_level,
+        default=0.9,
+        metavar="LEVEL",
+        help="coverage of each count's prediction interval, from the finalists' out-of-fold residuals "
+        "(default: %(default)s; 0: none)",
+    )
+
+
 def resolve_device(name: str):
     """The torch device ``--device`` names; UsageError for one that is unknown or absent."""
     try:

@@ -1,14 +1,15 @@
-"""Turn a study into a competition submission CSV: its winning finalist's models, or one trial.
+"""Turn a study into a competition submission CSV: its finalists' models weighted out of fold, or one trial.
 
     python -m search.export                         # study 'cells' -> submission.csv
     python -m search.export --truth data/embedded/test_counts.csv
     python -m search.export --trial 7 --out t7.csv  # one trial's model alone
     python -m search.export --refit --tta --out submission.csv
 
-By default the submission is the winning finalist's models (the finalist with the lowest
-out-of-fold MAE): its search trial's model and its fold models, which saw different training
-images. Each predicts the test tiles and counts them with the counting setting it chose, and
-the counts are averaged and rounded. Before the finalist stage has compared its finalists on a
+By default the submission is the finalists' models, weighted and counted as chosen on their
+out-of-fold counts (:mod:`search.results.blend`): each finalist's search trial's model and its
+fold models, which saw different training images. Each predicts the test tiles and counts them
+with the counting setting it chose; each count gets a CV+ interval (``--interval``), logged, and
+written as columns with ``--intervals``. Before the finalist stage has compared its finalists on a
 fold, the best trial is exported alone. ``--refit`` first
 retrains each model's configuration, with its seed, on all training tiles (train +
 validation; a dots study's targets drawn as its checkpoint records: disks or a density map);
@@ -34,8 +35,8 @@ from model.infer import predict_prob
 from model.train import TrainConfig, fit, seeded_net
 from model.unet import UNetConfig
 from search import cli, space
-from search.members import Choice, Member, choose, load_member
-from search.results import stats
+from search.members import Choice, Member, blend_counts, choose, load_member
+from search.results import intervals
 from search.roles import FOLD_ATTR
 from search.runtime.artifacts import project_dir, training_file
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study, safe_url
@@ -54,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--refit", action="store_true", help="retrain each model's configuration on train + validation tiles first"
     )
     models.add_argument("--tta", action="store_true", help="average each model's predictions over flips and rotations")
+    cli.add_interval(models)
     files = p.add_argument_group("files")
     files.add_argument(
         "--test", type=Path, default=data.DEFAULT_TEST, help="test npz with X (default: the embedded test tiles)"
@@ -65,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="CSV to write; its JSON log goes beside it, same name ending in .json (default: %(default)s)",
     )
     files.add_argument("--truth", type=Path, help="index,count CSV of true counts: print MAE and bias")
+    files.add_argument(
+        "--intervals", action="store_true", help="add each count's interval to the CSV as columns low,high"
+    )
     return p.parse_args(argv)
 
 
@@ -123,8 +128,10 @@ def export(args) -> dict:
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images)) if args.truth else None
     counts, logged = count_members(study, choice, args, images, project_dir(study.user_attrs, storage_url))
-    final = stats.ensemble_counts(np.stack(counts))
+    final, bounds = blend_counts(choice, np.stack(counts), args.interval)
     submission = pd.DataFrame({"index": np.arange(len(final)), "count": final})
+    if args.intervals and bounds is not None:
+        submission["low"], submission["high"] = bounds
     atomic_write(args.out, lambda p: submission.to_csv(p, index=False))
     log = {
         "study": args.study_name,
@@ -142,18 +149,45 @@ def export(args) -> dict:
         "test_fingerprint": data.fingerprint(args.test),
         "n_test": len(images),
         "submission": str(args.out),
+        **interval_log(choice, bounds, args.interval),
     }
     print(
         f"exported {choice.what}: {choice.score} {choice.mae:.3f}{', refit' if args.refit else ''}"
         f"{', TTA' if args.tta else ''}; wrote {len(final)} counts to {args.out}"
     )
     if truth is not None:
-        error = final - truth
-        log.update(truth=str(args.truth), test_mae=float(np.abs(error).mean()), test_bias=float(error.mean()))
-        log["member_test_mae"] = [float(np.abs(c - truth).mean()) for c in counts]
-        print(f"against {args.truth}: MAE {log['test_mae']:.3f}, bias {log['test_bias']:+.3f}")
+        score_truth(log, args.truth, truth, final, counts, bounds)
     atomic_write(log_file, lambda p: p.write_text(json.dumps(log, indent=2)))
     return log
+
+
+def interval_log(choice: Choice, bounds: tuple | None, level: float) -> dict:
+    """What the log records of the blend and of every count's interval (``{}`` for one trial's model).
+
+    Says so when the out-of-fold images are too few for an interval at ``level``.
+    """
+    if choice.blend is None:
+        return {}
+    if level > 0 and bounds is None:
+        print(
+            f"no intervals: {choice.blend.n_images} out-of-fold images, "
+            f"a {level:.0%} interval needs {intervals.min_images(level)}"
+        )
+    extra = {} if bounds is None else {"low": bounds[0].tolist(), "high": bounds[1].tolist()}
+    return {"blend": choice.blend.to_dict(), "interval": level, **extra}
+
+
+def score_truth(log: dict, path: Path, truth: np.ndarray, final, counts: list, bounds: tuple | None) -> None:
+    """Add the submission's and each member's test MAE (and the intervals' coverage) to ``log``, and print them."""
+    error = final - truth
+    log.update(truth=str(path), test_mae=float(np.abs(error).mean()), test_bias=float(error.mean()))
+    log["member_test_mae"] = [float(np.abs(c - truth).mean()) for c in counts]
+    covered = ""
+    if bounds is not None:
+        log["test_coverage"] = float(np.mean((bounds[0] <= truth) & (truth <= bounds[1])))
+        log["test_interval_width"] = float(np.mean(bounds[1] - bounds[0]))
+        covered = f"; intervals cover {log['test_coverage']:.1%}, mean width {log['test_interval_width']:.2f}"
+    print(f"against {path}: MAE {log['test_mae']:.3f}, bias {log['test_bias']:+.3f}{covered}")
 
 
 def count_members(study, choice: Choice, args, images: np.ndarray, project: Path) -> tuple[list, list[dict]]:
@@ -176,6 +210,7 @@ def count_members(study, choice: Choice, args, images: np.ndarray, project: Path
                 "trial": member.trial.number,
                 "seed": config["train"]["seed"],
                 "fold": member.trial.user_attrs.get(FOLD_ATTR),
+                "finalist": member.key[0],  # the search trial whose configuration it trained
                 # A fold run's is on its held-out fold, the search trial's on the validation images.
                 "count_mae": member.trial.value,
                 "counting": counting,

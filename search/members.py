@@ -1,6 +1,6 @@
 """The models a study's submission is made of, and their checkpoints, checked to be theirs.
 
-By default, the winning finalist's search trial and its fold runs (:func:`choose`); with
+By default, every finalist's search trial and fold runs, weighted out of fold (:func:`choose`); with
 ``--trial`` one trial alone, with ``--finalist`` that finalist's models. ``search.export`` and
 ``search.predict`` both load them here, refusing a checkpoint that another study or trial wrote.
 """
@@ -16,8 +16,10 @@ import optuna
 import data
 from model.checkpoint import CONFIG, WEIGHTS, CheckpointError, checkpoint_from_bytes, load_checkpoint
 from search.errors import UsageError
+from search.results import stats
+from search.results.blend import Blend, stage_blend
 from search.results.verdict import Finalist, common_folds, stage_verdict
-from search.roles import COMPLETE, EARLIER, FOLDER_ATTR, trial_label
+from search.roles import COMPLETE, EARLIER, FOLDER_ATTR, run_key, trial_label
 from search.runtime.artifacts import artifact_dir, read_checkpoint_artifacts
 from search.stages import finalists
 
@@ -33,6 +35,11 @@ class Member:
     def label(self) -> str:
         return trial_label(self.trial)
 
+    @property
+    def key(self) -> tuple[int, int | None]:
+        """``(finalist trial, fold)`` of a fold run, ``(trial, None)`` of a search trial: its place in a blend."""
+        return run_key(self.trial) or (self.trial.number, None)
+
 
 @dataclass
 class Choice:
@@ -43,6 +50,7 @@ class Choice:
     what: str  # e.g. "trial 3 alone", "trial 3's search model and 2 fold models"
     score: str  # e.g. "val MAE 1.234", "out-of-fold MAE 1.234": what is known of its error
     mae: float
+    blend: Blend | None = None  # weights, counting and intervals chosen out of fold; None: the rounded mean
 
 
 def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -100,13 +108,47 @@ def choose(study: optuna.Study, trial: int | None, finalist: int | None) -> Choi
                 f"(finalists with runs: {[f.trial for f in staged if f.runs]}); use --trial to export it alone"
             )
         folds = common_folds([f for f in staged if f.role != EARLIER])
-        return ensemble(study, match[0], [k for k in folds if k in match[0].runs] or sorted(match[0].runs))
+        one = ensemble(study, match[0], [k for k in folds if k in match[0].runs] or sorted(match[0].runs))
+        return with_blend(one, stage_blend(staged, only=finalist))
     verdict = stage_verdict(staged)
     if verdict is None:
         best = single(study, pick_trial(study, None))
         print(f"{no_verdict(staged)}: exporting {best.what}")
         return best
-    return ensemble(study, verdict.winner, verdict.folds)
+    return weighted(study, staged, stage_blend(staged))
+
+
+def with_blend(choice: Choice, blend: Blend | None) -> Choice:
+    """``choice`` counted as ``blend`` says, scored as it is; unchanged without one."""
+    if blend is not None:
+        choice.blend = blend
+        choice.score, choice.mae = blend.score()
+    return choice
+
+
+def weighted(study: optuna.Study, staged: list[Finalist], blend: Blend) -> Choice:
+    """The search and fold models of every finalist the blend weighs, heaviest first."""
+    used = sorted(blend.used(), key=lambda t: -blend.weight(t))
+    by_trial = {f.trial: f for f in staged}
+    parts = [ensemble(study, by_trial[t], blend.folds) for t in used]
+    shares = ", ".join(f"trial {t} {blend.weight(t):.3f}" for t in used)
+    what = f"the finalists weighted out of fold ({shares}): their search and fold models"
+    what += f"; the count is {blend.calibration.text()}"
+    members = [m for part in parts for m in part.members]
+    return with_blend(Choice(members, used[0], what, "", float("nan")), blend)
+
+
+def blend_counts(choice: Choice, counts: np.ndarray, level: float, area=1.0, whole: bool = False) -> tuple:
+    """The submission's counts of new items from its members' counts (M, T), and their intervals.
+
+    With a blend, its weights and counting (``area``: an item's size in tiles) and, at ``level``
+    above 0, its CV+ intervals ``(low, high)``; without one, the rounded mean and no intervals (None).
+    """
+    if choice.blend is None:
+        return stats.ensemble_counts(counts), None
+    keys = [m.key for m in choice.members]
+    final = choice.blend.counts(counts, keys, area)
+    return final, (choice.blend.intervals(counts, keys, level, area, whole) if level > 0 else None)
 
 
 def check_owner(study: optuna.Study, trial: optuna.trial.FrozenTrial, config: dict) -> None:

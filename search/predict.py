@@ -9,7 +9,8 @@ them (8 or 16 bits, grey or colour) and rescaled as the study's training images 
 imported. Each model of the study's choice (the one ``search.export`` would write, or
 ``--trial``/``--finalist``) predicts the whole image through overlapping windows of its
 tile size, blended where they overlap (``model.stitch``), and counts the whole map with the
-counting setting its run chose; the image's count is the rounded mean of the models' counts.
+counting setting its run chose; the image's count is the models' counts weighted and counted as
+the export's, with an interval from the out-of-fold images' summed residuals (``--interval``).
 Every input is read and checked before the first prediction, and the CSV is written at the
 end, at once: bad input is one line and exit code 2, with nothing written.
 """
@@ -36,7 +37,6 @@ from model.plots import count_overlay_png, count_scatter_figure, save_png
 from model.stitch import stitch_predict
 from search import cli, members
 from search.errors import UsageError
-from search.results import stats
 from search.runtime.artifacts import project_dir, training_file
 from search.runtime.storage import check_study_name, find_storage, given_storage, load_existing_study
 
@@ -60,7 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "images", type=Path, metavar="IMAGES", help=f"a folder of images ({' '.join(IMAGE_SUFFIXES)}) or one image"
     )
-    cli.add_model_choice(p.add_argument_group("models"), "count with")
+    models = p.add_argument_group("models")
+    cli.add_model_choice(models, "count with")
+    cli.add_interval(models)
     output = p.add_argument_group("images and output")
     output.add_argument("--out", type=Path, default=Path("counts.csv"), help="CSV to write (default: %(default)s)")
     output.add_argument(
@@ -150,10 +152,13 @@ def open_models(choice: members.Choice, project: Path, device, overlays: Path | 
     return models
 
 
-def count_image(image: np.ndarray, models: list, with_marks: bool) -> tuple[int, np.ndarray | None]:
-    """The ensemble's count of one whole image and, if asked, where one model's counted cells are.
+def count_image(image: np.ndarray, models: list, with_marks: bool, choice: members.Choice, level: float) -> tuple:
+    """The ensemble's count of one whole image, its interval or None, and, if asked, where one model's cells are.
 
-    The marks are those of the model whose own count is nearest the ensemble's.
+    The models' counts become the image's count and interval as :func:`search.members.blend_counts`
+    says for an image of its area in tiles; its residuals are always scaled by the count (a tile's
+    residuals say nothing of a larger count's). The marks are those of the model whose own count
+    is nearest the ensemble's.
     """
     counts, marks = [], []
     for windows, tile, setting in models:
@@ -161,8 +166,18 @@ def count_image(image: np.ndarray, models: list, with_marks: bool) -> tuple[int,
         counts.append(int(count_setting(prob, setting)[0]))
         if with_marks:
             marks.append(object_centroids(prob, setting))
-    final = int(stats.ensemble_counts(np.array(counts)[:, None])[0])
-    return final, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
+    area = image.size / models[0][1] ** 2
+    final, bounds = members.blend_counts(choice, np.array(counts)[:, None], level, area, whole=True)
+    final, bounds = final[0], None if bounds is None else (int(bounds[0][0]), int(bounds[1][0]))
+    return final, bounds, marks[int(np.argmin(np.abs(np.array(counts) - final)))] if with_marks else None
+
+
+def coverage_text(table: pd.DataFrame, true: np.ndarray) -> str:
+    """``"; intervals cover 90.0% (mean width 12.3)"`` of a table with intervals, else ``""``."""
+    if "low" not in table:
+        return ""
+    covered = (table["low"] <= true) & (true <= table["high"])
+    return f"; intervals cover {covered.mean():.1%} (mean width {(table['high'] - table['low']).mean():.1f})"
 
 
 def predict(args) -> pd.DataFrame:
@@ -194,9 +209,10 @@ def predict(args) -> pd.DataFrame:
     for i, path in enumerate(files.values(), start=1):
         started = time.perf_counter()
         image = read_scaled(path, scale)
-        count, marks = count_image(image, models, overlays is not None)
-        rows.append((path.name, count))
-        true = "" if truth is None else f", true {truth[path.stem]} ({count - truth[path.stem]:+d})"
+        count, bounds, marks = count_image(image, models, overlays is not None, choice, args.interval)
+        rows.append((path.name, count, *(bounds or ())))
+        true = "" if truth is None else f", true {truth[path.stem]} ({count - truth[path.stem]:+g})"
+        true += "" if bounds is None else f"; interval {bounds[0]}-{bounds[1]}"
         if overlays is not None:
             caption = f"{path.name}: {count} cells" + ("" if len(marks) == count else f" ({len(marks)} marked)")
             png = count_overlay_png(image, marks, caption)
@@ -206,7 +222,7 @@ def predict(args) -> pd.DataFrame:
             f"[{i}/{len(files)}] {path.name} ({w}x{h} px): {count} cells{true} ({time.perf_counter() - started:.1f} s)",
             flush=True,
         )
-    table = pd.DataFrame(rows, columns=["image", "count"])
+    table = pd.DataFrame(rows, columns=["image", "count", "low", "high"][: len(rows[0])])
     atomic_write(out, lambda p: table.to_csv(p, index=False))
     print(f"wrote {len(table)} counts to {out}" + (f" and {len(table)} overlays to {overlays}" if overlays else ""))
     if truth is not None:
@@ -216,7 +232,7 @@ def predict(args) -> pd.DataFrame:
         atomic_write(scatter, lambda p: save_png(figure, p))
         print(
             f"against {given_truth}: MAE {np.abs(error).mean():.3f}, bias {error.mean():+.3f} "
-            f"over {len(error)} images; scatter plot {scatter}"
+            f"over {len(error)} images{coverage_text(table, true)}; scatter plot {scatter}"
         )
     return table
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import optuna
 
 from search import space
+from search.results.blend import blend_lines
 from search.results.verdict import finalist_lines, gain_line, mae_text, safe_choice, stage_verdict
 from search.roles import baseline_trial, is_baseline, reference_counting_mae, run_key, trial_label
 from search.runtime.artifacts import artifact_dir
@@ -75,7 +76,7 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
     print(f"search: {gain_line(study)}")
     staged = finalists.results(study)
     if staged:
-        print("\n" + "\n".join(finalist_lines(staged, study)) + "\n")
+        print("\n" + "\n".join([*finalist_lines(staged, study), *blend_lines(staged)]) + "\n")
     print(
         f"browse: optuna-dashboard {dashboard_target(storage_url)} "
         f"--artifact-dir {artifact_dir(study)} --host 127.0.0.1"
@@ -84,7 +85,7 @@ def summarize(study: optuna.Study, storage_url: str, target: int) -> None:
         f" --storage {dashboard_target(storage_url)}" if storage_url != default_url(study.study_name) else ""
     )
     v = stage_verdict(staged)
-    what = f"trial {best.number} alone" if v is None else f"trial {v.winner.trial}'s search and fold models"
+    what = f"trial {best.number} alone" if v is None else "the finalists' models, weighted out of fold"
     print(f"export: {export}   ({what})", flush=True)
     safe = safe_choice(study, v)
     if safe is not None:

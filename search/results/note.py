@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 import optuna
 from optuna_dashboard import get_note, save_note
 
+from search.results.blend import blend_lines
 from search.results.verdict import Finalist, baseline_line, finalist_lines, gain_line
 from search.roles import is_baseline
 
@@ -77,6 +78,7 @@ class StudyNote:
         staged = self.finalists_of(study)
         if staged:
             lines += ["", "### Finalists", *finalist_lines(staged, study)]
+            lines += [line for text in blend_lines(staged) for line in ("", text)]
         return "\n".join(lines) + "\n"
 
     def write(self, study: optuna.Study) -> None:

@@ -12,8 +12,8 @@ of another K held out other images, so they are kept but never compared with the
 
 The runs are the trials of a second study in the same storage, ``<name>:finalists``, so they
 resume after Ctrl-C or a timeout, run under ``--workers``, show in the dashboard with their
-artifacts, and never reach the search's sampler or its best trial. The export averages the
-winner's fold models and its search trial's model.
+artifacts, and never reach the search's sampler or its best trial. The export weighs the
+finalists' fold and search models on their out-of-fold counts (:mod:`search.results.blend`).
 """
 
 from __future__ import annotations

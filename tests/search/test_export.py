@@ -15,7 +15,7 @@ from model.checkpoint import load_checkpoint
 from model.count import count_setting
 from model.infer import predict_prob
 from search import export, roles, study
-from search.results import stats
+from search.results import blend
 from search.runtime.artifacts import artifact_dir
 from search.runtime.storage import open_storage
 from search.stages import finalists
@@ -248,12 +248,13 @@ def test_corrupt_artifact_is_refused_in_one_line(finished_study, in_tmp, capsys)
 def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profile, in_tmp, capsys):
     train, test, truth = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 0
-    assert export.main(["--test", str(test), "--truth", str(truth)]) == 0
-    log = json.loads((in_tmp / "submission.json").read_text())
     search, staged = load(), finalists.results(load())
     winner = min(staged, key=lambda f: f.oof_mae([0, 1]))
-    assert log["trial"] == winner.trial and log["score"] == "out-of-fold MAE"
-    assert log["mae"] == pytest.approx(winner.oof_mae([0, 1]))
+    assert export.main(["--test", str(test), "--truth", str(truth), "--finalist", str(winner.trial)]) == 0
+    log = json.loads((in_tmp / "submission.json").read_text())
+    alone = blend.stage_blend(staged, only=winner.trial)  # weight 1, its own counting chosen out of fold
+    assert log["trial"] == winner.trial and log["score"] == "nested out-of-fold MAE"
+    assert log["mae"] == pytest.approx(alone.score()[1]) and log["blend"]["weights"] == {f"trial {winner.trial}": 1}
     # The search trial's own model, then one model per fold, each with its own seed and counting.
     assert [m["run"] for m in log["members"]] == [f"trial {winner.trial}"] + [
         roles.trial_label(winner.runs[k]) for k in (0, 1)
@@ -267,7 +268,8 @@ def test_export_writes_the_winners_search_and_fold_models(tiny_files, tiny_profi
         net, config = load_checkpoint(member["checkpoint"])
         counts.append(count_setting(predict_prob(net, images, loss=config["train"]["loss"]), member["counting"]))
     submission = pd.read_csv(in_tmp / "submission.csv")["count"].to_numpy()
-    np.testing.assert_array_equal(submission, stats.ensemble_counts(np.stack(counts)))
+    keys = [(winner.trial, None), (winner.trial, 0), (winner.trial, 1)]
+    np.testing.assert_array_equal(submission, alone.counts(np.stack(counts), keys))
     assert "exported trial" in capsys.readouterr().out
 
     # The baseline's models on request, refitted and with TTA per member; one trial alone with --trial.
@@ -320,3 +322,40 @@ def test_out_over_the_study_database_or_in_its_folder_is_refused_nothing_written
     assert len(err.splitlines()) == 1 and f"--out {out}: is " in err and "the study's" in err, err
     assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before
     assert load().trials  # the database still opens
+
+
+@pytest.mark.slow
+def test_default_export_weighs_the_finalists_out_of_fold_and_logs_an_interval_per_count(
+    tiny_files, tiny_profile, in_tmp, capsys
+):
+    train, test, truth = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    expected = blend.stage_blend(finalists.results(load()))
+    assert export.main(["--test", str(test), "--truth", str(truth), "--intervals"]) == 0
+    log = json.loads((in_tmp / "submission.json").read_text())
+    weights = log["blend"]["weights"]
+    assert weights == {f"trial {t}": pytest.approx(w) for t, w in zip(expected.trials, expected.weights)}
+    assert sum(weights.values()) == pytest.approx(1) and log["score"] == "nested out-of-fold MAE"
+    # Every finalist with a weight, its search model and its 2 fold models; no other model.
+    assert sorted({m["finalist"] for m in log["members"]}) == sorted(expected.used())
+    assert len(log["members"]) == 3 * len(expected.used())
+    images = np.load(test)["X"]
+    counts = [
+        count_setting(predict_prob(load_checkpoint(m["checkpoint"])[0], images), m["counting"]) for m in log["members"]
+    ]
+    keys = [(m["finalist"], m["fold"]) for m in log["members"]]
+    table = pd.read_csv(in_tmp / "submission.csv")
+    assert list(table.columns) == ["index", "count", "low", "high"]
+    np.testing.assert_array_equal(table["count"], expected.counts(np.stack(counts), keys))
+    low, high = expected.intervals(np.stack(counts), keys, 0.9)
+    assert log["interval"] == 0.9 and log["low"] == low.tolist() and log["high"] == high.tolist()
+    assert table["low"].tolist() == log["low"] and (table["low"] <= table["high"]).all()
+    assert 0 <= log["test_coverage"] <= 1 and "intervals cover" in capsys.readouterr().out
+    # --interval 0: no intervals; without --intervals, the competition's two columns.
+    assert export.main(["--test", str(test), "--interval", "0", "--out", "plain.csv"]) == 0
+    assert "low" not in json.loads((in_tmp / "plain.json").read_text())
+    assert list(pd.read_csv(in_tmp / "plain.csv").columns) == ["index", "count"]
+    with pytest.raises(SystemExit) as refused:
+        export.main(["--test", str(test), "--interval", "1"])
+    assert refused.value.code == 2
+    assert "--interval: must be 0" in capsys.readouterr().err

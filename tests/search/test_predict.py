@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 from helpers import as_prob, built_study_folder, disc_set
 
+
+from helpers import STAGE, as_prob, built_study_folder, load, run_study
+
 import data
 from data.images import MAX_PIXELS, read_scaled
 from model import plots
@@ -269,3 +272,38 @@ def test_outputs_over_the_study_database_or_in_its_folder_are_refused(images_dir
     )
     refused([str(images_dir), "--overlays", str(folder / "o")], "is in the study's folder", capsys, in_tmp)
     assert {p: p.read_bytes() for p in (in_tmp / "studies").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_files, tiny_profile, in_tmp, capsys):
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    folder = in_tmp / "images"
+    folder.mkdir()
+    for name, (shape, centres) in IMAGES.items():
+        cv2.imwrite(str(folder / f"{name}.png"), disc_image(shape, centres))
+    assert predict.main([str(folder), "--out", "counts.csv"]) == 0
+    table = pd.read_csv(in_tmp / "counts.csv")
+    assert list(table.columns) == ["image", "count", "low", "high"] and (table["low"] <= table["high"]).all()
+    # The same by hand: every weighted member's whole-image count, blended for an image of its area in tiles.
+    choice = members.choose(load(), None, None)
+    nets = [members.open_member(m, Path("."), "cpu")[0] for m in choice.members]
+    for name, count, low, high in table.itertuples(index=False):
+        image = read_scaled(folder / name)
+        counts = [
+            count_setting(
+                stitch_predict(image, lambda w, net=net: predict_prob(net, w), T), m.trial.user_attrs["counting"]
+            )
+            for net, m in zip(nets, choice.members)
+        ]
+        final, (lows, highs) = members.blend_counts(choice, np.array(counts), 0.9, image.size / T**2, whole=True)
+        assert (count, low, high) == (final[0], lows[0], highs[0])
+    assert predict.main([str(folder), "--interval", "0", "--out", "plain.csv"]) == 0
+    assert list(pd.read_csv(in_tmp / "plain.csv").columns) == ["image", "count"]
+    # With true counts, how many of the images their intervals hold.
+    truth = in_tmp / "truth.csv"
+    truth.write_text("image,count\n" + "".join(f"{n}.png,{len(c)}\n" for n, (_, c) in IMAGES.items()))
+    held = ((table["low"] <= [2, 4]) & ([2, 4] <= table["high"])).mean()  # small.png, wide.png: in name order
+    capsys.readouterr()
+    assert predict.main([str(folder), "--truth", str(truth), "--out", "t.csv"]) == 0
+    assert f"over 2 images; intervals cover {held:.1%}" in capsys.readouterr().out

@@ -57,6 +57,9 @@ def test_stage_runs_each_finalist_once_per_fold_and_records_them(tiny_files, tin
     # The note and the static report show the same table and verdict.
     note = get_note(search)
     assert "### Finalists" in note and "| trial 0 |" in note and "Verdict out of fold:" in note
+    # The summary and the note give the weights the export uses, and the nested estimate, not the in-sample one.
+    for text in (out, note):
+        assert "Weights out of fold (greedy ensemble selection" in text and "Nested cross-fitting" in text
     assert report.main([]) == 0
     page = (in_tmp / "reports" / "cells" / "report.html").read_text()
     assert "<h2>Finalists</h2>" in page and "Verdict out of fold:" in page
