@@ -9,10 +9,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import as_prob, built_study_folder, disc_set
-
-
-from helpers import STAGE, as_prob, built_study_folder, load, run_study
+from helpers import STAGE, as_prob, built_study_folder, disc_set, load, run_study
 
 import data
 from data.images import MAX_PIXELS, read_scaled
