@@ -38,7 +38,8 @@ class Member:
     @property
     def key(self) -> tuple[int, int | None]:
         """``(finalist trial, fold)`` of a fold run, ``(trial, None)`` of a search trial: its place in a blend."""
-        return run_key(self.trial) or (self.trial.number, None)
+        run = run_key(self.trial)
+        return (self.trial.number, None) if run is None else run[:2]
 
 
 @dataclass

@@ -32,7 +32,7 @@ def add_run(staged: optuna.Study, source: int, fold: int, n_folds: int | None, e
     attrs = {roles.SOURCE_ATTR: source, roles.FOLD_ATTR: fold, roles.SEED_ATTR: 1 + fold}
     attrs |= {} if n_folds is None else {roles.FOLDS_ATTR: n_folds}
     groups = [3 * fold + i for i in range(3)]  # the fold's held-out images, the same for every finalist
-    attrs |= {"val_errors": [error] * 3, "val_groups": groups}
+    attrs |= {"val_errors": [error] * 3, "val_groups": groups, "val_counts": {"true": [5, 6, 7]}}
     staged.add_trial(optuna.trial.create_trial(value=float(abs(error)), user_attrs=attrs))
 
 
@@ -68,5 +68,5 @@ def test_runs_of_another_number_of_folds_never_reach_the_export():
         for fold in range(2):
             add_run(staged, source, fold, 2, 1 - source)  # the best trial is better on this partition
     choice = members.choose(search, None, None)
-    assert choice.what == "trial 1's search model and 2 fold models"
-    assert [roles.run_key(m.trial) for m in choice.members[1:]] == [(1, 0, 2), (1, 1, 2)]
+    runs = [roles.run_key(m.trial) for m in choice.members if roles.run_key(m.trial) is not None]
+    assert (1, 0, 2) in runs and (1, 1, 2) in runs and all(k[2] == 2 for k in runs)

@@ -1,6 +1,9 @@
 """search.stages.finalists: out-of-fold runs beside the search, their plan, queue, resume and results."""
 
 import json
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import optuna
@@ -11,6 +14,7 @@ from optuna_dashboard import get_note
 import data
 from search import export, report, roles
 from search.results.verdict import finalist_text, stage_verdict
+from search.runtime.storage import WORKER_ATTR
 from search.stages import finalists, objective
 
 STATES = optuna.trial.TrialState
@@ -108,6 +112,34 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
     assert seeds == [1, 2, 2]
     complete = [roles.run_key(t) for t in load_runs() if t.state == STATES.COMPLETE]
     assert sorted(complete) == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_stage_keeps_the_fold_by_fold_order(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    """kill -9 leaves a run RUNNING: it is reaped, with a reason, before the plan orders the queue."""
+    real_fit, seeds = objective.fit, []
+
+    def fit_interrupting_second_run(net, train, *args, **kwargs):
+        seeds.append(train.seed)
+        if len(seeds) == 4:
+            raise KeyboardInterrupt
+        return real_fit(net, train, *args, **kwargs)
+
+    monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
+    train, _, _ = tiny_files
+    assert run_study(train, "--n-trials", "2", *STAGE) == 130
+    # Make the queued copy of the stopped run look like a run whose process was killed mid-epoch.
+    staged = optuna.load_study(study_name="cells:finalists", storage="sqlite:///studies/cells.db")
+    killed = staged.get_trials(deepcopy=False)[-1]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    staged._storage.set_trial_state_values(killed._trial_id, STATES.RUNNING)
+    staged._storage.set_trial_user_attr(killed._trial_id, WORKER_ATTR, f"{socket.gethostname()}:{dead.pid}")
+    seeds.clear()
+    assert run_study(train, "--n-trials", "2", *STAGE) == 0
+    assert seeds == [1, 2, 2]  # the killed run's fold first, then fold 1's runs
+    reaped = next(t for t in load_runs() if t.number == killed.number)
+    assert reaped.state == STATES.FAIL and "worker process" in reaped.user_attrs["fail_reason"]
 
 
 @pytest.mark.slow
