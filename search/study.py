@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     return cli.run_command(
         lambda: run(args, sys.argv[1:] if argv is None else argv),
-        "interrupted: finished trials and the running one's finished epochs are saved; run the same command to resume",
+        "interrupted: finished trials and epochs are saved; run the same command to resume",
     )
 
 
