@@ -9,7 +9,7 @@ import numpy as np
 from .errors import DataError, check_file
 from .npz import npz_keys, read_npz
 
-__all__ = ["load_points", "point_counts", "check_dot_counts", "select_points"]
+__all__ = ["load_points", "point_counts", "check_dot_counts", "select_points", "crowding"]
 
 
 def load_points(path, n, shape):
@@ -127,3 +127,39 @@ def select_points(points, idx):
     out = points[keep].copy()
     out[:, 0] = np.searchsorted(idx, tiles[keep])
     return out
+
+
+def crowding(points, distance):
+    """The share of dots whose nearest other dot in the same tile is closer than ``distance`` px.
+
+    Disks of radius ``r`` drawn at two dots closer than ``2 r + 1`` touch and count as one cell:
+    this share says how many cells such a target merges.
+
+    Parameters
+    ----------
+    points : ndarray, shape (M, 3)
+        Rows ``(tile, row, col)``.
+    distance : float
+        The distance in pixels under which two dots are crowded.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 with no dots.
+
+    Examples
+    --------
+    >>> crowding(np.array([[0, 5, 5], [0, 5, 9], [0, 40, 40], [1, 5, 6]]), 7)
+    0.5
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return 0.0
+    crowded = 0
+    order = np.argsort(points[:, 0], kind="stable")
+    tiles, starts = np.unique(points[order, 0], return_index=True)
+    for block in np.split(points[order, 1:], starts[1:]):
+        gaps = np.linalg.norm(block[:, None, :] - block[None, :, :], axis=-1)
+        np.fill_diagonal(gaps, np.inf)
+        crowded += int((gaps.min(axis=1) < distance).sum())
+    return crowded / len(points)

@@ -68,9 +68,14 @@ def run(args, argv=()) -> optuna.Study:
     quiet_optuna()
     storage_url = storage_url_of(args)
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
-    study, profile = prepare.prepare_study(args, storage, split.annotation, device)
+    share = data.crowding(split.train_points, space.merge_distance()) if split.annotation == "dots" else None
+    crowded = share is not None and share > space.CROWDED_SHARE
+    study, profile = prepare.prepare_study(args, storage, split.annotation, device, crowded)
     record_project(study, storage_url)  # the export finds the checkpoints from any folder
     note = describe_split(study, args, split, source, rule, profile)
+    if share is not None:
+        print(crowding_line(share), flush=True)
+        study.set_user_attr("dots_crowding", round(share, 4))
     n_trials = args.n_trials or profile.n_trials
     if args.workers > 1 and args.worker_index is None:
         workers.spawn_and_wait(list(argv), args.workers, storage_url)
@@ -120,6 +125,21 @@ def storage_url_of(args) -> str:
             "--storage for a journal file, or give journal:///FILE.log or a postgresql:// URL"
         )
     return url
+
+
+def crowding_line(share: float) -> str:
+    """How crowded a dots file's training dots are, and what a new study's warm start trains for it."""
+    crowded = share > space.CROWDED_SHARE
+    target = (
+        f"crowded (over {space.CROWDED_SHARE:.0%}): a new study's warm start trains density maps "
+        f"(sigma {space.DEFAULT_SIGMA:g} px)"
+        if crowded
+        else f"not crowded (at most {space.CROWDED_SHARE:.0%}): a new study's warm start trains disks"
+    )
+    return (
+        f"dots: {share:.1%} of the training dots have a neighbour closer than {space.merge_distance()} px, "
+        f"where disks of radius {space.DEFAULT_RADIUS} px merge; {target}"
+    )
 
 
 def describe_split(study: optuna.Study, args, split, source: str, rule: str, profile: space.Profile) -> StudyNote:

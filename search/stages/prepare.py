@@ -69,12 +69,13 @@ def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=4)
 
 
-def prepare_study(args, storage, annotation: str, device) -> tuple[optuna.Study, space.Profile]:
+def prepare_study(args, storage, annotation: str, device, crowded: bool = False) -> tuple[optuna.Study, space.Profile]:
     """Create the study, or check that resuming it is consistent; returns it and its profile.
 
     ``annotation`` is what the training file trains from, ``"masks"`` or ``"dots"``
     (``data.Split.annotation``); a study keeps it and resumes only with the same. ``device``
-    (a ``torch.device``) picks the default profile.
+    (a ``torch.device``) picks the default profile; ``crowded`` dots give a new study a warm
+    start that trains density maps (``space.warm_start``).
     """
     fingerprint = data.fingerprint(args.train)
     new = args.study_name not in optuna.get_all_study_names(storage)
@@ -96,7 +97,7 @@ def prepare_study(args, storage, annotation: str, device) -> tuple[optuna.Study,
         print(stale, flush=True)
     ensure_baseline(study, profile, args.objective, annotation)
     if not study.trials[1:]:  # a new study: the warm start follows the baseline (partial when sampled)
-        study.enqueue_trial(space.warm_start(profile, annotation), user_attrs={WARM_START_ATTR: True})
+        study.enqueue_trial(space.warm_start(profile, annotation, crowded), user_attrs={WARM_START_ATTR: True})
     # Here too, not only in the run loop: the parent of --workers orders the queue before they start.
     workers.queue_first(study, is_baseline)
     if not study.user_attrs.get(SET_UP_ATTR):

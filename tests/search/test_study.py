@@ -483,11 +483,30 @@ def test_dots_study_samples_and_records_the_radius(tiny_dots, tiny_profile, in_t
     assert "- trains from dots ('points', no masks)" in get_note(s)
 
 
+@pytest.mark.parametrize("crowded", [False, True], ids=["sparse", "crowded"])
+def test_crowded_dots_give_a_warm_start_that_trains_density_maps(tmp_path, tiny_profile, in_tmp, capsys, crowded):
+    arrays = disc_set(30, seed=1)
+    points = arrays["points"]
+    if crowded:  # a second dot 3 px from every dot: their default disks would merge
+        points = np.concatenate([points, points + [0, 3, 0]])
+        points = points[(points[:, 1] < T)]
+    path = tmp_path / "dots.npz"
+    counts = np.bincount(points[:, 0].astype(int), minlength=30)
+    np.savez(path, X=arrays["X"], counts=counts, points=points)
+    assert run_study(path, "--n-trials", "2") == 0
+    warm = load().trials[1]
+    assert warm.params == space.warm_start(tiny_profile, "dots", crowded)
+    assert warm.params["target"] == ("density" if crowded else "disks")
+    out = capsys.readouterr().out
+    assert f"where disks of radius 3 px merge; {'crowded' if crowded else 'not crowded'}" in out
+    assert (load().user_attrs["dots_crowding"] > space.CROWDED_SHARE) == crowded
+
+
 def density_warm_start(monkeypatch, sigma=2.0):
     """Make a new study's warm start (trial 1) train a density map of ``sigma``: trial 0 stays on disks."""
     disks = space.warm_start
 
-    def warm_start(profile, annotation="masks"):
+    def warm_start(profile, annotation="masks", crowded=False):
         params = {k: v for k, v in disks(profile, annotation).items() if k != space.RADIUS}
         return {**params, space.TARGET: "density", space.SIGMA: sigma}
 
