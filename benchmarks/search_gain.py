@@ -41,7 +41,7 @@ import data  # noqa: E402
 from search import export  # noqa: E402
 from search.errors import UsageError  # noqa: E402
 from search.results import stats  # noqa: E402
-from search.results.verdict import gain_line, stage_verdict_line  # noqa: E402
+from search.results.verdict import gain_line, stage_verdict, stage_verdict_line  # noqa: E402
 from search.roles import baseline_trial  # noqa: E402
 from search.runtime.storage import find_storage, load_existing_study  # noqa: E402
 from search.stages import finalists  # noqa: E402
@@ -95,7 +95,7 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "sub.csv"
         argv = ["--study-name", name, "--test", str(args.test), "--truth", str(args.truth), "--out", str(out)]
-        argv += ["--device", args.device, *options]
+        argv += ["--device", args.device, "--intervals", *options]
         if export.main(argv) != 0:
             return None
         counts = pd.read_csv(out)["count"].to_numpy()
@@ -109,8 +109,37 @@ def scored_export(name: str, options: list[str], args, truth: np.ndarray, groups
         "val": log["mae"],
         "val_kind": log["score"],
         "members_alone": log["member_test_mae"],
+        "member_counts": log["member_test_counts"],
+        "finalists": [m["finalist"] for m in log["members"]],
+        "weights": log.get("blend", {}).get("weights"),
+        "coverage": coverage(log, truth),
         "errors": errors.tolist(),
     }
+
+
+def coverage(log: dict, truth: np.ndarray) -> dict | None:
+    """The logged intervals' coverage and mean width on the test tiles, overall and by tercile of the true count."""
+    if "low" not in log:
+        return None
+    low, high = np.array(log["low"]), np.array(log["high"])
+    inside = (low <= truth) & (truth <= high)
+    edges = np.quantile(truth, [1 / 3, 2 / 3])
+    tercile = np.searchsorted(edges, truth, side="right")
+    return {
+        "level": log["interval"],
+        "all": (float(inside.mean()), float((high - low).mean())),
+        "terciles": [(float(inside[tercile == k].mean()), float((high - low)[tercile == k].mean())) for k in range(3)],
+    }
+
+
+def equal_weights(r: dict | None, truth: np.ndarray, groups: np.ndarray) -> dict | None:
+    """The plain mean of the default export's finalists (each its models' mean count), rounded, scored on test."""
+    if r is None:
+        return None
+    counts, owners = np.array(r["member_counts"], float), np.array(r["finalists"])
+    per_finalist = [counts[owners == f].mean(0) for f in np.unique(owners)]
+    errors = np.floor(np.mean(per_finalist, axis=0) + 0.5) - truth
+    return {"mae": float(np.abs(errors).mean()), "se": stats.mae_se(errors, groups), "errors": errors.tolist()}
 
 
 def paired(a: dict | None, b: dict | None, groups: np.ndarray) -> stats.Comparison | None:
@@ -138,8 +167,11 @@ def measure(name: str, seed: int, wall: float | None, args, truth: np.ndarray, g
     warm = next((t for t in trials if t.user_attrs.get("warm_start") and t.state == STATES.COMPLETE), None)
     if not any(t.state == STATES.COMPLETE for t in trials):
         raise SystemExit(f"study {name!r} has no complete trial: nothing to export; run it longer")
+    verdict = stage_verdict(staged) if staged else None
+    winner = None if verdict is None else ["--finalist", str(verdict.winner.trial)]
     exports = {
         "default": scored_export(name, [], args, truth, groups),
+        "winner": None if winner is None else scored_export(name, winner, args, truth, groups),
         "best_alone": scored_export(name, ["--trial", str(study.best_trial.number)], args, truth, groups),
         "baseline": models_of(study, base, staged, name, args, truth, groups),
         "warm_start": models_of(study, warm, staged, name, args, truth, groups),
@@ -157,9 +189,12 @@ def measure(name: str, seed: int, wall: float | None, args, truth: np.ndarray, g
         "baseline_trial": None if base is None else base.number,
         "warm_start_trial": None if warm is None else warm.number,
         **exports,
+        "equal_weights": (equal := equal_weights(exports["default"], truth, groups)),
+        "default_minus_winner": paired(exports["default"], exports["winner"], groups),
         "default_minus_best_alone": paired(exports["default"], exports["best_alone"], groups),
         "default_minus_baseline": paired(exports["default"], exports["baseline"], groups),
         "default_minus_warm_start": paired(exports["default"], exports["warm_start"], groups),
+        "default_minus_equal_weights": paired(exports["default"], equal, groups),
         "search_verdict": gain_line(study),
         "stage_verdict": stage_verdict_line(staged) if staged else None,
     }
@@ -216,11 +251,30 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             f"{diff_text(r['default_minus_best_alone'])}; minus the reference's models: "
             f"{diff_text(r['default_minus_baseline'])}; minus the warm start's: "
             f"{diff_text(r['default_minus_warm_start'])}.  ",
+            f"Weights chosen out of fold: {(r['default'] or {}).get('weights')}; the study's own figure for the "
+            f"export ({(r['default'] or {}).get('val_kind')}) {cell_value(r['default'])} against its test MAE "
+            f"{cell_value(r['default'], 'mae')}; the winner's models alone {cell(r['winner'])}, the finalists' "
+            f"equal-weight mean {cell(r['equal_weights'])}; default export minus the winner's models: "
+            f"{diff_text(r['default_minus_winner'])}, minus the equal-weight mean: "
+            f"{diff_text(r['default_minus_equal_weights'])}.  ",
+            f"Intervals on the test tiles: {coverage_text((r['default'] or {}).get('coverage'))}.  ",
             f"Search: {r['search_verdict']}.  ",
             f"Verdict out of fold: {r['stage_verdict'] or 'no finalist stage'}.",
             "",
         ]
     return "\n".join(lines)
+
+
+def cell_value(r: dict | None, key: str = "val") -> str:
+    return "n/a" if r is None else f"{r[key]:.3f}"
+
+
+def coverage_text(c: dict | None) -> str:
+    """Coverage and mean width, overall and by tercile of the true count."""
+    if c is None:
+        return "none"
+    terciles = ", ".join(f"{cov:.0%} (width {w:.1f})" for cov, w in c["terciles"])
+    return f"{c['level']:.0%} intervals cover {c['all'][0]:.1%} (mean width {c['all'][1]:.2f}); by tercile {terciles}"
 
 
 def members(r: dict | None) -> str:

@@ -42,7 +42,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=Path, default=FULL_TEST / "images", help="the whole test images")
     p.add_argument("--truth", type=Path, default=FULL_TEST / "counts.csv", help="their true counts, image,count")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    p.add_argument("--section", default="whole", help="BENCHMARKS.md section to write (default: %(default)s)")
     return p.parse_args(argv)
+
+
+def interval_lines(whole: pd.DataFrame, true: np.ndarray) -> list[str]:
+    """Coverage and mean width of predict's intervals, overall and by tercile of the true count."""
+    if "low" not in whole:
+        return ["No intervals (the study's export gives none)."]
+    low, high = whole["low"].to_numpy(), whole["high"].to_numpy()
+    inside, width = (low <= true) & (true <= high), high - low
+    tercile = np.searchsorted(np.quantile(true, [1 / 3, 2 / 3]), true, side="right")
+    parts = [
+        f"{inside[tercile == k].mean():.0%} (width {width[tercile == k].mean():.1f}, "
+        f"true {true[tercile == k].min():.0f}-{true[tercile == k].max():.0f})"
+        for k in range(3)
+    ]
+    return [
+        f"Intervals (predict's default level): cover {inside.mean():.1%} of {len(true)} images, mean width "
+        f"{width.mean():.1f}; by tercile of the true count {', '.join(parts)}."
+    ]
 
 
 def run(cmd: list[str]) -> float:
@@ -93,12 +112,13 @@ def main(argv=None) -> int:
         "",
         f"Predict minus tiles added up, paired over images: {d.diff:+.2f} {interval}.  ",
         f"Predict: {predict_s:.1f} s for the command, model loading included: "
-        f"{megapixels / predict_s:.2f} megapixels per second.",
+        f"{megapixels / predict_s:.2f} megapixels per second.  ",
+        *interval_lines(whole, true),
     ]
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section("whole", text)
+        write_section(args.section, text)
     print(json.dumps({k: np.abs(e).mean() for k, e in errors.items()} | {"predict_s": predict_s}))
     return 0
 

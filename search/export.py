@@ -182,6 +182,7 @@ def score_truth(log: dict, path: Path, truth: np.ndarray, final, counts: list, b
     error = final - truth
     log.update(truth=str(path), test_mae=float(np.abs(error).mean()), test_bias=float(error.mean()))
     log["member_test_mae"] = [float(np.abs(c - truth).mean()) for c in counts]
+    log["member_test_counts"] = [np.asarray(c).tolist() for c in counts]  # for comparing other weightings
     covered = ""
     if bounds is not None:
         log["test_coverage"] = float(np.mean((bounds[0] <= truth) & (truth <= bounds[1])))

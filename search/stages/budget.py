@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 
 from search import space
@@ -29,9 +30,9 @@ from search.stages import finalists
 STATES = optuna.trial.TrialState
 # A finalist run skips the per-epoch validation of a search trial and is scored once, on its
 # held-out fold: until one has run here, an epoch of it is estimated at this many search
-# epochs (0.88 measured on the embedded data, bf16: 126 s for a 12-epoch fold run at 11.9 s
-# per search epoch; BENCHMARKS.md has the fp32 figure).
-STAGE_EPOCH_FACTOR = 0.9
+# epochs. Measured on the embedded data: 0.88 with bf16 (126 s for a 12-epoch fold run at 11.9 s
+# per search epoch), 1.0 in fp32 (8.3 s against 8.3-8.4; BENCHMARKS.md, the fp32 default study).
+STAGE_EPOCH_FACTOR = 1.0
 
 
 def planned_params(trial: optuna.trial.FrozenTrial) -> dict:
@@ -154,8 +155,8 @@ class Budget:
         self.timeout, self.finish = timeout, finish
         self.budget_end = time.monotonic() + timeout
         self.deadline = math.inf if finish else self.budget_end  # when every run stops
-        self.measured: float | None = None  # this process's latest search epoch
-        self.measured_stage: float | None = None  # this process's latest finalist epoch
+        self.search_epochs: list[float] = []  # seconds of the search epochs this process trained
+        self.stage_epochs_trained: list[float] = []  # and of its finalist epochs
         self.announced = False
 
     def recorded(self) -> tuple[float | None, float | None]:
@@ -164,6 +165,16 @@ class Budget:
         staged = finalists.open_finalists(self.study)
         stage = None if staged is None else finalists.epoch_seconds(staged.get_trials(deepcopy=False))
         return search, stage
+
+    @property
+    def measured(self) -> float | None:
+        """This process's median search epoch: one slow epoch (the first, a busy moment) does not sway it."""
+        return float(np.median(self.search_epochs)) if self.search_epochs else None
+
+    @property
+    def measured_stage(self) -> float | None:
+        """This process's median finalist epoch."""
+        return float(np.median(self.stage_epochs_trained)) if self.stage_epochs_trained else None
 
     def speeds(self) -> tuple[float | None, float | None]:
         """Seconds per search and per finalist epoch on this machine now.
@@ -246,13 +257,13 @@ class Budget:
 
     def on_epoch_seconds(self, seconds: float) -> None:
         """Record a search epoch this process trained; print the plan the first time."""
-        self.measured = seconds
+        self.search_epochs.append(seconds)
         if not self.announced:
             self.announce()
 
     def on_stage_epoch_seconds(self, seconds: float) -> None:
         """Record a finalist epoch this process trained; print the plan the first time."""
-        self.measured_stage = seconds
+        self.stage_epochs_trained.append(seconds)
         if not self.announced:
             self.announce()
 
