@@ -128,7 +128,11 @@ def coverage(log: dict, truth: np.ndarray) -> dict | None:
     return {
         "level": log["interval"],
         "all": (float(inside.mean()), float((high - low).mean())),
-        "terciles": [(float(inside[tercile == k].mean()), float((high - low)[tercile == k].mean())) for k in range(3)],
+        "terciles": [
+            (float(inside[tercile == k].mean()), float((high - low)[tercile == k].mean()))
+            for k in range(3)
+            if (tercile == k).any()  # a few tiles of equal counts leave a tercile empty
+        ],
     }
 
 
@@ -205,7 +209,8 @@ def cell(r: dict | None) -> str:
     if r is None:
         return "n/a"
     se = "n/a" if r["se"] is None else f"{r['se']:.3f}"
-    return f"**{r['mae']:.3f}** +- {se} ({r['val_kind']} {r['val']:.3f})"
+    own = f" ({r['val_kind']} {r['val']:.3f})" if "val_kind" in r else ""
+    return f"**{r['mae']:.3f}** +- {se}{own}"
 
 
 def report(args, rows: list[dict], n_images: int, seconds: float) -> str:

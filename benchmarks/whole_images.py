@@ -57,6 +57,7 @@ def interval_lines(whole: pd.DataFrame, true: np.ndarray) -> list[str]:
         f"{inside[tercile == k].mean():.0%} (width {width[tercile == k].mean():.1f}, "
         f"true {true[tercile == k].min():.0f}-{true[tercile == k].max():.0f})"
         for k in range(3)
+        if (tercile == k).any()
     ]
     return [
         f"Intervals (predict's default level): cover {inside.mean():.1%} of {len(true)} images, mean width "

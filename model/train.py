@@ -8,6 +8,7 @@ plugs in through ``on_epoch`` (raise from it to stop training).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from model.resume import BatchStream, data_signature, load_state, parts_state, r
 from model.unet import UNet, UNetConfig
 
 LOSSES = ("bce", "bce_dice", "mse")
+WARM_UP_STEPS = 3  # steps of an epoch left out of its steady time
 SCHEDULES = ("constant", "cosine")
 
 
@@ -92,6 +94,9 @@ class EpochReport:
     val_loss: float
     val_mae: float
     seconds: float
+    # The epoch's seconds without the one-off set-up of its first steps (kernels chosen, memory
+    # grown: a process's first epoch is 1.1-1.2x the next): what later epochs will take.
+    steady_seconds: float = math.nan
     restored: bool = False  # an epoch of a resumed run, finished before it stopped
 
 
@@ -156,18 +161,35 @@ def epoch_steps(n: int, config: TrainConfig) -> int:
 
 def train_epoch(
     net, opt, scheduler, x: torch.Tensor, y: torch.Tensor, batches, config: TrainConfig, precision: str, generator
-) -> float:
-    """One epoch of :func:`epoch_steps` steps from ``batches``, stepping the schedule; returns the mean loss."""
+) -> tuple[float, float]:
+    """One epoch of :func:`epoch_steps` steps from ``batches``, stepping the schedule.
+
+    Returns the mean loss and the epoch's steady seconds: the time of its steps after the first
+    :data:`WARM_UP_STEPS`, scaled to all its steps.
+    """
     net.train()
     total = torch.zeros((), device=x.device)
-    seen = 0
-    for idx in itertools.islice(batches, epoch_steps(len(x), config)):
+    seen, steps = 0, epoch_steps(len(x), config)
+    started = warm = time.perf_counter()
+    for i, idx in enumerate(itertools.islice(batches, steps)):
+        if i == WARM_UP_STEPS:
+            warm = synced_clock(x.device)
         # Summed on the device: no host sync per step.
         total += train_step(net, opt, x[idx], y[idx], config, precision, generator) * len(idx)
         seen += len(idx)
         if scheduler is not None:
             scheduler.step()
-    return float(total) / seen
+    loss, ended = float(total) / seen, synced_clock(x.device)
+    if steps <= WARM_UP_STEPS:
+        return loss, ended - started
+    return loss, (ended - warm) * steps / (steps - WARM_UP_STEPS)
+
+
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has done its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def fit(
@@ -210,16 +232,16 @@ def fit(
     batches = BatchStream(len(x_train), config.batch_size, device, generator)
     parts = (net, opt, scheduler, batches, generator)
     signature = run_signature(net, config, precision, train_images, train_masks)
-    history, seconds = resume(state_path, signature, parts, on_epoch)
-    prob = None
+    (history, seconds), prob = resume(state_path, signature, parts, on_epoch), None
     for epoch in range(len(history) + 1, config.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
-        val_loss = val_score = float("nan")
+        train_loss, steady = train_epoch(net, opt, scheduler, x_train, y_train, batches, config, precision, generator)
+        val_loss, val_score, t1 = float("nan"), float("nan"), time.perf_counter()
         if val is not None and (every_epoch or epoch == config.epochs):
             val_loss, prob = validate(net, *val, config.loss, precision)
             val_score = float(score_fn(prob)) if score_fn is not None else float("nan")
-        report = EpochReport(epoch, train_loss, val_loss, val_score, time.perf_counter() - t0)
+        ended = time.perf_counter()
+        report = EpochReport(epoch, train_loss, val_loss, val_score, ended - t0, steady + ended - t1)
         history.append(report)
         seconds += report.seconds
         if state_path is not None:  # before on_epoch, which may stop the run here

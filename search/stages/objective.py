@@ -124,7 +124,7 @@ class Objective:
                     trial.report(r.val_mae, r.epoch)
                 print(f"  {name} epoch {r.epoch}/{epochs}: restored from the saved state", flush=True)
                 return
-            self.on_epoch_seconds(r.seconds)
+            self.on_epoch_seconds(r.steady_seconds if math.isfinite(r.steady_seconds) else r.seconds)
             val = f"  val loss {r.val_loss:.4f}  val MAE {r.val_mae:.3f}" if scored else ""
             print(
                 f"  {name} epoch {r.epoch}/{epochs}: train loss {r.train_loss:.4f}{val}  ({r.seconds:.1f} s)",

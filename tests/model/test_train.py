@@ -1,5 +1,7 @@
 """model.train on tiny disc tiles and a 2-4 channel U-Net: losses, schedules, epochs, seeds, augmentation."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -279,3 +281,19 @@ def test_dice_term_near_zero_for_perfect_prediction():
 def test_invalid_train_config_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_steady_seconds_leave_out_the_first_steps_set_up(train_set, monkeypatch):
+    real_step, calls = train_module.train_step, []
+
+    def slow_first_step(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.5)  # a process's first step: kernels chosen, memory grown
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", slow_first_step)
+    config = TrainConfig(lr=1e-3, epochs=2, batch_size=2, min_epoch_steps=8)
+    first, second = fit(tiny_net(), config, *train_set).history
+    assert first.seconds > 0.5 and first.steady_seconds < first.seconds - 0.4
+    assert second.steady_seconds == pytest.approx(second.seconds, abs=0.2)

@@ -105,7 +105,7 @@ def test_no_trial_starts_whose_epochs_cannot_finish_in_time(tiny_files, tiny_pro
         def slow_epoch(r):
             # Each epoch takes 500 s, as measured and by the clock: margins of minutes of real time.
             clock.skew += 500.0
-            on_epoch(dataclasses.replace(r, seconds=500.0))
+            on_epoch(dataclasses.replace(r, seconds=500.0, steady_seconds=500.0))
 
         return real_fit(*args, on_epoch=slow_epoch, **kwargs)
 
@@ -129,7 +129,7 @@ def test_budget_stops_the_search_in_time_for_the_finalist_runs(tiny_files, tiny_
     def slow_fit(*args, on_epoch, **kwargs):
         def slow_epoch(r):
             clock.skew += 50.0  # every epoch takes 50 s, every training 100 s
-            on_epoch(dataclasses.replace(r, seconds=50.0))
+            on_epoch(dataclasses.replace(r, seconds=50.0, steady_seconds=50.0))
 
         return real_fit(*args, on_epoch=slow_epoch, **kwargs)
 

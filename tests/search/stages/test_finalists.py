@@ -88,18 +88,27 @@ def test_every_training_image_is_predicted_once_per_finalist_never_a_validation_
     assert verdict.n_images == len(np.unique(split.train_groups)) and verdict.folds == [0, 1]
 
 
-@pytest.mark.slow
-def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    real_fit = objective.fit
-    seeds = []
+def interrupt_second_run(monkeypatch) -> list[int]:
+    """Make Ctrl-C stop the second finalist run (the 4th training: 2 search trials come first).
 
-    def fit_interrupting_second_run(net, train, *args, **kwargs):
+    Returns the training seeds, appended as each training starts (the test may clear them).
+    """
+    real_fit, seeds, fits = objective.fit, [], []
+
+    def fit(net, train, *args, **kwargs):
         seeds.append(train.seed)
-        if len(seeds) == 4:  # 2 search trials, then the finalist runs: the second of them
+        fits.append(1)
+        if len(fits) == 4:
             raise KeyboardInterrupt
         return real_fit(net, train, *args, **kwargs)
 
-    monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
+    monkeypatch.setattr(objective, "fit", fit)
+    return seeds
+
+
+@pytest.mark.slow
+def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny_profile, in_tmp, monkeypatch):
+    seeds = interrupt_second_run(monkeypatch)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 130
     # The interrupted run is queued again at once (last), to continue from its saved state.
@@ -117,15 +126,7 @@ def test_stage_stopped_by_ctrl_c_resumes_without_repeating_runs(tiny_files, tiny
 @pytest.mark.slow
 def test_a_run_killed_mid_stage_keeps_the_fold_by_fold_order(tiny_files, tiny_profile, in_tmp, monkeypatch):
     """kill -9 leaves a run RUNNING: it is reaped, with a reason, before the plan orders the queue."""
-    real_fit, seeds = objective.fit, []
-
-    def fit_interrupting_second_run(net, train, *args, **kwargs):
-        seeds.append(train.seed)
-        if len(seeds) == 4:
-            raise KeyboardInterrupt
-        return real_fit(net, train, *args, **kwargs)
-
-    monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
+    seeds = interrupt_second_run(monkeypatch)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 130
     # Make the queued copy of the stopped run look like a run whose process was killed mid-epoch.
@@ -297,16 +298,7 @@ def test_a_new_number_of_folds_is_a_new_plan_never_mixed_with_the_old(
 
 @pytest.mark.slow
 def test_a_stage_cut_short_is_not_resumed_under_another_number_of_folds(tiny_files, tiny_profile, in_tmp, monkeypatch):
-    real_fit, seeds, fits = objective.fit, [], []
-
-    def fit_interrupting_second_run(net, train, *args, **kwargs):
-        seeds.append(train.seed)
-        fits.append(1)
-        if len(fits) == 4:  # 2 search trials, then the finalist runs: the second of them
-            raise KeyboardInterrupt
-        return real_fit(net, train, *args, **kwargs)
-
-    monkeypatch.setattr(objective, "fit", fit_interrupting_second_run)
+    seeds = interrupt_second_run(monkeypatch)
     train, _, _ = tiny_files
     assert run_study(train, "--n-trials", "2", *STAGE) == 130
     # Cut before the second finalist's first run: nothing compared yet, and the note says so.
