@@ -136,12 +136,11 @@ def coverage(log: dict, truth: np.ndarray) -> dict | None:
     }
 
 
-def equal_weights(r: dict | None, truth: np.ndarray, groups: np.ndarray) -> dict | None:
-    """The plain mean of the default export's finalists (each its models' mean count), rounded, scored on test."""
-    if r is None:
+def equal_weights(parts: list[dict | None], truth: np.ndarray, groups: np.ndarray) -> dict | None:
+    """The plain mean of finalists' exports ``parts`` (each its models' mean count), rounded, scored on test."""
+    if any(r is None for r in parts):
         return None
-    counts, owners = np.array(r["member_counts"], float), np.array(r["finalists"])
-    per_finalist = [counts[owners == f].mean(0) for f in np.unique(owners)]
+    per_finalist = [np.mean(r["member_counts"], axis=0) for r in parts]
     errors = np.floor(np.mean(per_finalist, axis=0) + 0.5) - truth
     return {"mae": float(np.abs(errors).mean()), "se": stats.mae_se(errors, groups), "errors": errors.tolist()}
 
@@ -193,7 +192,7 @@ def measure(name: str, seed: int, wall: float | None, args, truth: np.ndarray, g
         "baseline_trial": None if base is None else base.number,
         "warm_start_trial": None if warm is None else warm.number,
         **exports,
-        "equal_weights": (equal := equal_weights(exports["default"], truth, groups)),
+        "equal_weights": (equal := equal_weights([exports["baseline"], exports["warm_start"]], truth, groups)),
         "default_minus_winner": paired(exports["default"], exports["winner"], groups),
         "default_minus_best_alone": paired(exports["default"], exports["best_alone"], groups),
         "default_minus_baseline": paired(exports["default"], exports["baseline"], groups),
