@@ -341,7 +341,8 @@ def test_default_export_weighs_the_finalists_out_of_fold_and_logs_an_interval_pe
     assert len(log["members"]) == 3 * len(expected.used())
     images = np.load(test)["X"]
     counts = [
-        count_setting(predict_prob(load_checkpoint(m["checkpoint"])[0], images), m["counting"]) for m in log["members"]
+        count_setting(predict_prob(load_checkpoint(m["checkpoint"])[0], images, loss="bce"), m["counting"])
+        for m in log["members"]
     ]
     keys = [(m["finalist"], m["fold"]) for m in log["members"]]
     table = pd.read_csv(in_tmp / "submission.csv")

@@ -289,7 +289,8 @@ def test_whole_images_get_the_finalists_weighted_count_and_an_interval(tiny_file
         image = read_scaled(folder / name)
         counts = [
             count_setting(
-                stitch_predict(image, lambda w, net=net: predict_prob(net, w), T), m.trial.user_attrs["counting"]
+                stitch_predict(image, lambda w, net=net: predict_prob(net, w, loss="bce"), T),
+                m.trial.user_attrs["counting"],
             )
             for net, m in zip(nets, choice.members)
         ]
