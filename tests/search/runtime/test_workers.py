@@ -161,6 +161,36 @@ def test_workers_get_the_storage_url_from_the_environment(tmp_path, monkeypatch)
         assert child["argv"][1:] == ["--n-trials", "4", "--workers", "2", "--worker-index", str(i)]
 
 
+# A --workers child that records SIGTERM: it says it is ready, then exits 7 when the signal comes.
+TERM_CHILD = """
+import os, signal, sys, time
+from pathlib import Path
+index = sys.argv[sys.argv.index("--worker-index") + 1]
+signal.signal(signal.SIGTERM, lambda *args: sys.exit(7))
+Path(os.environ["OUT"], index).write_text("ready")
+time.sleep(60)
+"""
+
+
+def test_a_stopped_parent_passes_sigterm_on_to_its_workers(tmp_path, monkeypatch):
+    """SIGTERM reaches the parent of --workers alone: it must stop the workers so they save their runs."""
+    monkeypatch.setattr(workers, "CHILD_COMMAND", [sys.executable, "-c", TERM_CHILD])
+    monkeypatch.setenv("OUT", str(tmp_path))
+    procs = []
+
+    def interrupted_once_ready(children):
+        procs.extend(children)
+        deadline = time.monotonic() + HANG_BOUND
+        while not all((tmp_path / str(i)).exists() for i in range(2)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt  # what the parent's SIGTERM handler raises
+
+    monkeypatch.setattr(workers, "wait_all", interrupted_once_ready)
+    with pytest.raises(KeyboardInterrupt):
+        workers.spawn_and_wait([], 2, "sqlite:///unused.db")
+    assert [p.returncode for p in procs] == [7, 7]
+
+
 def baseline_behind_others(s):
     """Queue a warm start, a retried trial, the reference and a last trial, in that order."""
     s.enqueue_trial({"x": 1.0}, user_attrs={"warm_start": True})
