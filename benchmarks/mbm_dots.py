@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, help="the study command's --timeout (default: its profile's)")
     p.add_argument("--parallel", action="store_true", help="run the studies at once, the cores split between them")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    p.add_argument("--section", default="mbm", help="BENCHMARKS.md section to write (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     text = report(args, rows, threads)
     print(text)
     if args.write:
-        write_section("mbm", text)
+        write_section(args.section, text)
     print(json.dumps(rows))
     return 0
 
