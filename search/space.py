@@ -139,6 +139,11 @@ def merge_distance() -> int:
     return 2 * DEFAULT_RADIUS + 1
 
 
+def is_crowded(share: float) -> bool:
+    """Whether dots of which ``share`` have a neighbour within :func:`merge_distance` are crowded."""
+    return share > CROWDED_SHARE
+
+
 def warm_start(profile: Profile, annotation: str = "masks", crowded: bool = False) -> dict:
     """A strong starting point, run second: cosine decay from a higher rate, augmentation, every epoch.
 

@@ -69,7 +69,7 @@ def run(args, argv=()) -> optuna.Study:
     storage_url = storage_url_of(args)
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
     share = data.crowding(split.train_points, space.merge_distance()) if split.annotation == "dots" else None
-    crowded = share is not None and share > space.CROWDED_SHARE
+    crowded = share is not None and space.is_crowded(share)
     study, profile = prepare.prepare_study(args, storage, split.annotation, device, crowded)
     record_project(study, storage_url)  # the export finds the checkpoints from any folder
     note = describe_split(study, args, split, source, rule, profile)
@@ -129,11 +129,10 @@ def storage_url_of(args) -> str:
 
 def crowding_line(share: float) -> str:
     """How crowded a dots file's training dots are, and what a new study's warm start trains for it."""
-    crowded = share > space.CROWDED_SHARE
     target = (
         f"crowded (over {space.CROWDED_SHARE:.0%}): a new study's warm start trains density maps "
         f"(sigma {space.DEFAULT_SIGMA:g} px)"
-        if crowded
+        if space.is_crowded(share)
         else f"not crowded (at most {space.CROWDED_SHARE:.0%}): a new study's warm start trains disks"
     )
     return (

@@ -249,10 +249,10 @@ class Budget:
         The baseline and warm start run to the run's deadline, and the search goes on while one
         of them waits: they are the least search a verdict needs.
         """
-        plan = self.plan()
         required = is_required(trial) if trial is not None else bool(self.required_trials())
         if required:
             return self.deadline
+        plan = self.plan()  # read after every epoch of a search trial: only where the reserve matters
         return self.budget_end - (plan.stage_seconds if plan is not None else 0.0)
 
     def on_epoch_seconds(self, seconds: float) -> None:
