@@ -89,3 +89,25 @@ def run_commands(commands: dict[str, list[str]], parallel: bool) -> tuple[dict[s
             raise SystemExit(f"{name} failed: see studies/{name}.log")
         walls[name] = time.perf_counter() - started[name]
     return walls, threads
+
+
+def image_se(errors: np.ndarray) -> float:
+    """Standard error of the mean absolute error over images (each image one draw)."""
+    return float(np.abs(errors).std(ddof=1) / np.sqrt(len(errors)))
+
+
+def interval_coverage(low: np.ndarray, high: np.ndarray, true: np.ndarray) -> dict:
+    """How often intervals hold the true counts, and their mean width, overall and by tercile of the true count.
+
+    Returns ``{"all": (coverage, width), "terciles": [(coverage, width, lowest, highest true count), ...]}``;
+    a tercile that no item falls in (a few items of equal counts) is left out.
+    """
+    low, high, true = np.asarray(low), np.asarray(high), np.asarray(true)
+    inside, width = (low <= true) & (true <= high), high - low
+    tercile = np.searchsorted(np.quantile(true, [1 / 3, 2 / 3]), true, side="right")
+    terciles = [
+        (float(inside[t].mean()), float(width[t].mean()), float(true[t].min()), float(true[t].max()))
+        for t in (tercile == k for k in range(3))
+        if t.any()
+    ]
+    return {"all": (float(inside.mean()), float(width.mean())), "terciles": terciles}

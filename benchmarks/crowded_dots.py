@@ -20,7 +20,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +29,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import image_se, machine, run_commands, write_section  # noqa: E402
 
 import data  # noqa: E402
 from search import space  # noqa: E402
+from search.errors import UsageError  # noqa: E402
 from search.runtime.storage import find_storage, load_existing_study  # noqa: E402
 from search.stages import finalists  # noqa: E402
 
@@ -103,8 +103,12 @@ def predict(name: str, test: Path, truth: Path, which: list[str]) -> dict:
     counts = pd.read_csv(out)
     true = pd.read_csv(truth).set_index("image")["count"].loc[counts["image"]].to_numpy()
     errors = counts["count"].to_numpy() - true
-    se = float(np.abs(errors).std(ddof=1) / np.sqrt(len(errors)))
-    return {"mae": float(np.abs(errors).mean()), "se": se, "bias": float(errors.mean()), "mean_true": true.mean()}
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "se": image_se(errors),
+        "bias": float(errors.mean()),
+        "mean_true": true.mean(),
+    }
 
 
 def run_study(name: str, train: Path, seed: int, timeout: float | None) -> float | None:
@@ -112,12 +116,11 @@ def run_study(name: str, train: Path, seed: int, timeout: float | None) -> float
     try:
         find_storage(name)
         return None
-    except Exception:  # noqa: BLE001 - no study yet: run it
+    except UsageError:  # no study of that name yet: run it
         pass
     cmd = [sys.executable, "-m", "search.study", "--study-name", name, "--train", str(train), "--seed", str(seed)]
-    started = time.perf_counter()
-    subprocess.run(cmd + (["--timeout", str(timeout)] if timeout else []), check=True)
-    return time.perf_counter() - started
+    walls, _ = run_commands({name: cmd + (["--timeout", str(timeout)] if timeout else [])}, parallel=False)
+    return walls[name]
 
 
 def measure(name: str, seed: int, wall, test: Path, truth: Path) -> dict:
@@ -173,7 +176,8 @@ def main(argv=None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train, test, truth = prepare(args.work, args.train_images, args.test_images)
-    points = data.load_points(train, len(np.load(train)["X"]), (128, 128))
+    tiles = np.load(train)["X"].shape
+    points = data.load_points(train, tiles[0], tiles[1:])
     share = data.crowding(points, space.merge_distance())
     rows = []
     for seed in args.seeds:

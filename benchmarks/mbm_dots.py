@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import machine, run_commands, write_section  # noqa: E402
+from common import image_se, machine, run_commands, write_section  # noqa: E402
 
 from search.errors import UsageError  # noqa: E402
 from search.results.verdict import stage_verdict_line  # noqa: E402
@@ -86,11 +86,6 @@ def predict(name: str, folder: Path) -> tuple[pd.DataFrame, float]:
     cmd = [sys.executable, "-m", "search.predict", str(folder / "test"), "--study-name", name, "--out", str(out)]
     subprocess.run(cmd, check=True)
     return pd.read_csv(out), time.perf_counter() - started
-
-
-def image_se(errors: np.ndarray) -> float:
-    """Standard error of the mean absolute error over images (each image one draw)."""
-    return float(np.abs(errors).std(ddof=1) / np.sqrt(len(errors)))
 
 
 def measure(name: str, index: int, wall: float | None, dataset: Path, folder: Path) -> dict:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import load_test_groups, machine, run_commands, shown, write_section  # noqa: E402
+from common import interval_coverage, load_test_groups, machine, run_commands, shown, write_section  # noqa: E402
 
 import data  # noqa: E402
 from search import export  # noqa: E402
@@ -121,19 +121,7 @@ def coverage(log: dict, truth: np.ndarray) -> dict | None:
     """The logged intervals' coverage and mean width on the test tiles, overall and by tercile of the true count."""
     if "low" not in log:
         return None
-    low, high = np.array(log["low"]), np.array(log["high"])
-    inside = (low <= truth) & (truth <= high)
-    edges = np.quantile(truth, [1 / 3, 2 / 3])
-    tercile = np.searchsorted(edges, truth, side="right")
-    return {
-        "level": log["interval"],
-        "all": (float(inside.mean()), float((high - low).mean())),
-        "terciles": [
-            (float(inside[tercile == k].mean()), float((high - low)[tercile == k].mean()))
-            for k in range(3)
-            if (tercile == k).any()  # a few tiles of equal counts leave a tercile empty
-        ],
-    }
+    return {"level": log["interval"], **interval_coverage(log["low"], log["high"], truth)}
 
 
 def equal_weights(parts: list[dict | None], truth: np.ndarray, groups: np.ndarray) -> dict | None:
@@ -277,7 +265,7 @@ def coverage_text(c: dict | None) -> str:
     """Coverage and mean width, overall and by tercile of the true count."""
     if c is None:
         return "none"
-    terciles = ", ".join(f"{cov:.0%} (width {w:.1f})" for cov, w in c["terciles"])
+    terciles = ", ".join(f"{cov:.0%} (width {w:.1f})" for cov, w, *_ in c["terciles"])
     return f"{c['level']:.0%} intervals cover {c['all'][0]:.1%} (mean width {c['all'][1]:.2f}); by tercile {terciles}"
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import load_test_groups, machine, write_section  # noqa: E402
+from common import interval_coverage, load_test_groups, machine, write_section  # noqa: E402
 
 import data  # noqa: E402
 from data.folders import image_files  # noqa: E402
@@ -50,18 +50,11 @@ def interval_lines(whole: pd.DataFrame, true: np.ndarray) -> list[str]:
     """Coverage and mean width of predict's intervals, overall and by tercile of the true count."""
     if "low" not in whole:
         return ["No intervals (the study's export gives none)."]
-    low, high = whole["low"].to_numpy(), whole["high"].to_numpy()
-    inside, width = (low <= true) & (true <= high), high - low
-    tercile = np.searchsorted(np.quantile(true, [1 / 3, 2 / 3]), true, side="right")
-    parts = [
-        f"{inside[tercile == k].mean():.0%} (width {width[tercile == k].mean():.1f}, "
-        f"true {true[tercile == k].min():.0f}-{true[tercile == k].max():.0f})"
-        for k in range(3)
-        if (tercile == k).any()
-    ]
+    c = interval_coverage(whole["low"].to_numpy(), whole["high"].to_numpy(), true)
+    parts = [f"{cov:.0%} (width {w:.1f}, true {lo:.0f}-{hi:.0f})" for cov, w, lo, hi in c["terciles"]]
     return [
-        f"Intervals (predict's default level): cover {inside.mean():.1%} of {len(true)} images, mean width "
-        f"{width.mean():.1f}; by tercile of the true count {', '.join(parts)}."
+        f"Intervals (predict's default level): cover {c['all'][0]:.1%} of {len(true)} images, mean width "
+        f"{c['all'][1]:.1f}; by tercile of the true count {', '.join(parts)}."
     ]
 
 
