@@ -19,7 +19,7 @@ import data
 from model.device import pick_device
 from search.errors import Failed, UsageError
 from search.roles import FOLDER_ATTR
-from search.runtime.artifacts import project_dir, study_dir
+from search.runtime.artifacts import study_folder
 from search.runtime.storage import STORAGE_ENV, storage_files
 
 STORAGE_HELP = (
@@ -183,7 +183,7 @@ def check_spares_study(outputs: dict[str, Path | None], storage_url: str, study:
     """
     storage = {p.resolve() for p in storage_files(storage_url)}
     attrs = study.user_attrs
-    folder = (project_dir(attrs, storage_url) / study_dir(study)).resolve() if FOLDER_ATTR in attrs else None
+    folder = study_folder(study, storage_url) if FOLDER_ATTR in attrs else None
     for option, path in outputs.items():
         if path is None:
             continue

@@ -98,13 +98,18 @@ def project_dir(attrs: dict, storage_url: str) -> Path:
     return Path(os.path.normpath(file.resolve().parent / attrs[PROJECT_ATTR]))
 
 
-def states_dir(study: optuna.Study, storage_url: str, of: optuna.Study | None = None) -> Path:
-    """Where the running trials of ``of`` (default: ``study``) keep their saved states, as an absolute path.
+def study_folder(study: optuna.Study, storage_url: str, of: optuna.Study | None = None) -> Path:
+    """The folder of ``of`` (default: ``study``, whose project folder it records) as an absolute path.
 
-    Inside the study folder, found from the storage like the checkpoints, so that every worker
-    and every later command, from any working folder, finds a stopped run's state.
+    Found from the storage like the checkpoints, so that every worker and every later command
+    finds it from any working folder.
     """
-    return (project_dir(study.user_attrs, storage_url) / study_dir(of or study) / "resume").resolve()
+    return (project_dir(study.user_attrs, storage_url) / study_dir(of or study)).resolve()
+
+
+def states_dir(study: optuna.Study, storage_url: str, of: optuna.Study | None = None) -> Path:
+    """Where the running trials of ``of`` (default: ``study``) keep their saved states: in its folder."""
+    return study_folder(study, storage_url, of) / "resume"
 
 
 def training_file(attrs: dict, project: Path, otherwise: str) -> Path:
