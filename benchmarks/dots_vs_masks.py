@@ -1,17 +1,18 @@
-"""Dots against masks: one configuration trained from the embedded set's masks and from its dots alone.
+"""Targets from one file: one configuration trained on its masks, on disks at its centres, on a density map.
 
     flock /tmp/cpu.lock python benchmarks/dots_vs_masks.py --write
-    python benchmarks/dots_vs_masks.py --seeds 1 2 3 --radius 4
+    python benchmarks/dots_vs_masks.py --seeds 1 2 3 --radius 4 --sigma 3
 
-The masks route trains on ``--train`` (the embedded ``train_data.npz``) as it is; the dots route
-on the same file without ``y``, written to a temporary folder, so that it trains on disks drawn
-at the file's ``points``. Both routes train the profile's warm start (the dots route with disks
-of ``--radius`` px) on the same split (by source image, ``--split-seed`` as a study's ``--seed``)
-through the study's own objective, ``search.stages.objective.Objective``: one run per training seed,
-the seed given as a finalist run's is, and each run's counting chosen on validation as a study
-chooses it. Each model is then scored on the held-out test tiles with the counting its run
-chose. Prints every run's validation and test MAE, each route's mean and sd over seeds, and the
-difference of the means (dots minus masks) with a standard error over test images (bootstrap
+``--train`` (the embedded ``train_data.npz``) has soft masks ``y`` and cell centres ``points``:
+a study of it searches the target among the three. Here each route trains the profile's warm
+start with one target fixed: ``masks`` (the soft masks), ``disks`` (radius ``--radius`` at the
+centres) and ``density`` (Gaussians of sigma ``--sigma``), on the same split (by source image,
+``--split-seed`` as a study's ``--seed``), through the study's own objective,
+``search.stages.objective.Objective``: one run per training seed, the seed given as a finalist
+run's is, and each run's counting chosen on validation as a study chooses it. Each model is then
+scored on the held-out test tiles with the counting its run chose. Prints every run's
+validation and test MAE, each route's mean and sd over seeds, and each centre route's
+difference from the masks route (test means) with a standard error over test images (bootstrap
 over their source images, ``--groups``). Checkpoints and figures go to
 ``studies/dots-vs-masks-<route>-seed<k>-<id>/``. The last line is one JSON object.
 """
@@ -23,7 +24,6 @@ import json
 import math
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from search.runtime.artifacts import ensure_study_dir, study_dir  # noqa: E402
 from search.stages.objective import Objective, study_split  # noqa: E402
 from search.stages.prepare import VAL_FRACTION  # noqa: E402
 
-ROUTES = ("masks", "dots")
+ROUTES = ("masks", "disks", "density")  # the targets of a file with masks and centres (space.TARGETS)
 
 
 def _positive_int(text: str) -> int:
@@ -58,7 +58,7 @@ def _positive_int(text: str) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python benchmarks/dots_vs_masks.py", description=__doc__.splitlines()[0])
-    p.add_argument("--train", type=Path, default=data.DEFAULT_TRAIN, help="training file with y and points")
+    p.add_argument("--train", type=Path, default=data.DEFAULT_TRAIN, help="training file with y and points or labels")
     p.add_argument("--test", type=Path, default=data.DEFAULT_TEST, help="held-out images (default: embedded)")
     p.add_argument("--truth", type=Path, default=data.DEFAULT_TEST_COUNTS, help="their true counts CSV")
     p.add_argument(
@@ -69,7 +69,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--radius",
         type=_positive_int,
         default=space.DEFAULT_RADIUS,
-        help="disk radius of the dots route, px (default: a dots study's baseline and warm start, %(default)s)",
+        help="disk radius of the disks route, px (default: a study's warm start, %(default)s)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=space.DEFAULT_SIGMA,
+        help="Gaussian sigma of the density route, px (default: a crowded study's warm start, %(default)s)",
     )
     p.add_argument(
         "--profile", choices=sorted(space.PROFILES), default="quick", help="whose warm start (default: %(default)s)"
@@ -80,15 +86,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def without_masks(train: Path, folder: Path) -> Path:
-    """A copy of ``train`` with every array but ``y``: a dots file of the same tiles, in ``folder``."""
-    with np.load(train, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "y"}
-    if "points" not in arrays:
-        raise SystemExit(f"{train} has no 'points': there is no dots route to compare")
-    path = folder / f"{train.stem}-dots.npz"
-    np.savez(path, **arrays)
-    return path
+def route_params(profile, route: str, args) -> dict:
+    """The warm start of a file with masks and centres, its target fixed to ``route``'s."""
+    params = {k: v for k, v in space.warm_start(profile, "masks+dots").items() if k != space.RADIUS}
+    if route == "disks":
+        return {**params, space.TARGET: "disks", space.RADIUS: args.radius}
+    if route == "density":
+        return {**params, space.TARGET: "density", space.SIGMA: args.sigma}
+    return {**params, space.TARGET: "mask"}
 
 
 def train_once(split: data.Split, profile, params: dict, seed: int, args, label: str, device):
@@ -120,7 +125,7 @@ def sd(values: list[float]) -> float | None:
 
 
 def summarize(runs: dict, groups: np.ndarray) -> dict:
-    """Each route's mean and sd over seeds, and dots minus masks with its standard error over test images.
+    """Each route's mean and sd over seeds, and each centre route minus masks with its SE over test images.
 
     A route's per-tile error is its mean absolute error over seeds, so the paired bootstrap over
     test images resamples the same images for both routes and keeps every seed's model.
@@ -136,9 +141,11 @@ def summarize(runs: dict, groups: np.ndarray) -> dict:
             "val_mean": float(np.mean([r["val"] for r in rs])),
             "val_sd": sd([r["val"] for r in rs]),
         }
-    difference = stats.compare(per_tile["dots"], per_tile["masks"], groups)
-    # JSON has no Infinity: the degrees of freedom are infinite when the routes' errors agree on every image.
-    out["difference"] = {k: None if v == math.inf else v for k, v in difference.to_dict().items()}
+    out["difference"] = {}
+    for route in ROUTES[1:]:
+        difference = stats.compare(per_tile[route], per_tile["masks"], groups)
+        # JSON has no Infinity: the degrees of freedom are infinite when the routes' errors agree on every image.
+        out["difference"][route] = {k: None if v == math.inf else v for k, v in difference.to_dict().items()}
     return out
 
 
@@ -146,25 +153,35 @@ def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def report(args, argv: list[str], facts: dict, runs: dict, summary: dict) -> str:
-    """The Markdown section: the command, the machine and every figure of this run."""
-    m = machine()
-    d = summary["difference"]
+def difference_line(route: str, d: dict) -> str:
+    """A centre route's test mean minus the masks route's, with its standard error over test images."""
     if "se" in d:
         se = f"standard error over test images **{d['se']:.3f}** (95% interval {d['low']:+.3f} to {d['high']:+.3f})"
     else:
         se = f"no standard error over test images: {d['too_few']}"
+    return f"Difference of the test means ({route} minus masks): **{d['diff']:+.3f}** MAE; {se}."
+
+
+def route_name(route: str, args) -> str:
+    if route == "disks":
+        return f"disks (radius {args.radius} px)"
+    return f"density (sigma {args.sigma:g} px)" if route == "density" else "masks"
+
+
+def report(args, argv: list[str], facts: dict, runs: dict, summary: dict) -> str:
+    """The Markdown section: the command, the machine and every figure of this run."""
+    m = machine()
     lines = [
-        "## Training from dots: one configuration from masks and from dots alone",
+        "## Training targets: one configuration from masks, from disks at the centres, from a density map",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/dots_vs_masks.py', *argv])}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), ISA {', '.join(m['isa'])}; "
         f"torch {m['torch']}, Python {m['python']}.  ",
         f"Training: `{shown(args.train)}`, {facts['n_train']} training and {facts['n_val']} validation tiles, split "
-        f"{facts['rule']} (seed {args.split_seed}); the masks route trains on its `y`, the dots route on the same "
-        f"file without `y`: disks of radius {args.radius} px at its {facts['n_points']} `points`. Validation true "
-        f"counts: {facts['source']}.  ",
-        f"Configuration: the `{args.profile}` profile's warm start, `{facts['params']}`, through "
+        f"{facts['rule']} (seed {args.split_seed}); the masks route trains on its `y`, the others on targets drawn "
+        f"at its {facts['n_points']} cell centres: disks of radius {args.radius} px, or Gaussians of sigma "
+        f"{args.sigma:g} px. Validation true counts: {facts['source']}.  ",
+        f"Configuration: the `{args.profile}` profile's warm start, `{facts['params']}` but its target, through "
         f"`search.stages.objective.Objective` (counting chosen on validation, out of sample).  ",
         f"Test: `{shown(args.test)}` ({facts['n_test']} tiles from {facts['n_test_images']} images) against "
         f"`{shown(args.truth)}`. "
@@ -177,19 +194,18 @@ def report(args, argv: list[str], facts: dict, runs: dict, summary: dict) -> str
     for route in ROUTES:
         s = summary[route]
         cells = " | ".join(f"{r['val']:.3f} / {r['test']:.3f}" for r in runs[route])
-        name = route if route == "masks" else f"dots (radius {args.radius})"
         lines.append(
-            f"| {name} | {cells} | {s['val_mean']:.3f} ({fmt(s['val_sd'])}) | **{s['test_mean']:.3f}** "
-            f"({fmt(s['test_sd'])}) | {fmt(s['test_se_images'])} |"
+            f"| {route_name(route, args)} | {cells} | {s['val_mean']:.3f} ({fmt(s['val_sd'])}) | "
+            f"**{s['test_mean']:.3f}** ({fmt(s['test_sd'])}) | {fmt(s['test_se_images'])} |"
         )
     lines += [
         "",
         "Counting each run chose: "
         + "; ".join(f"{route} seed {r['seed']} `{r['counting']}`" for route in ROUTES for r in runs[route])
         + ".  ",
-        f"Difference of the test means (dots minus masks): **{d['diff']:+.3f}** MAE; {se}.",
+        *(difference_line(route, summary["difference"][route]) + "  " for route in ROUTES[1:]),
     ]
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip()
 
 
 def main(argv=None) -> int:
@@ -202,18 +218,13 @@ def main(argv=None) -> int:
     images = data.load_test(args.test)
     truth = data.load_counts_csv(args.truth, n=len(images))
     groups = load_test_groups(args.groups, len(images))
-    config = space.warm_start(profile)
+    split, source, rule = study_split(args.train, args.split_seed, VAL_FRACTION, "image")
+    if split.annotation != "masks+dots":
+        raise SystemExit(f"{args.train} needs masks and cell centres ('points' or 'labels'): it has {split.annotation}")
     runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {"masks": args.train, "dots": without_masks(args.train, Path(tmp))}
-        splits = {route: study_split(path, args.split_seed, VAL_FRACTION, "image") for route, path in files.items()}
-    # One split for both: the same tiles on each side, the routes differ in their targets only.
-    assert np.array_equal(splits["masks"][0].val_images, splits["dots"][0].val_images)
+    # One split for all: the same tiles on each side, the routes differ in their targets only.
     for route in ROUTES:
-        split = splits[route][0]
-        assert split.annotation == route
-        # The dots route's disks are fixed, not left for the sampler to draw (target, radius).
-        params = {**space.warm_start(profile, "dots"), space.RADIUS: args.radius} if route == "dots" else config
+        params = route_params(profile, route, args)
         for seed in args.seeds:
             t0 = time.perf_counter()
             trial = train_once(split, profile, params, seed, args, route, device)
@@ -233,14 +244,13 @@ def main(argv=None) -> int:
                 f"with {run['counting']} ({run['seconds']:.0f} s)",
                 flush=True,
             )
-    (masks, source, rule), (dots, dots_source, _) = splits["masks"], splits["dots"]
     facts = {
-        "n_train": len(masks.train_images),
-        "n_val": len(masks.val_images),
-        "n_points": len(dots.train_points) + len(dots.val_points),
+        "n_train": len(split.train_images),
+        "n_val": len(split.val_images),
+        "n_points": len(split.train_points) + len(split.val_points),
         "rule": rule,
-        "source": source if source == dots_source else f"masks route {source}, dots route {dots_source}",
-        "params": config,
+        "source": source,
+        "params": route_params(profile, "masks", args),
         "n_test": len(images),
         "n_test_images": len(np.unique(groups)),
     }
@@ -253,7 +263,8 @@ def main(argv=None) -> int:
     for rs in runs.values():
         for r in rs:
             del r["errors"]
-    print(json.dumps({"runs": runs, "summary": summary, "radius": args.radius, "seconds": round(facts["seconds"])}))
+    result = {"runs": runs, "summary": summary, "radius": args.radius, "sigma": args.sigma}
+    print(json.dumps({**result, "seconds": round(facts["seconds"])}))
     return 0
 
 

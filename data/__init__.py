@@ -12,7 +12,7 @@ from .files import fingerprint, load_counts_csv
 from .folds import assign_folds, fold_split
 from .groups import find_overlap_groups
 from .load import load_scales, load_test, load_tile_ints, load_train, load_train_or_dots
-from .points import crowding, load_points, point_counts, select_points
+from .points import crowding, label_centres, load_points, point_counts, select_points
 from .split import Split, load_split, source_groups, split_groups, split_indices
 
 # Resolved from this file, not the working directory, so the paths hold
@@ -31,6 +31,7 @@ __all__ = [
     "load_train_or_dots",
     "crowding",
     "load_points",
+    "label_centres",
     "point_counts",
     "load_tile_ints",
     "load_scales",

@@ -81,8 +81,10 @@ output npz:
   X (N,T,T) uint8; y (N,T,T) float32 soft masks, the fraction of each pixel covered (masks
   only: a dots-only file has no y; the study trains on disks or density maps drawn at its
   points); counts (N,) int32;
-  points (M,3) float32 rows (tile, row, col) in tile coordinates; groups (N,) int32, the
-  source image; names (I,) its file name; scale (I,) float32 its rescale factor.
+  points (M,3) float32 rows (tile, row, col) in tile coordinates, the cell centres (instance
+  centroids or dots; none from binary masks, whose blobs merge touching cells): with masks
+  the study also searches targets drawn at them; groups (N,) int32, the source image;
+  names (I,) its file name; scale (I,) float32 its rescale factor.
   A test set is imported the same way: search.export --test reads its X, and --counts-csv
   writes its true counts as index,count for search.export --truth. Without annotation the
   file has X, groups, names and scale only.
@@ -184,6 +186,8 @@ def run(args):
     print(f"{len(arrays['names'])} images ({kind}) -> {n} tiles of {tile}x{tile}{cells}")
     print(scale_summary(arrays["scale"]))
     missing = "" if "y" in arrays else " (no masks: no y)" if "counts" in arrays else " (no annotation: X only)"
+    if "y" in arrays and "points" not in arrays:
+        missing = " (binary masks: no cell centres, no points; a study trains from the masks alone)"
     print("wrote " + ", ".join(map(str, outputs)) + missing)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import DataError, check_file
 from .npz import npz_keys, read_npz
-from .points import load_points
+from .points import label_centres, load_points
 
 __all__ = [
     "load_train",
@@ -119,11 +119,12 @@ def _check_square(path, X):
 
 
 def load_train_or_dots(path):
-    """Load a training archive with soft masks ``y``, or, without them, dots ``points``.
+    """Load a training archive: soft masks ``y``, cell centres, or both.
 
-    A file with ``y`` trains from its masks as :func:`load_train` reads them (any
-    ``points`` beside them are not read); a file without ``y`` trains from its
-    ``points``, one per cell (the importer's ``--dots`` and ``--dots-csv`` files).
+    Centres are the ``points`` (one per cell; the importer's files have them), else, beside
+    masks, the centroid of each instance of every tile's ``labels`` (an instance cut by the
+    tile's edge gives its part's centroid). A file without ``y`` trains from its ``points``
+    (the importer's ``--dots`` and ``--dots-csv`` files).
 
     Parameters
     ----------
@@ -134,19 +135,23 @@ def load_train_or_dots(path):
     -------
     X : ndarray of uint8, shape (N, H, W)
     y : ndarray of float32, shape (N, H, W), or None for a dots file
-    points : ndarray of float64, shape (M, 3), or None for a mask file
+    points : ndarray of float64, shape (M, 3), or None for a file of masks alone
         ``(tile, row, col)`` of every cell, checked by :func:`data.points.load_points`.
 
     Raises
     ------
     DataError
-        As :func:`load_train` for a mask file; for a dots file, as :func:`data.points.load_points`,
-        for ``X`` as :func:`load_train`, and when it has no point at all; for a file
-        with neither ``y`` nor ``points``.
+        As :func:`load_train` for a mask file, with ``points`` or ``labels`` checked as
+        :func:`data.points.load_points` and :func:`data.points.label_centres` do; for a dots
+        file, as :func:`data.points.load_points`, for ``X`` as :func:`load_train`, and when it
+        has no point at all; for a file with neither ``y`` nor ``points``.
     """
     keys = npz_keys(path)
     if "y" in keys:
-        return (*load_train(path), None)
+        X, y = load_train(path)
+        if "points" in keys:
+            return X, y, load_points(path, len(X), X.shape[1:])
+        return X, y, label_centres(path, X.shape) if "labels" in keys else None
     if "points" not in keys:
         found = ", ".join(map(repr, keys)) or "none"
         raise DataError(path, f"nothing to train on: no 'y' (soft masks) and no 'points' (dots) (found: {found})")

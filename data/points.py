@@ -8,8 +8,9 @@ import numpy as np
 
 from .errors import DataError, check_file
 from .npz import npz_keys, read_npz
+from .tiling import instance_centroids
 
-__all__ = ["load_points", "point_counts", "check_dot_counts", "select_points", "crowding"]
+__all__ = ["load_points", "label_centres", "point_counts", "check_dot_counts", "select_points", "crowding"]
 
 
 def load_points(path, n, shape):
@@ -64,6 +65,34 @@ def load_points(path, n, shape):
             f"(rows and columns in [0, {shape[0]}) x [0, {shape[1]}))",
         )
     return points
+
+
+def label_centres(path, shape):
+    """The centroid of every instance of every tile's ``labels``, as ``points`` rows ``(tile, row, col)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The training ``.npz`` archive, with ``labels``: integer instance ids per tile, 0 background.
+    shape : tuple of int
+        ``(N, H, W)`` of its tiles.
+
+    Returns
+    -------
+    ndarray of float64, shape (M, 3)
+
+    Raises
+    ------
+    DataError
+        If ``labels`` is not a non-negative integer array of the tiles' shape.
+    """
+    labels = read_npz(path, ["labels"])["labels"]
+    if labels.shape != tuple(shape) or not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+        raise DataError(
+            path, f"'labels' must be non-negative integers of shape {tuple(shape)}, got {labels.dtype} {labels.shape}"
+        )
+    rows = [np.column_stack([np.full(len(c), i), c]) for i, c in enumerate(instance_centroids(t)[0] for t in labels)]
+    return np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, 3))
 
 
 def point_counts(points, n):

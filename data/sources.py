@@ -44,13 +44,18 @@ __all__ = [
 
 @dataclass
 class Source:
-    """One whole image ready to tile: 8-bit grey pixels, cell centroids when annotated, and labels when known."""
+    """One whole image ready to tile: 8-bit grey pixels, cell centroids when annotated, and labels when known.
+
+    ``centres`` says whether the centroids are the cells' own: a binary mask's blobs merge
+    touching cells, so their centroids count cells but are no centres to train on.
+    """
 
     path: Path
     image: np.ndarray
     centroids: np.ndarray | None
     labels: np.ndarray | None = None
     areas: np.ndarray | None = None
+    centres: bool = True
 
 
 def _check_size(path, annotation_shape, image_path, image):
@@ -72,11 +77,14 @@ def mask_sources(images_dir, masks_dir, allow_empty=False):
         image = read_gray(image_path)
         labels, blobs = split_binary_mask(labels_from_image(read_image(mask_path, palette_indices=True), mask_path))
         if blobs:
-            print(f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell")
+            print(
+                f"{mask_path}: binary mask (one value in {blobs} separate blobs): each blob taken as one cell; "
+                "no instances, so no cell centres to train on"
+            )
         _check_size(mask_path, labels.shape, image_path, image)
         centroids, areas = instance_centroids(labels)
         _check_not_empty(mask_path, len(areas), allow_empty, "mask has no instance (all 0)")
-        yield Source(image_path, image, centroids, labels, areas)
+        yield Source(image_path, image, centroids, labels, areas, centres=not blobs)
 
 
 def dots_sources(images_dir, dots_dir, allow_empty=False):
@@ -200,11 +208,13 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
     Returns
     -------
     arrays : dict of str to ndarray
-        ``X``, ``y`` (when every source has labels), ``counts`` and ``points``
-        (when every source has centroids), ``groups``, ``names`` and ``scale``.
+        ``X``, ``y`` (when every source has labels), ``counts`` (when every source has
+        centroids) and ``points`` (when they are all cell centres, see :class:`Source`),
+        ``groups``, ``names`` and ``scale``.
     """
-    parts, names, scales = [], [], []
+    parts, names, scales, centres = [], [], [], True
     for source in sources:
+        centres &= source.centres
         check_visible(source)
         factor = scale or (choose_scale(source.areas, object_size) if source.areas is not None else 1.0)
         parts.append(tile_source(source, factor, tile))
@@ -221,7 +231,8 @@ def import_tiles(sources, tile, scale=None, object_size=OBJECT_SIZE):
         first_tile = np.cumsum([0] + [len(x) for x in X[:-1]])
         points = [p + [first, 0, 0] for p, first in zip(points, first_tile)]
         arrays["counts"] = np.concatenate(counts).astype(np.int32)
-        arrays["points"] = float32_points(np.concatenate(points), tile)
+        if centres:  # a study then searches targets at them
+            arrays["points"] = float32_points(np.concatenate(points), tile)
     if y[0] is not None:  # masks give every image labels, dots none
         arrays["y"] = np.concatenate(y)
     return arrays

@@ -7,6 +7,7 @@ import numpy as np
 from .errors import DataError
 from .groups import find_overlap_groups
 from .load import load_tile_ints, load_train_or_dots
+from .npz import npz_keys
 from .points import check_dot_counts, select_points
 
 __all__ = [
@@ -139,12 +140,12 @@ def split_groups(groups, val_fraction=0.2, seed=0):
 class Split:
     """A study's fixed training and validation tiles.
 
-    A file with masks gives ``train_masks`` and ``val_masks``; a dots file gives none and
-    ``train_points`` and ``val_points`` instead, rows ``(tile, row, col)`` whose tile
-    indexes that part's own tiles. ``val_counts`` are the true validation counts stored
-    in the file, or None when it has none (they are then counted from ``val_masks``, or
-    are the dots per tile); ``val_groups`` the source image of each validation tile.
-    ``train_groups`` and ``train_counts`` are the same for the training tiles (None when
+    A file with masks gives ``train_masks`` and ``val_masks``; one with cell centres (a dots
+    file, or masks with ``points`` or ``labels``) gives ``train_points`` and ``val_points``,
+    rows ``(tile, row, col)`` whose tile indexes that part's own tiles. ``val_counts`` are
+    the true validation counts stored in the file, or None when it has none (they are then
+    counted from ``val_masks``, or are the dots per tile); ``val_groups`` the source image of
+    each validation tile. ``train_groups`` and ``train_counts`` are the same for the training tiles (None when
     unknown): the finalist stage cuts folds of them with :func:`data.folds.fold_split`.
     """
 
@@ -161,8 +162,10 @@ class Split:
 
     @property
     def annotation(self) -> str:
-        """What the net learns from: ``"masks"``, or ``"dots"`` for a file without masks."""
-        return "dots" if self.train_masks is None else "masks"
+        """What the net can learn from: ``"masks"``, ``"dots"`` (no masks) or ``"masks+dots"`` (both)."""
+        if self.train_masks is None:
+            return "dots"
+        return "masks" if self.train_points is None else "masks+dots"
 
 
 def source_groups(path, images, by="image"):
@@ -196,8 +199,9 @@ def source_groups(path, images, by="image"):
 def load_split(path, seed=0, val_fraction=0.2, by="image"):
     """Load a training archive and split it, no source image on both sides (unless ``by="tile"``).
 
-    A file with masks ``y`` splits its masks; one without splits its ``points`` (dots)
-    instead, and its ``counts``, when it has them, must agree with them.
+    A file with masks ``y`` splits its masks, and its cell centres when it has them; one
+    without splits its ``points`` (dots) instead. Stored ``counts`` must agree with stored
+    ``points`` (centres found from ``labels`` include cells cut by a tile's edge).
 
     Returns
     -------
@@ -212,7 +216,7 @@ def load_split(path, seed=0, val_fraction=0.2, by="image"):
     """
     images, masks, points = load_train_or_dots(path)
     counts = load_tile_ints(path, "counts", len(images))
-    if points is not None:
+    if "points" in npz_keys(path):
         check_dot_counts(path, points, counts)
     groups, rule = source_groups(path, images, by)
     try:

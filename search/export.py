@@ -84,8 +84,8 @@ def refit(study: optuna.Study, member: Member, config: dict, project: Path, devi
     train = TrainConfig(**config["train"])
     unet = UNetConfig(**config["unet"])
     net = seeded_net(unet, train.seed, device)
-    # A dots study's targets are those its checkpoint's trial trained on.
-    targets = "" if masks is not None else f" ({space.target_text(config['params'])} at the dots)"
+    # The targets are those its checkpoint's trial trained on: the masks, or drawn at the centres.
+    targets = f" ({space.target_text(config['params'])})" if space.TARGET in config["params"] else ""
     print(
         f"refit: {member.label}'s configuration on all {len(images)} tiles{targets} for {train.epochs} epochs",
         flush=True,

@@ -8,11 +8,9 @@ its trials on training and the dashboard shows, as user attributes, the counting
 scored each trial. ``reference_config`` is the reference write-up's own configuration, run first in
 every new study so the gain of the search is visible.
 
-A study whose training file has dots and no masks (its ``annotation`` is ``"dots"``) also
-samples ``target``, what the net learns from the dots: ``"disks"`` of ``target_radius``
-(probabilities, BCE, the thresholding counters) or a ``"density"`` map of Gaussians of
-``target_sigma`` (regressed with MSE, counted by its sum: the ``density`` counter). A mask
-study never has them, so its trials are what they were before dots existed.
+A file with cell centres also samples ``target``: ``"disks"`` of ``target_radius`` at them
+(BCE, thresholding counters), a ``"density"`` map of ``target_sigma`` (MSE, counted by its
+sum) and, beside masks (``"masks+dots"``), the ``"mask"``. A masks-only file never samples one.
 """
 
 from __future__ import annotations
@@ -52,20 +50,22 @@ COUNTER_GRID = {
 # The reference write-up's count: connected components of p > 0.5, background label included.
 REFERENCE_COUNTING = {"counter": "components", "threshold": 0.5, "offset": 1}
 REFERENCE_EPOCHS = 45
-# Dots files only: the radius (px) of the disk drawn at each dot as the training target. The
-# embedded set's nuclei are 8-14 px across (radius 4-7) at the importer's scale; a disk a bit
+# Files with cell centres only (dots, or masks and points). The radius (px) of the disk drawn at
+# each centre: the embedded set's nuclei are 8-14 px across at the importer's scale; a disk a bit
 # smaller than the cell keeps neighbours apart for the counters, so 2..5 px is searched.
 RADIUS = "target_radius"
 TARGET_RADII = (2, 5)
-DEFAULT_RADIUS = 3  # the reference's and the warm start's: mid-range, about a small nucleus
-# Dots files only: disks (probabilities, as from masks; touching cells merge) or a density map
-# (a unit Gaussian per dot, regressed and summed, as in the counting literature). The reference
-# baseline and the warm start train disks, so their comparison is what it was before.
+DEFAULT_RADIUS = 3  # the warm start's: mid-range, about a small nucleus
+# Disks (probabilities; touching cells merge), a density map (a unit Gaussian per centre, regressed
+# and summed) or, beside masks, the soft mask. With both, the mask is the reference's target (the
+# write-up's) and disks the warm start's: trained from radius-3 disks it scored 1.810 on the
+# embedded test tiles against 2.027 from the masks, 3 seeds (BENCHMARKS.md, "Training targets"),
+# alike on validation; so a centre-target trial is always a finalist, judged out of fold.
 TARGET = "target"
-TARGETS = ("disks", "density")
+TARGETS = {"dots": ("disks", "density"), "masks+dots": ("mask", "disks", "density")}
+CENTRE_TARGETS = ("disks", "density")
 DENSITY_LOSS = "mse"
-# The Gaussian's sigma (px) of a density target: 1 is about a dot, 4 about a whole nucleus of the
-# embedded set's size (8-14 px across).
+# The Gaussian's sigma (px) of a density target: 1 is about a dot, 4 about a whole embedded nucleus.
 SIGMA = "target_sigma"
 TARGET_SIGMAS = (1.0, 4.0)
 DEFAULT_SIGMA = 2.0  # the warm start's on crowded dots: mid-range, about half a small nucleus
@@ -108,19 +108,25 @@ def reference_epochs(profile: Profile) -> int:
 
 
 def with_radius(params: dict, annotation: str) -> dict:
-    """``params`` with disks of the default radius added for a dots study (a mask study's unchanged)."""
-    return {**params, TARGET: "disks", RADIUS: DEFAULT_RADIUS} if annotation == "dots" else params
+    """``params`` with disks of the default radius added when the file has centres (a mask study's unchanged)."""
+    return {**params, TARGET: "disks", RADIUS: DEFAULT_RADIUS} if annotation in TARGETS else params
 
 
 def trains_density(params: dict) -> bool:
-    """Whether trial parameters train a density map (a dots study's ``target``), not probabilities."""
+    """Whether trial parameters train a density map (a ``target`` at centres), not probabilities."""
     return params.get(TARGET) == "density"
+
+
+def trains_from_centres(params: dict) -> bool:
+    """Whether trial parameters train a target drawn at the cell centres (disks or density), not masks."""
+    return params.get(TARGET) in CENTRE_TARGETS
 
 
 def reference_config(profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
     """The reference's configuration as trial parameters (its counting too when ``mode`` samples it).
 
-    The reference trained on masks; a dots study gives it disks of the default radius.
+    The reference trained on masks: on a file with masks it still does (``target`` ``"mask"``
+    when centres are searched too); a dots study gives it disks of the default radius.
     """
     params = {
         "lr": 2e-4,
@@ -130,7 +136,7 @@ def reference_config(profile: Profile, mode: str = "tuned", annotation: str = "m
         "schedule": "constant",
         "augment": False,
     }
-    params = with_radius(params, annotation)
+    params = {**params, TARGET: "mask"} if annotation == "masks+dots" else with_radius(params, annotation)
     return {**params, **REFERENCE_COUNTING} if mode == "sampled" else params
 
 
@@ -148,9 +154,10 @@ def warm_start(profile: Profile, annotation: str = "masks", crowded: bool = Fals
     """A strong starting point, run second: cosine decay from a higher rate, augmentation, every epoch.
 
     A CPU study affords only a few trials; starting TPE from a known-good region (Optuna's
-    ``enqueue_trial``) beats spending them all on random start-up points. A dots study's
-    warm start trains disks of the default radius, or, when its dots are ``crowded``
-    (:data:`CROWDED_SHARE`), a density map of the default sigma: disks would merge there.
+    ``enqueue_trial``) beats spending them all on random start-up points. A study of a file
+    with centres (dots, or masks and dots) trains disks of the default radius at them, or,
+    when they are ``crowded`` (:data:`CROWDED_SHARE`), a density map of the default sigma:
+    disks would merge there.
     """
     params = {
         "lr": 2e-3,
@@ -160,15 +167,15 @@ def warm_start(profile: Profile, annotation: str = "masks", crowded: bool = Fals
         "schedule": "cosine",
         "augment": True,
     }
-    if annotation == "dots" and crowded:
+    if annotation in TARGETS and crowded:
         return {**params, TARGET: "density", SIGMA: DEFAULT_SIGMA}
     return with_radius(params, annotation)
 
 
 def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotation: str = "masks") -> dict:
-    """Sample one configuration: the target only for dots, the counting only when ``mode`` is ``"sampled"``.
+    """Sample one configuration: the target only with centres, the counting only when ``mode`` is ``"sampled"``.
 
-    A mask study never samples a target: it draws exactly what it drew before dots could train.
+    A masks-only study never samples a target: it draws exactly what it drew before centres could train.
     A density trial's sampled counting is the density counter with a sampled offset.
     """
     params = {
@@ -179,11 +186,11 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotati
         "schedule": trial.suggest_categorical("schedule", SCHEDULES),
         "augment": trial.suggest_categorical("augment", AUGMENT),
     }
-    if annotation == "dots":
-        params[TARGET] = trial.suggest_categorical(TARGET, TARGETS)
+    if annotation in TARGETS:
+        params[TARGET] = trial.suggest_categorical(TARGET, TARGETS[annotation])
         if trains_density(params):
             params[SIGMA] = trial.suggest_float(SIGMA, *TARGET_SIGMAS)
-        else:
+        elif params[TARGET] == "disks":
             params[RADIUS] = trial.suggest_int(RADIUS, *TARGET_RADII)
     if mode == "sampled" and trains_density(params):
         params["offset"] = trial.suggest_int("offset", *OFFSETS)
@@ -198,13 +205,19 @@ def suggest(trial: optuna.Trial, profile: Profile, mode: str = "tuned", annotati
 
 def annotation_text(annotation: str) -> str:
     """What a study trains from, in words: for its first lines and its note."""
+    centres = (
+        f"disks of radius {TARGET_RADII[0]}-{TARGET_RADII[1]} px ({RADIUS}) drawn at the centres, or density "
+        f"maps of Gaussians of sigma {TARGET_SIGMAS[0]:g}-{TARGET_SIGMAS[1]:g} px ({SIGMA})"
+    )
     if annotation == "dots":
-        return (
-            f"dots ('points', no masks): disks of radius {TARGET_RADII[0]}-{TARGET_RADII[1]} px ({RADIUS}, "
-            f"searched; baseline and warm start {DEFAULT_RADIUS}) drawn at the dots, or ({TARGET}, searched) "
-            f"density maps of Gaussians of sigma {TARGET_SIGMAS[0]:g}-{TARGET_SIGMAS[1]:g} px ({SIGMA})"
-        )
-    return "masks ('y', soft masks)"
+        return f"dots ('points', no masks): {centres} ({TARGET}, searched; warm start disks of radius {DEFAULT_RADIUS})"
+    if annotation != "masks+dots":
+        return "masks ('y', soft masks)"
+    return (
+        f"masks ('y') and cell centres ('points'): {TARGET} searched among the soft masks, {centres}; the reference "
+        f"trains on the masks, the warm start on disks of radius {DEFAULT_RADIUS} (better than the masks on held-out "
+        "images, alike on validation), and the best centre-target trial is always a finalist, judged out of fold"
+    )
 
 
 def fold_profile(profile: Profile, n_search_tiles: int) -> Profile:
@@ -217,10 +230,12 @@ def fold_profile(profile: Profile, n_search_tiles: int) -> Profile:
 
 
 def target_text(params: dict) -> str:
-    """A dots trial's training target in words, e.g. ``disks of radius 3 px``."""
+    """A trial's training target in words, e.g. ``disks of radius 3 px``."""
+    if not trains_from_centres(params):
+        return "the soft masks"
     if trains_density(params):
-        return f"density maps of Gaussians of sigma {params[SIGMA]:.2f} px"
-    return f"disks of radius {params[RADIUS]} px"
+        return f"density maps of Gaussians of sigma {params[SIGMA]:.2f} px at the centres"
+    return f"disks of radius {params[RADIUS]} px at the centres"
 
 
 def train_options(params: dict, profile: Profile) -> dict:

@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import optuna
@@ -68,9 +69,10 @@ def run(args, argv=()) -> optuna.Study:
     quiet_optuna()
     storage_url = storage_url_of(args)
     storage = open_storage(storage_url, heartbeat=args.heartbeat)
-    share = data.crowding(split.train_points, space.merge_distance()) if split.annotation == "dots" else None
+    share = data.crowding(split.train_points, space.merge_distance()) if split.annotation in space.TARGETS else None
     crowded = share is not None and space.is_crowded(share)
     study, profile = prepare.prepare_study(args, storage, split.annotation, device, crowded)
+    split, share = masks_alone(study, split, share)
     record_project(study, storage_url)  # the export finds the checkpoints from any folder
     note = describe_split(study, args, split, source, rule, profile)
     if share is not None:
@@ -127,8 +129,20 @@ def storage_url_of(args) -> str:
     return url
 
 
+def masks_alone(study: optuna.Study, split: data.Split, share: float | None) -> tuple[data.Split, float | None]:
+    """``split`` and its crowding as ``study`` trains them: without centres for a study created from masks alone."""
+    if prepare.study_annotation(study) != "masks" or split.train_points is None:
+        return split, share
+    print(
+        f"study {study.study_name!r} was created to train from masks alone and goes on so; a new "
+        "--study-name also searches targets drawn at this file's cell centres",
+        flush=True,
+    )
+    return replace(split, train_points=None, val_points=None), None
+
+
 def crowding_line(share: float) -> str:
-    """How crowded a dots file's training dots are, and what a new study's warm start trains for it."""
+    """How crowded a file's training centres (dots) are, and what a new study's warm start trains for it."""
     target = (
         f"crowded (over {space.CROWDED_SHARE:.0%}): a new study's warm start trains density maps "
         f"(sigma {space.DEFAULT_SIGMA:g} px)"
@@ -136,8 +150,8 @@ def crowding_line(share: float) -> str:
         else f"not crowded (at most {space.CROWDED_SHARE:.0%}): a new study's warm start trains disks"
     )
     return (
-        f"dots: {share:.1%} of the training dots have a neighbour closer than {space.merge_distance()} px, "
-        f"where disks of radius {space.DEFAULT_RADIUS} px merge; {target}"
+        f"centres: {share:.1%} of the training centres (dots) have a neighbour closer than "
+        f"{space.merge_distance()} px, where disks of radius {space.DEFAULT_RADIUS} px merge; {target}"
     )
 
 

@@ -83,20 +83,27 @@ def test_dots_vs_masks_on_tiny_files(tiny_profile, in_tmp, capsys, monkeypatch):
     write_section = dots_vs_masks.write_section
     monkeypatch.setattr(dots_vs_masks, "write_section", lambda name, text: write_section(name, text, bench))
     files = ["--train", "train.npz", "--test", "test.npz", "--truth", "truth.csv", "--groups", "truth.npz"]
-    assert dots_vs_masks.main([*files, "--profile", "tiny", "--seeds", "1", "2", "--radius", "2", "--write"]) == 0
+    extra = ["--profile", "tiny", "--seeds", "1", "2", "--radius", "2", "--sigma", "1.5", "--write"]
+    assert dots_vs_masks.main([*files, *extra]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["seed"] for r in result["runs"]["masks"]] == [1, 2] and len(result["runs"]["dots"]) == 2
+    assert [r["seed"] for r in result["runs"]["masks"]] == [1, 2]
+    assert len(result["runs"]["disks"]) == len(result["runs"]["density"]) == 2
     summary = result["summary"]
-    for route in ("masks", "dots"):
+    for route in ("masks", "disks", "density"):
         means = np.mean([r["test"] for r in result["runs"][route]])
         assert summary[route]["test_mean"] == pytest.approx(means) and summary[route]["test_se_images"] > 0
-    difference = summary["difference"]
-    assert difference["diff"] == pytest.approx(summary["dots"]["test_mean"] - summary["masks"]["test_mean"])
-    assert difference["se"] >= 0  # computed: 6 test images are enough (tiny nets may count alike)
+    for route in ("disks", "density"):
+        difference = summary["difference"][route]
+        assert difference["diff"] == pytest.approx(summary[route]["test_mean"] - summary["masks"]["test_mean"])
+        assert difference["se"] >= 0  # computed: 6 test images are enough (tiny nets may count alike)
+    # Every density run counted by its sum, every other by thresholds.
+    assert all(r["counting"].startswith("density") for r in result["runs"]["density"])
+    assert not any(r["counting"].startswith("density") for r in result["runs"]["masks"] + result["runs"]["disks"])
     section = bench.read_text()
-    assert "<!-- dots:start -->" in section and "disks of radius 2 px" in section
+    assert "<!-- dots:start -->" in section and "| disks (radius 2 px) |" in section
+    assert "| density (sigma 1.5 px) |" in section
     assert "python benchmarks/dots_vs_masks.py --train train.npz" in section and "--write" in section
-    assert f"**{difference['diff']:+.3f}** MAE" in section
+    assert f"(density minus masks): **{difference['diff']:+.3f}** MAE" in section
 
 
 def test_speed_benchmark_prints_what_it_measured(capsys):

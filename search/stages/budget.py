@@ -212,7 +212,7 @@ class Budget:
             return []
         plan = finalists.make_plan(self.study, self.k, self.folds, self.seed)
         epochs = finalists.run_epochs(plan, finalists.open_finalists(self.study))
-        unknown = self.k - len(plan["finalists"])
+        unknown = max(0, self.k - len(plan["finalists"]))  # a centre-target finalist may make one more
         queued = sorted((planned_params(t)["epochs"] for t in self.required_trials()), reverse=True)
         guesses = (queued + [self.profile.epochs[1]] * unknown)[:unknown]
         return epochs + [e for e in guesses for _ in range(self.folds)]

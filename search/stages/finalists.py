@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 
+from search import space
 from search.results.verdict import Finalist
 from search.roles import (
     EARLIER,
@@ -40,6 +41,7 @@ SUFFIX = ":finalists"  # ':' is refused in a user's study name, so no study of t
 # K names the partition: a plan of another K is a new plan, whose runs never meet the old plan's.
 # Studies from before cross-fitting kept a "plan" of seed runs on the validation images: it is not read.
 PLAN_ATTR = "fold_plan"
+CENTRE_ROLE = "best centre target"  # a finalist kept for training from cell centres (pick_finalists)
 MAX_FINALISTS = 10  # each costs a run per fold: more is a second search, not a final check
 MAX_FOLDS = 10  # more folds train more runs on ever larger shares of the data: no longer cheaper to judge
 
@@ -56,7 +58,10 @@ def pick_finalists(study: optuna.Study, k: int) -> list[tuple[optuna.trial.Froze
     """The best complete trial, the reference, then the next best other configurations: ``k`` in all.
 
     Returns ``(trial, role)`` pairs, role ``"best"``, ``"reference"`` (both when the baseline
-    is the best) or ``"runner-up"``. A configuration appears once, under its best trial.
+    is the best) or ``"runner-up"``. A configuration appears once, under its best trial. When
+    trials train from masks and from cell centres both, and none picked from centres, the best
+    centre-target trial (``CENTRE_ROLE``) takes the last runner-up's place or is added: validation
+    and held-out images disagreed on the two, so the out-of-fold stage judges them.
     """
     complete = sorted(study.get_trials(deepcopy=False, states=(STATES.COMPLETE,)), key=lambda t: t.value)
     baseline = baseline_trial(study)
@@ -70,7 +75,18 @@ def pick_finalists(study: optuna.Study, k: int) -> list[tuple[optuna.trial.Froze
         seen.append(trial.params)
         roles = [r for r, t in (("best", complete[0]), (REFERENCE_ROLE, baseline)) if t is trial]
         picked.append((trial, " and ".join(roles) or "runner-up"))
-    return picked
+    return with_centre_target(picked, complete)
+
+
+def with_centre_target(picked: list, complete: list) -> list:
+    """``picked`` with the best centre-target trial among them, when the trials train from both kinds."""
+    centres = [t for t in complete if space.trains_from_centres(t.params)]
+    mixed = len(centres) not in (0, len(complete))
+    if not picked or not mixed or any(space.trains_from_centres(t.params) for t, _ in picked):
+        return picked
+    if picked[-1][1] == "runner-up":
+        picked = picked[:-1]
+    return [*picked, (centres[0], CENTRE_ROLE)]
 
 
 def make_plan(study: optuna.Study, k: int, n_folds: int, study_seed: int) -> dict:

@@ -1,7 +1,7 @@
 """The objective of a study: train one configuration, count its validation tiles, score it honestly.
 
 Per trial: train the sampled configuration on the file's masks, or on the target drawn at its
-dots (disks of the trial's radius, or a density map), and keep its last epoch; count the validation tiles
+cell centres (disks of the trial's radius, or a density map), and keep its last epoch; count the validation tiles
 (cut from other source images than the training tiles) with every counting setting; choose the
 setting out of sample and record the value's standard error over validation images (``scores``).
 Per-epoch scores are reported for pruning; the study's timeout stops a trial between epochs.
@@ -66,8 +66,8 @@ def validates_every_epoch(trial: optuna.Trial) -> bool:
 
 
 def training_targets(images: np.ndarray, masks: np.ndarray | None, points: np.ndarray | None, params: dict):
-    """What the net learns to predict for ``images``: their masks, or the trial's target drawn at their dots."""
-    if masks is not None:
+    """What the net learns to predict for ``images``: their masks, or the trial's target drawn at their centres."""
+    if not space.trains_from_centres(params):
         return masks
     if space.trains_density(params):
         return density_targets(points, len(images), images.shape[1:], params[space.SIGMA])

@@ -22,7 +22,7 @@ VAL_FRACTION = 0.2
 BASELINE_STATES = (*workers.FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 MAX_SEED = 2**31 - 1  # --seed: a signed 32-bit integer, valid for every seeded library
 SAMPLER_SEEDS = 2**32  # numpy (and so Optuna's samplers) take seeds below this
-ANNOTATION_ATTR = "annotation"  # study attr: "masks" or "dots", what its trials train from
+ANNOTATION_ATTR = "annotation"  # study attr: "masks", "dots" or "masks+dots", what its trials train from
 # Study attr set once a new study is set up (recorded, its first trials queued): a process that
 # finds it created but not set up (they started at once) waits up to JOIN_SECONDS before joining.
 SET_UP_ATTR = "set_up"
@@ -72,10 +72,11 @@ def make_pruner(name: str, profile: space.Profile) -> optuna.pruners.BasePruner:
 def prepare_study(args, storage, annotation: str, device, crowded: bool = False) -> tuple[optuna.Study, space.Profile]:
     """Create the study, or check that resuming it is consistent; returns it and its profile.
 
-    ``annotation`` is what the training file trains from, ``"masks"`` or ``"dots"``
-    (``data.Split.annotation``); a study keeps it and resumes only with the same. ``device``
-    (a ``torch.device``) picks the default profile; ``crowded`` dots give a new study a warm
-    start that trains density maps (``space.warm_start``).
+    ``annotation`` is what the training file can train from, ``"masks"``, ``"dots"`` or
+    ``"masks+dots"`` (``data.Split.annotation``); a study keeps it and resumes only with the same,
+    but one created as masks alone resumes on its file, which has centres too, as masks alone
+    (:func:`study_annotation`). ``device`` (a ``torch.device``) picks the default profile;
+    ``crowded`` centres give a new study a warm start that trains density maps (``space.warm_start``).
     """
     fingerprint = data.fingerprint(args.train)
     new = args.study_name not in optuna.get_all_study_names(storage)
@@ -89,6 +90,7 @@ def prepare_study(args, storage, annotation: str, device, crowded: bool = False)
     if not new:
         study = load_set_up_study(args.study_name, storage)
         check_resume(study, args, annotation, fingerprint)
+        annotation = study_annotation(study)
         profile, why = space.PROFILES[study.user_attrs["profile"]], "recorded in the study"
         print(f"resuming study {args.study_name!r}: {len(study.trials)} trials so far", flush=True)
     ensure_study_dir(study)
@@ -143,9 +145,8 @@ def check_resume(study: optuna.Study, args, annotation: str, fingerprint: str) -
     meta, name = study.user_attrs, args.study_name
     if study.direction != optuna.study.StudyDirection.MINIMIZE or meta.get("objective") != OBJECTIVE:
         raise UsageError(f"study {name!r} exists with another objective; pick another --study-name")
-    # Studies from before dots could train have no record: they trained from masks.
-    recorded = meta.get(ANNOTATION_ATTR, "masks")
-    if recorded != annotation:
+    recorded = study_annotation(study)
+    if recorded != annotation and (recorded, annotation) != ("masks", "masks+dots"):
         raise UsageError(
             f"study {name!r} trains from {recorded}, but {args.train} has {annotation}"
             f"{' and no masks' if annotation == 'dots' else ''}; use another --study-name"
@@ -163,6 +164,11 @@ def check_resume(study: optuna.Study, args, annotation: str, fingerprint: str) -
             f"--objective {meta['counting_objective']} --split {meta['split']}; "
             "resume with the same values"
         )
+
+
+def study_annotation(study: optuna.Study) -> str:
+    """What ``study``'s trials train from; studies from before dots could train have no record: masks."""
+    return study.user_attrs.get(ANNOTATION_ATTR, "masks")
 
 
 def create_study(args, storage, annotation: str, fingerprint: str, profile: space.Profile) -> optuna.Study:

@@ -126,7 +126,11 @@ def test_binary_mask_counts_each_blob(tmp_path, capsys, value):
     assert _import(images, "--masks", masks, "--out", tmp_path / "o.npz", tile=64) == 0
     out = _npz(tmp_path / "o.npz")
     assert out["counts"].tolist() == [4] and out["scale"].tolist() == [1]  # 7 px cells: not shrunk
-    assert "binary mask (one value in 4 separate blobs)" in capsys.readouterr().out
+    # Blobs merge touching cells: their centroids count cells but are no centres to train on.
+    assert "points" not in out and "y" in out
+    printed = capsys.readouterr().out
+    assert "binary mask (one value in 4 separate blobs)" in printed and "no cell centres to train on" in printed
+    assert "(binary masks: no cell centres, no points; a study trains from the masks alone)" in printed
 
 
 def test_masks_layout_loads_with_the_harness_loaders(tmp_path):

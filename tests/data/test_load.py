@@ -2,7 +2,19 @@
 
 import numpy as np
 import pytest
-from helpers import H, N, W, data_error, disc_set, dots_file, one_line_error, save_npz, tile_images, tile_masks
+from helpers import (
+    H,
+    N,
+    W,
+    data_error,
+    disc_labels,
+    disc_set,
+    dots_file,
+    one_line_error,
+    save_npz,
+    tile_images,
+    tile_masks,
+)
 
 import data
 from data import DataError, load_counts_csv, load_split, load_test, load_tile_ints, load_train, load_train_or_dots
@@ -171,13 +183,34 @@ def test_dots_file_loads_without_masks(tmp_path):
     np.testing.assert_array_equal(load_train_or_dots(ints)[2], arrays["points"])
 
 
-def test_mask_file_trains_from_its_masks_and_its_points_are_not_read(tmp_path):
+def test_mask_file_gives_its_cell_centres_from_points_else_from_labels(tmp_path):
+    arrays = disc_set(30, seed=1)
+    both = tmp_path / "both.npz"
+    np.savez(both, X=arrays["X"], y=arrays["y"], points=arrays["points"])
+    X, y, points = load_train_or_dots(both)
+    np.testing.assert_array_equal(y, arrays["y"])
+    np.testing.assert_array_equal(points, arrays["points"])
+    # Labels alone: one centre per instance of each tile, at its centroid (about the disc's centre).
+    tiles = arrays["points"][:, 0].astype(int)
+    labels = np.stack([disc_labels((T, T), arrays["points"][tiles == i, 1:].astype(int), 3) for i in range(30)])
+    from_labels = tmp_path / "labels.npz"
+    np.savez(from_labels, X=arrays["X"], y=arrays["y"], labels=labels)
+    np.testing.assert_allclose(load_train_or_dots(from_labels)[2], arrays["points"], atol=1)  # overlaps shift some
+    assert load_split(both)[0].annotation == load_split(from_labels)[0].annotation == "masks+dots"
+    masks_only = tmp_path / "masks.npz"
+    np.savez(masks_only, X=arrays["X"], y=arrays["y"])
+    assert load_train_or_dots(masks_only)[2] is None and load_split(masks_only)[0].annotation == "masks"
+
+
+def test_mask_file_refuses_bad_centres(tmp_path):
     arrays = disc_set(30, seed=1)
     path = tmp_path / "masks.npz"
-    np.savez(path, X=arrays["X"], y=arrays["y"], points=np.full((2, 3), np.nan))  # bad points: never read
-    X, y, points = load_train_or_dots(path)
-    assert points is None
-    np.testing.assert_array_equal(y, arrays["y"])
+    np.savez(path, X=arrays["X"], y=arrays["y"], points=np.full((2, 3), np.nan))
+    with one_line_error(path, "'points' contains NaN"):
+        load_train_or_dots(path)
+    np.savez(path, X=arrays["X"], y=arrays["y"], labels=np.zeros((2, T, T), np.int32))
+    with one_line_error(path, "'labels' must be non-negative integers of shape (30, 32, 32)"):
+        load_train_or_dots(path)
 
 
 def test_file_without_masks_or_dots_names_both_keys(tmp_path):

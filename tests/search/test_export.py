@@ -309,7 +309,7 @@ def test_refit_elsewhere_trains_on_the_training_file_the_study_recorded(density_
     storage = f"sqlite:///{density_study}/studies/cells.db"
     assert export.main(["--storage", storage, "--test", str(test), "--trial", "1", "--refit"]) == 0
     # The study's dots, not the working folder's masks: the trial's density targets are drawn at them.
-    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out
+    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the centres)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("out", ["studies/cells.db", "studies/cells.db-journal", "studies/{folder}/artifacts/sub.csv"])

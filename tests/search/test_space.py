@@ -67,11 +67,31 @@ def test_dots_trials_draw_a_target_and_only_its_size():
     assert density[space.SIGMA] == 2.5 and space.RADIUS not in density
     disks = suggested({space.TARGET: "disks"})
     assert space.TARGET_RADII[0] <= disks[space.RADIUS] <= space.TARGET_RADII[1] and space.SIGMA not in disks
-    assert space.target_text(density) == "density maps of Gaussians of sigma 2.50 px"
+    assert space.target_text(density) == "density maps of Gaussians of sigma 2.50 px at the centres"
     assert TrainConfig(**space.train_options(density, space.PROFILES["quick"])).loss == "mse"
     assert TrainConfig(**space.train_options(disks, space.PROFILES["quick"])).loss == "bce"
     masks = suggested({}, annotation="masks")
     assert space.TARGET not in masks and space.RADIUS not in masks and space.SIGMA not in masks
+
+
+def test_a_file_with_masks_and_centres_draws_the_mask_among_the_targets():
+    quick = space.PROFILES["quick"]
+    assert space.reference_config(quick, annotation="masks+dots")[space.TARGET] == "mask"
+    assert space.reference_config(quick, "sampled", "masks+dots")["counter"] == "components"
+    warm = space.warm_start(quick, "masks+dots")
+    assert (warm[space.TARGET], warm[space.RADIUS]) == ("disks", space.DEFAULT_RADIUS)
+    assert space.warm_start(quick, "masks+dots", crowded=True)[space.TARGET] == "density"
+    mask = suggested({space.TARGET: "mask"}, annotation="masks+dots")
+    assert space.RADIUS not in mask and space.SIGMA not in mask and not space.trains_from_centres(mask)
+    assert TrainConfig(**space.train_options(mask, quick)).loss == "bce"
+    assert space.target_text(mask) == "the soft masks"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {space.suggest(study.ask(), quick, annotation="masks+dots")[space.TARGET] for _ in range(30)}
+    assert drawn == {"mask", "disks", "density"}
+    # A dots file never draws the mask it does not have.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dots = {space.suggest(study.ask(), quick, annotation="dots")[space.TARGET] for _ in range(30)}
+    assert dots == {"disks", "density"}
 
 
 def test_sampled_counting_of_a_density_trial_is_the_density_counter():

@@ -479,7 +479,7 @@ def test_dots_study_samples_and_records_the_radius(tiny_dots, tiny_profile, in_t
         assert config["params"]["target_radius"] == t.params["target_radius"]
     out = capsys.readouterr().out
     assert "true counts: stored counts" in out
-    assert "trains from dots ('points', no masks): disks of radius 2-5 px (target_radius, searched" in out
+    assert "trains from dots ('points', no masks): disks of radius 2-5 px (target_radius) drawn at the centres" in out
     assert "- trains from dots ('points', no masks)" in get_note(s)
 
 
@@ -537,7 +537,7 @@ def test_density_trial_counts_by_its_sum_through_study_and_export(
         log = json.loads(out.with_suffix(".json").read_text())
         assert log["counting"]["counter"] == "density" and log["test_mae"] >= 0
         assert len(pd.read_csv(out)) == 6
-    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the dots)" in capsys.readouterr().out
+    assert "on all 30 tiles (density maps of Gaussians of sigma 2.00 px at the centres)" in capsys.readouterr().out
 
 
 def test_resume_with_another_annotation_is_refused(tiny_files, tiny_dots, tiny_profile, in_tmp, capsys):
@@ -632,7 +632,7 @@ def test_dots_folder_to_study_to_submission(tiny_profile, in_tmp, capsys):
     log = json.loads((in_tmp / "refit.json").read_text())
     assert log["refit"] and all(m["checkpoint"].endswith("refit") for m in log["members"])
     radius = log["params"]["target_radius"]
-    assert f"on all 30 tiles (disks of radius {radius} px at the dots)" in capsys.readouterr().out
+    assert f"on all 30 tiles (disks of radius {radius} px at the centres)" in capsys.readouterr().out
     for member in log["members"]:
         config = json.loads((in_tmp / member["checkpoint"] / "config.json").read_text())
         assert config["refit"] and config["params"]["target_radius"] == radius

@@ -307,3 +307,42 @@ def test_a_stage_cut_short_is_not_resumed_under_another_number_of_folds(tiny_fil
     assert run_study(train, "--n-trials", "2", "--finalists", "2", "--folds", "3") == 0
     # The 2-fold plan's three runs left are not trained first: only the new plan's six, fold by fold.
     assert seeds == [1, 1, 2, 2, 3, 3]
+
+
+def searched(targets_values, baseline=0):
+    """A study of complete trials, trial ``i`` training ``targets_values[i][0]`` and scoring ``[1]``."""
+    study = optuna.create_study()
+    dist = optuna.distributions.CategoricalDistribution(("mask", "disks", "density"))
+    for i, (target, value) in enumerate(targets_values):
+        attrs = {roles.BASELINE_ATTR: True} if i == baseline else {}
+        trial = optuna.trial.create_trial(
+            params={"target": target, "lr": 1e-3 * (i + 1)},
+            distributions={"target": dist, "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1)},
+            value=value,
+            user_attrs=attrs,
+        )
+        study.add_trial(trial)
+    return study
+
+
+def picked(study, k=2):
+    return [(t.number, role) for t, role in finalists.pick_finalists(study, k)]
+
+
+def test_the_best_centre_target_trial_is_always_a_finalist_when_masks_are_searched_too():
+    # Validation preferred masks: the best disks trial (3) still reaches the stage, as a third finalist.
+    study = searched([("mask", 2.5), ("disks", 2.4), ("mask", 2.0), ("disks", 2.3)])
+    assert picked(study) == [(2, "best"), (0, "reference"), (3, finalists.CENTRE_ROLE)]
+    assert picked(study, 3) == [(2, "best"), (0, "reference"), (3, "runner-up")]
+    # It takes a runner-up's place rather than adding a run when there is one to take.
+    study = searched([("mask", 2.5), ("disks", 2.4), ("mask", 2.0), ("mask", 2.1)])
+    assert picked(study, 3) == [(2, "best"), (0, "reference"), (1, finalists.CENTRE_ROLE)]
+    # Already among them: nothing changes.
+    study = searched([("mask", 2.5), ("disks", 2.0), ("mask", 2.2)])
+    assert picked(study) == [(1, "best"), (0, "reference")]
+    study = searched([("mask", 2.0), ("mask", 2.1), ("density", 2.3)])
+    assert picked(study) == [(0, "best and reference"), (2, finalists.CENTRE_ROLE)]
+    # All from masks, or all from centres (a dots study): the picks are what they were.
+    assert picked(searched([("mask", 2.0), ("mask", 2.1), ("mask", 1.9)])) == [(2, "best"), (0, "reference")]
+    assert picked(searched([("disks", 2.0), ("density", 2.1)])) == [(0, "best and reference"), (1, "runner-up")]
+    assert picked(study, 0) == []
