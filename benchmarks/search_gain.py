@@ -68,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     p.add_argument("--section", default="gain", help="BENCHMARKS.md section to write (default: %(default)s)")
+    p.add_argument(
+        "--against",
+        type=Path,
+        help="the last line (JSON) of an earlier run of this script: each study's default export paired with "
+        "that run's of the same seed (before and after a change, on the same test tiles)",
+    )
     return p.parse_args(argv)
 
 
@@ -250,6 +256,14 @@ def report(args, rows: list[dict], n_images: int, seconds: float) -> str:
             f"{diff_text(r['default_minus_winner'])}, minus the equal-weight mean: "
             f"{diff_text(r['default_minus_equal_weights'])}.  ",
             f"Intervals on the test tiles: {coverage_text((r['default'] or {}).get('coverage'))}.  ",
+            *(
+                [
+                    f"Against `{shown(args.against)}` (same seed: it exported {r['earlier_default']['exported']}, "
+                    f"{cell(r['earlier_default'])}): default export minus it {diff_text(r['default_minus_earlier'])}.  "
+                ]
+                if r["earlier_default"]
+                else []
+            ),
             f"Search: {r['search_verdict']}.  ",
             f"Verdict out of fold: {r['stage_verdict'] or 'no finalist stage'}.",
             "",
@@ -294,6 +308,11 @@ def main(argv=None) -> int:
     names = [f"{args.prefix}{seed}" for seed in args.study_seeds]
     walls = run_studies(names, args.study_seeds, args)
     rows = [measure(name, seed, walls[name], args, truth, groups) for name, seed in zip(names, args.study_seeds)]
+    earlier = {} if args.against is None else {r["seed"]: r for r in json.loads(args.against.read_text())}
+    for r in rows:
+        before = earlier.get(r["seed"], {}).get("default")
+        r["earlier_default"] = None if before is None else {k: before[k] for k in ("mae", "se", "exported")}
+        r["default_minus_earlier"] = paired(r["default"], before, groups)
     text = report(args, rows, len(np.unique(groups)), time.perf_counter() - started)
     print(text)
     if args.write:

@@ -53,6 +53,12 @@ def test_reuses_a_study_kept_in_a_journal_file(search_gain, tiny_files, tiny_pro
         assert row[key]["mae"] >= 0 and row[key]["se"] is None  # 3 test images: too few for an SE
     assert "fold models" in row["default"]["exported"] and "fold models" in row["baseline"]["exported"]
     assert row["epoch_s"] > 0
+    # Before and after a change: each default export paired with an earlier run's of the same seed.
+    earlier = in_tmp / "earlier.json"
+    earlier.write_text(json.dumps([{**row, "default": {**row["default"], "errors": [0] * 6}}]))
+    again = bench(search_gain, tiny_files, capsys, "--against", str(earlier))
+    assert again["earlier_default"]["exported"] == row["default"]["exported"]
+    assert again["default_minus_earlier"]["diff"] == pytest.approx(row["default"]["mae"])  # against no error
 
 
 def test_a_study_whose_baseline_never_completed(search_gain, tiny_files, tiny_profile, in_tmp, capsys, monkeypatch):
