@@ -183,7 +183,9 @@ def plan_budget(study: optuna.Study, args, profile: space.Profile, device) -> Bu
     k, n_folds = stage_size(args, profile)
     timeout = args.timeout or profile.timeout
     budget = Budget(study, profile, k, n_folds, args.seed, args.workers, timeout, finish=args.timeout is None)
-    stage = f"then {k} finalists x {n_folds} folds, the finalist stage reserved first" if k else "(no finalist stage)"
+    extra = " (one more if none trains from the centres)" if prepare.study_annotation(study) == "masks+dots" else ""
+    stage = f"then {k} finalists{extra} x {n_folds} folds, the finalist stage reserved first"
+    stage = stage if k else "(no finalist stage)"
     ends = (
         "the reference, warm start and finalist runs go on to the end if this machine needs longer"
         if budget.finish

@@ -32,6 +32,7 @@ def test_masks_and_centres_reach_the_finalist_stage_and_the_export(tiny_both, ti
     assert (reference.params["target"], warm.params["target"]) == ("mask", "disks")
     out = capsys.readouterr().out
     assert "trains from masks ('y') and cell centres ('points'): target searched among the soft masks" in out
+    assert "then 2 finalists (one more if none trains from the centres) x 2 folds" in out
     plan = finalists.stage_plan(finalists.open_finalists(s))
     assert any(space.trains_from_centres(f["params"]) for f in plan["finalists"])
     assert any(not space.trains_from_centres(f["params"]) for f in plan["finalists"])  # the reference
