@@ -12,6 +12,7 @@ import pytest
 from helpers import disc_labels
 from PIL import Image
 
+import data
 from data import load_counts_csv, load_test, load_tile_ints, load_train, load_train_or_dots
 from data.importer import main
 
@@ -148,6 +149,8 @@ def test_masks_layout_loads_with_the_harness_loaders(tmp_path):
     assert (np.bincount(out["points"][:, 0].astype(int), minlength=len(X)) == counts).all()
     np.testing.assert_array_equal(out["scale"], [1, 1])
     np.testing.assert_array_equal(load_test(out_path), X)
+    # Instance masks keep their centres: a study of the file searches targets at them beside the masks.
+    assert data.load_split(out_path)[0].annotation == "masks+dots"
 
 
 def _dots_image(shape, dots, colour=(0, 0, 255)):
