@@ -145,8 +145,9 @@ class Split:
     rows ``(tile, row, col)`` whose tile indexes that part's own tiles. ``val_counts`` are
     the true validation counts stored in the file, or None when it has none (they are then
     counted from ``val_masks``, or are the dots per tile); ``val_groups`` the source image of
-    each validation tile. ``train_groups`` and ``train_counts`` are the same for the training tiles (None when
-    unknown): the finalist stage cuts folds of them with :func:`data.folds.fold_split`.
+    each validation tile. ``train_groups`` and ``train_counts`` are the same for the training
+    tiles (None when unknown): the finalist stage cuts folds of them with
+    :func:`data.folds.fold_split`.
     """
 
     train_images: np.ndarray
